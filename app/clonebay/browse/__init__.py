@@ -1,0 +1,1 @@
+"""Read-only views of images: list, extract, mount."""

@@ -1,0 +1,1 @@
+"""UI-agnostic jobs: plan, pipeline, clone/save/restore/verify."""

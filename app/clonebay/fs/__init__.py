@@ -1,0 +1,1 @@
+"""Filesystem probes: type, label, uuid, state, and the byte runs a copy must carry."""

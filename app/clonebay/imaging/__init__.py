@@ -1,0 +1,1 @@
+"""The clonebay image format (docs/format.md)."""

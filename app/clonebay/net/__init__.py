@@ -1,0 +1,1 @@
+"""Multicast sender and receiver."""

@@ -1,0 +1,1 @@
+"""Everything that touches the host: programs, devices, udev, partition tables."""
