@@ -1,0 +1,65 @@
+"""What is on a disk: its partition table and, per partition, the volume and how it is copied.
+
+This is the read-only first step of every job (DESIGN §2 "Probe") and all of ``clonebay probe``.
+A disk with no partition table is looked at as a single volume spanning the whole device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clonebay.fs.probe import probe_volume
+from clonebay.model import CopyMethod, Extent, Partition, PartitionTable, Volume, VolumeState
+from clonebay.system.blockdev import FileSource
+from clonebay.system.parttable import last_warnings, read_table
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    """One partition and the volume found in it (None for an extended container)."""
+
+    partition: Partition
+    volume: Volume | None
+
+
+@dataclass(frozen=True)
+class DiskReport:
+    path: str
+    table: PartitionTable
+    partitions: tuple[PartitionReport, ...]
+    whole_disk: Volume | None  # set when the table kind is "none"
+    warnings: tuple[str, ...] = ()
+
+
+def _truncated(path: str, part: Partition, disk_size: int) -> Volume:
+    """A partition that runs past the end of the disk (a truncated image, or a wrong table)."""
+    present = max(0, disk_size - part.start)
+    return Volume(
+        "truncated",
+        part.size,
+        (Extent(0, present),) if present else (),
+        CopyMethod.RAW,
+        VolumeState.UNKNOWN,
+        reason=f"{path}: partition {part.number} ends {part.end - disk_size} bytes past the end"
+        f" of the disk ({disk_size} bytes): truncated image or wrong partition table",
+    )
+
+
+def inspect_disk(path: str) -> DiskReport:
+    """Read ``path``'s partition table and probe every data partition (never writes)."""
+    table = read_table(path)
+    warnings = last_warnings()
+    if table.kind == "none":
+        with FileSource(path) as src:
+            return DiskReport(path, table, (), probe_volume(src), warnings)
+    reports = []
+    for part in table.partitions:
+        if part.kind == "extended":
+            reports.append(PartitionReport(part, None))
+            continue
+        if part.end > table.disk_size:
+            reports.append(PartitionReport(part, _truncated(path, part, table.disk_size)))
+            continue
+        with FileSource(path, part.start, part.size) as src:
+            reports.append(PartitionReport(part, probe_volume(src, part.type_id)))
+    return DiskReport(path, table, tuple(reports), None, warnings)
