@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clonebay.fs import extents
 from clonebay.fs.probe import probe_volume
 from clonebay.model import CopyMethod, Extent, Partition, PartitionTable, Volume, VolumeState
 from clonebay.system.blockdev import FileSource
@@ -63,3 +64,26 @@ def inspect_disk(path: str) -> DiskReport:
         with FileSource(path, part.start, part.size) as src:
             reports.append(PartitionReport(part, probe_volume(src, part.type_id)))
     return DiskReport(path, table, tuple(reports), None, warnings)
+
+
+def outside_partitions(report: DiskReport) -> tuple[Extent, ...]:
+    """Bytes of the disk outside every data partition: boot code, the post-MBR gap (GRUB's
+    core.img), primary and backup GPT, EBRs of logical partitions, gaps. Copied raw; the engine
+    skips the zero chunks, so this costs little."""
+    table = report.table
+    if report.whole_disk is not None:
+        return ()
+    inside = [Extent(p.start, p.size) for p in table.data_partitions()]
+    return extents.subtract((Extent(0, table.disk_size),), inside)
+
+
+def used_extents(report: DiskReport) -> tuple[Extent, ...]:
+    """Every byte of the disk a copy must carry: the areas outside partitions and each
+    volume's used extents, as disk offsets."""
+    if report.whole_disk is not None:
+        return report.whole_disk.used
+    runs = list(outside_partitions(report))
+    for pr in report.partitions:
+        if pr.volume is not None:
+            runs.extend(extents.shift(pr.volume.used, pr.partition.start))
+    return extents.normalize(runs)
