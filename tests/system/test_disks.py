@@ -16,6 +16,7 @@ from clonebay import cli
 from clonebay.engine.inspect import DiskReport, inspect_disk, used_extents
 from clonebay.fs import extents
 from clonebay.model import CopyMethod
+from clonebay.system.run import run
 from clonebay.testdisks import disks, ext, fat, ntfs
 from clonebay.testdisks.files import sparse_file
 from tests.oracles import copy_extents
@@ -33,7 +34,9 @@ CHECKERS: dict[str, tuple[Callable[[Path], None], Callable[[Path], dict[str, str
 
 
 @pytest.fixture(scope="module", params=["gpt", "mbr"])
-def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> disks.BuiltDisk:
+def built(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> disks.BuiltDisk:
     work = tmp_path_factory.mktemp(request.param)
     maker = disks.gpt_disk if request.param == "gpt" else disks.mbr_disk
     return maker(work / "disk.img", disks.TEST, work=work)
@@ -128,8 +131,6 @@ def test_probe_missing_disk_says_so(capsys: pytest.CaptureFixture[str], tmp_path
 def test_probe_truncated_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "disk.img"
     sparse_file(path, 64 << 20)
-    from clonebay.system.run import run
-
     run(["sfdisk", "-q", str(path)], input_bytes=b"label: dos\n,,83\n")
     os.truncate(path, 40 << 20)
     assert cli.main(["probe", str(path)]) == 0

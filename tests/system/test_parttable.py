@@ -17,9 +17,7 @@ from clonebay.testdisks.files import sparse_file
 
 
 def sfdisk_json(path: Path) -> dict[str, object]:
-    table: dict[str, object] = json.loads(output(["sfdisk", "--json", str(path)]))[
-        "partitiontable"
-    ]
+    table: dict[str, object] = json.loads(output(["sfdisk", "--json", str(path)]))["partitiontable"]
     return table
 
 
@@ -41,10 +39,7 @@ def make_gpt(path: Path) -> None:
 
 def make_mbr(path: Path) -> None:
     sparse_file(path, 200 << 20)
-    script = (
-        "label: dos\nlabel-id: 0x1234abcd\n"
-        ",30M,6,*\n,40M,7\n,,5\n,20M,83\n,10M,1\n,,82\n"
-    )
+    script = "label: dos\nlabel-id: 0x1234abcd\n,30M,6,*\n,40M,7\n,,5\n,20M,83\n,10M,1\n,,82\n"
     run(["sfdisk", "-q", str(path)], input_bytes=script.encode())
 
 
@@ -98,7 +93,7 @@ def test_corrupt_gpt_entries_are_refused(tmp_path: Path) -> None:
         byte = f.read(1)[0]
         f.seek(2 * 512 + 60)
         f.write(bytes([byte ^ 1]))
-    with pytest.raises(PartitionTableError, match="corrupt|checksum"):
+    with pytest.raises(PartitionTableError, match=r"corrupt|checksum"):
         read_table(str(path))
 
 

@@ -39,12 +39,6 @@ MiB = 1024 * 1024
 IMAGE_SIZE = 64 * MiB
 FIRST_PARTITION = 16 * MiB
 
-needs_root = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices and mounts"),
-]
-
-
 # --- pure helpers, on values captured from real machines --------------------------------------
 
 # udev properties of real disks (udevadm info --query=property), trimmed to what we read.
@@ -182,6 +176,7 @@ def test_vpd_unit_serial_page() -> None:
         ("dm-0", 8192, False, None, False),
         ("md127", 8192, False, None, False),
         ("mmcblk0", 8192, False, None, True),
+        ("mmcblk0boot0", 8192, False, None, False),  # eMMC firmware area
         ("nvme0c0n1", 8192, True, None, False),  # multipath path device
     ],
 )

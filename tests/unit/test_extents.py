@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from clonebay.fs import extents
 from clonebay.model import Extent
 
-runs = st.lists(
-    st.builds(Extent, st.integers(0, 300), st.integers(0, 40)), max_size=12
-)
+runs = st.lists(st.builds(Extent, st.integers(0, 300), st.integers(0, 40)), max_size=12)
 
 
 def as_set(items: tuple[Extent, ...] | list[Extent]) -> set[int]:
@@ -19,7 +19,7 @@ def as_set(items: tuple[Extent, ...] | list[Extent]) -> set[int]:
 
 def is_canonical(items: tuple[Extent, ...]) -> bool:
     return all(e.length > 0 for e in items) and all(
-        a.end < b.start for a, b in zip(items, items[1:], strict=False)
+        a.end < b.start for a, b in itertools.pairwise(items)
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clonebay.errors import InputError
 from clonebay.system.mounts import (
     SWAP_MOUNTPOINT,
     MountEntry,
+    block_devnum,
     build_table,
     parse_devnum,
     parse_mountinfo,
@@ -85,12 +88,17 @@ def test_table_keys_by_device_number_not_name() -> None:
     assert table.mountpoints((8, 0)) == ()
 
 
-def test_swaps_parse_and_files_are_skipped() -> None:
+def test_swaps_parse_and_files_are_skipped(tmp_path: Path) -> None:
     assert parse_swaps(SWAPS) == ["/dev/sda3", "/swap file"]
     assert parse_swaps("") == []
     assert parse_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
-    table = build_table([], {}.get, ["/swap file"])
-    assert table.by_devnum == {}
+    swap_file = tmp_path / "swap file"
+    swap_file.write_bytes(b"\0" * 4096)
+    # a swap file is not a block device: the filesystem holding it is mounted and counts already
+    assert block_devnum(str(swap_file)) is None
+    assert block_devnum("/dev/null") is None  # a character device
+    assert block_devnum(str(tmp_path / "missing")) is None
+    assert build_table([], block_devnum, [str(swap_file)]).by_devnum == {}
 
 
 def test_devnum() -> None:

@@ -61,7 +61,9 @@ def read_all(read_sector: Callable[[int], bytes]) -> list[MbrEntry]:
         first, link, *_ = parse_entries(read_sector(ebr))
         if first.type_id:
             entries.append(
-                MbrEntry(number, first.type_id, ebr + first.start_lba, first.sectors, first.bootable)
+                MbrEntry(
+                    number, first.type_id, ebr + first.start_lba, first.sectors, first.bootable
+                )
             )
             number += 1
         ebr = extended.start_lba + link.start_lba if link.type_id else 0

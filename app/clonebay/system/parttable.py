@@ -128,7 +128,9 @@ def _gpt_table(path: str, disk: parted.Disk, sector: int, size: int) -> Partitio
         array_at = header.entries_lba * sector
         if array_at + array_len > src.size:
             raise PartitionTableError(f"{path}: GPT entry array lies past the end of the disk")
-        entries = {e.index: e for e in gpt.parse_entries(header, src.pread(array_len, array_at), where)}
+        entries = {
+            e.index: e for e in gpt.parse_entries(header, src.pread(array_len, array_at), where)
+        }
     parts = []
     for part in disk.partitions:
         geom = part.geometry

@@ -11,7 +11,8 @@ place in the sysfs tree for the transport (a USB disk sits under .../usbN/..., a
 Which devices are disks: every whole block device except
   - ram*, zram* (memory), dm-* and md* (volumes stacked on disks: they show as the disks'
     holders, and a copy works on the disks underneath),
-  - hidden devices (NVMe multipath paths; they have no /dev node),
+  - hidden devices (NVMe multipath paths; they have no /dev node), and eMMC boot and RPMB
+    areas (mmcblk0boot0: small firmware areas, read-only by default, not the user's disk),
   - loop devices with no backing file, and any device of size 0 (an optical or card-reader
     drive without a medium, an unconfigured nbd). Optical drives with a medium are kept.
 
@@ -51,16 +52,9 @@ _MAX_STACK_DEPTH = 8  # dm on md on partition is 3; more means a loop in the hol
 _UDEV_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _FIREWIRE_NODE = re.compile(r"/fw\d+(\.\d+)?/")
 _ATA_PORT = re.compile(r"/ata\d+/")
-_UDEV_BUS = {
-    "usb": "usb",
-    "ieee1394": "firewire",
-    "nvme": "nvme",
-    "ata": "sata",
-    "scsi": "scsi",
-    "mmc": "mmc",
-}
-_PATH_TOKENS = (  # ID_PATH tokens, most specific first: a USB bridge also shows "scsi"
-    ("usb", "usb"),
+_EMMC_AREA = re.compile(r"mmcblk\d+(boot\d+|rpmb)")
+_TRANSPORT_TOKENS = (  # udev ID_BUS / ID_PATH tokens, most specific first: a USB bridge shows
+    ("usb", "usb"),  # "usb" and "scsi", and may report ID_BUS=ata
     ("ieee1394", "firewire"),
     ("nvme", "nvme"),
     ("virtio", "virtio"),
@@ -131,18 +125,10 @@ def serial_from_vpd_pg80(data: bytes) -> str:
 def transport_from_udev(properties: Mapping[str, str]) -> str:
     """Transport from udev's ID_BUS and ID_PATH ("pci-0000:00:14.0-usb-0:1:1.0-scsi-0:0:0:0")."""
     tokens = set(properties.get("ID_PATH", "").split("-"))
-    if "usb" in tokens or properties.get("ID_USB_DRIVER"):
-        return "usb"
-    for token, transport in _PATH_TOKENS[:5]:
-        if token in tokens:
-            return transport
-    bus = _UDEV_BUS.get(properties.get("ID_BUS", "").lower(), "")
-    if bus:
-        return bus
-    for token, transport in _PATH_TOKENS[5:]:
-        if token in tokens:
-            return transport
-    return ""
+    tokens.add(properties.get("ID_BUS", "").lower())
+    if properties.get("ID_USB_DRIVER"):
+        tokens.add("usb")
+    return next((kind for token, kind in _TRANSPORT_TOKENS if token in tokens), "")
 
 
 def transport_from_sysfs(name: str, sys_path: str) -> str:
@@ -180,7 +166,7 @@ def loop_description(backing_file: str) -> str:
 
 def is_listed(name: str, sectors: int, hidden: bool, backing_file: str | None) -> bool:
     """Whether a whole block device is a disk clonebay offers (see the module docstring)."""
-    if name.startswith(_SKIPPED_PREFIXES) or hidden or sectors <= 0:
+    if name.startswith(_SKIPPED_PREFIXES) or _EMMC_AREA.fullmatch(name) or hidden or sectors <= 0:
         return False
     return not (name.startswith("loop") and not backing_file)
 
@@ -316,8 +302,13 @@ def _partitions(device: pyudev.Device) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda item: natural_key(item[0]))
 
 
+def kernel_name_to_node(name: str) -> str:
+    """The /dev node the kernel (devtmpfs) creates for a block device name ("cciss!c0d0p1")."""
+    return "/dev/" + name.replace("!", "/")
+
+
 def _node(device: pyudev.Device) -> str:
-    return str(device.device_node or f"/dev/{device.sys_name}")
+    return str(device.device_node or kernel_name_to_node(str(device.sys_name)))
 
 
 def _to_disk(device: pyudev.Device, mounts: MountTable, by_id: Mapping[str, list[str]]) -> Disk:
@@ -371,9 +362,17 @@ def _listed(device: pyudev.Device) -> bool:
     )
 
 
+def disk_from_device(device: pyudev.Device) -> Disk | None:
+    """One udev block device (e.g. from a hotplug event) as a Disk; None unless it is listed."""
+    if device.subsystem != "block" or device.device_type != "disk" or not _listed(device):
+        return None
+    return _to_disk(device, read_mount_table(), _by_id_links())
+
+
 def list_disks(context: pyudev.Context | None = None) -> list[Disk]:
     """Every disk of the machine (see the module docstring for which), in natural name order."""
-    context = context or pyudev.Context()
+    if context is None:
+        context = pyudev.Context()
     mounts = read_mount_table()
     by_id = _by_id_links()
     devices = context.list_devices(subsystem="block", DEVTYPE="disk")
@@ -390,7 +389,8 @@ def find_disk(path: str, context: pyudev.Context | None = None) -> Disk | None:
     devnum = block_devnum(path)
     if devnum is None:
         return None
-    context = context or pyudev.Context()
+    if context is None:
+        context = pyudev.Context()
     try:
         device = pyudev.Devices.from_device_number(context, "block", os.makedev(*devnum))
     except pyudev.DeviceNotFoundError:
@@ -399,12 +399,9 @@ def find_disk(path: str, context: pyudev.Context | None = None) -> Disk | None:
         device = device.find_parent("block", "disk")
         if device is None:
             return None
-    if device.device_type != "disk" or not _listed(device):
-        return None
-    return _to_disk(device, read_mount_table(), _by_id_links())
+    return disk_from_device(device)
 
 
 def partition_paths(disk: Disk) -> list[str]:
     """Device nodes of a disk's partitions (/dev/sda1, /dev/nvme0n1p2...), in order."""
-    folder = os.path.dirname(disk.path) or "/dev"
-    return [os.path.join(folder, name) for name in disk.partitions]
+    return [kernel_name_to_node(name) for name in disk.partitions]

@@ -10,6 +10,8 @@ GiB with the filesystems about half full.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -93,8 +95,6 @@ def _place(disk: Path, fs_image: Path, start: int) -> None:
 
 def _random_partition(disk: Path, start: int, size: int, seed: int) -> str:
     """Fill a partition with random bytes (an unknown or encrypted-looking volume)."""
-    import hashlib
-
     rng = random.Random(seed)
     digest = hashlib.sha256()
     with open(disk, "r+b") as f:
@@ -185,7 +185,12 @@ def mbr_disk(path: Path, scale: Scale = TEST, work: Path | None = None) -> Built
     starts = _sfdisk_starts(path)
     with tempfile.TemporaryDirectory(dir=work) as tmpdir:
         tmp = Path(tmpdir)
-        layout = [(1, "fat16", fat16), (2, "ntfs", ntfs_size), (5, "ext3", ext3), (6, "fat12", fat12)]
+        layout = [
+            (1, "fat16", fat16),
+            (2, "ntfs", ntfs_size),
+            (5, "ext3", ext3),
+            (6, "fat12", fat12),
+        ]
         for number, kind, size in layout:
             start = starts[number]
             image = tmp / f"p{number}.img"
@@ -205,8 +210,6 @@ def mbr_disk(path: Path, scale: Scale = TEST, work: Path | None = None) -> Built
 
 def _sfdisk_starts(path: Path) -> dict[int, int]:
     """Partition number -> start byte, as sfdisk laid them out."""
-    import json
-
     table = json.loads(run(["sfdisk", "--json", str(path)]).stdout)["partitiontable"]
     prefix = str(path)
     return {

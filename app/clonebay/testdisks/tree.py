@@ -17,11 +17,45 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WORDS = (
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut"
-    " labore et dolore magna aliqua config library module kernel driver system window service"
-    " update package shared object header include version license copyright install"
-).split()
+WORDS = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "config",
+    "library",
+    "module",
+    "kernel",
+    "driver",
+    "system",
+    "window",
+    "service",
+    "update",
+    "package",
+    "shared",
+    "object",
+    "header",
+    "include",
+    "version",
+    "license",
+    "copyright",
+    "install",
+]
 
 
 @dataclass
@@ -131,9 +165,7 @@ def small_size(rng: random.Random) -> int:
     return int(min(256 << 10, rng.lognormvariate(7.5, 1.6)))
 
 
-def usr_tree(
-    root: Path, files: int = 20_000, big_file: int = 200 << 20, seed: int = 1
-) -> Tree:
+def usr_tree(root: Path, files: int = 20_000, big_file: int = 200 << 20, seed: int = 1) -> Tree:
     """A /usr-like tree: many small files in nested folders, symlinks, hard links, xattrs, and
     one big random file (``big_file`` bytes; 0 for none)."""
     rng = random.Random(seed)
@@ -160,9 +192,7 @@ def usr_tree(
     return tree
 
 
-def windows_tree(
-    root: Path, files: int = 5_000, pagefile: int = 64 << 20, seed: int = 2
-) -> Tree:
+def windows_tree(root: Path, files: int = 5_000, pagefile: int = 64 << 20, seed: int = 2) -> Tree:
     """A Windows-like tree: Windows/System32, Program Files, Users with long and non-ASCII
     names, a pagefile.sys-like file of ``pagefile`` bytes, and an alternate data stream."""
     rng = random.Random(seed)
@@ -209,7 +239,9 @@ def efi_tree(root: Path, seed: int = 3) -> Tree:
     tree.add_file("EFI/debian/grubx64.efi", binary_bytes(rng, 2 << 20))
     tree.add_file("EFI/debian/grub.cfg", text_bytes(rng, 200))
     for i in range(40):
-        tree.add_file(f"EFI/Microsoft/Boot/en-US/res{i:02d}.mui", binary_bytes(rng, small_size(rng)))
+        tree.add_file(
+            f"EFI/Microsoft/Boot/en-US/res{i:02d}.mui", binary_bytes(rng, small_size(rng))
+        )
     return tree
 
 
