@@ -76,7 +76,7 @@ def disks_json(disks: Sequence[Disk]) -> list[dict[str, Any]]:
 
 def _copy_text(volume: Volume) -> str:
     if volume.reason and volume.copy.value == "raw":
-        return f"raw ({volume.reason})"
+        return f"raw: {volume.reason}"
     return volume.copy.value
 
 

@@ -40,29 +40,29 @@ SIGNATURES = (
         3,
         b"-FVE-FS-",
         VolumeState.ENCRYPTED,
-        "BitLocker volume: copied raw so the copy keeps its encryption and key protectors",
+        "BitLocker: the copy keeps its encryption and key protectors",
     ),
     Signature(
         "luks",
         0,
         b"LUKS\xba\xbe",
         VolumeState.ENCRYPTED,
-        "LUKS volume: copied raw, encryption and key slots unchanged",
+        "LUKS: the copy keeps its encryption and key slots",
     ),
     Signature(
-        "lvm2-pv", 512 + 24, b"LVM2 001", VolumeState.UNKNOWN, "LVM physical volume: copied raw"
+        "lvm2-pv", 512 + 24, b"LVM2 001", VolumeState.UNKNOWN, "LVM physical volume"
     ),
     Signature(
-        "exfat", 3, b"EXFAT   ", VolumeState.UNKNOWN, "exFAT has no native parser yet: copied raw"
+        "exfat", 3, b"EXFAT   ", VolumeState.UNKNOWN, "exFAT has no native parser yet"
     ),
-    Signature("refs", 3, b"ReFS\0\0\0\0", VolumeState.UNKNOWN, "ReFS: copied raw"),
-    Signature("xfs", 0, b"XFSB", VolumeState.UNKNOWN, "XFS has no native parser yet: copied raw"),
+    Signature("refs", 3, b"ReFS\0\0\0\0", VolumeState.UNKNOWN, "ReFS has no native parser"),
+    Signature("xfs", 0, b"XFSB", VolumeState.UNKNOWN, "XFS has no native parser yet"),
     Signature(
         "btrfs",
         0x10040,
         b"_BHRfS_M",
         VolumeState.UNKNOWN,
-        "btrfs has no native parser yet: copied raw",
+        "btrfs has no native parser yet",
     ),
 )
 
@@ -124,13 +124,13 @@ def probe_volume(src: ByteSource, type_id: str = "") -> Volume:
         return Volume("empty", 0, (), CopyMethod.NATIVE, reason="empty partition")
     container = RAW_PARTITION_TYPES.get(type_id.upper() if "-" in type_id else type_id.lower())
     if container:
-        return raw_volume(src, "container", f"{container}: copied raw", VolumeState.UNKNOWN)
+        return raw_volume(src, "container", container, VolumeState.UNKNOWN)
     head = src.pread(min(HEAD, src.size), 0)
     sig = _signature(src, head)
     if sig is not None:
         return raw_volume(src, sig.fstype, sig.reason, sig.state)
     if _md_member(src, head):
-        return raw_volume(src, "md-member", "md RAID member: copied raw", VolumeState.UNKNOWN)
+        return raw_volume(src, "md-member", "md RAID member", VolumeState.UNKNOWN)
     for parser in PARSERS:
         detect: Callable[[bytes], bool] = parser.detect
         if not detect(head):
@@ -139,12 +139,12 @@ def probe_volume(src: ByteSource, type_id: str = "") -> Volume:
         try:
             volume: Volume = parser.probe(src)
         except FilesystemError as exc:
-            return raw_volume(src, name, f"copied raw: {exc}", VolumeState.UNKNOWN)
+            return raw_volume(src, name, str(exc), VolumeState.UNKNOWN)
         except InputError as exc:  # read past the end of a truncated partition
-            return raw_volume(src, name, f"copied raw: {exc}", VolumeState.UNKNOWN)
+            return raw_volume(src, name, str(exc), VolumeState.UNKNOWN)
         return volume
     if not any(head):
-        reason = "no filesystem found (the start is all zeros): copied raw, zero chunks skipped"
+        reason = "no filesystem (the start is all zeros)"
     else:
-        reason = "no known filesystem: copied raw, zero chunks skipped"
+        reason = "no known filesystem"
     return raw_volume(src, "unknown", reason, VolumeState.UNKNOWN)

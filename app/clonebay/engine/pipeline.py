@@ -1,0 +1,248 @@
+"""The copy pipeline: a reader thread, transform workers, and an in-order sink.
+
+    reader thread --(buffers from a fixed pool)--> worker pool (compress + hash) --> sink (caller)
+
+The reader fills page-aligned buffers from a fixed pool with ``os.preadv`` (no fresh 4 MiB bytes
+object per chunk: that costs a page-fault pass per chunk), hands each to the worker pool, and puts
+the future into a bounded queue in read order. The caller's thread takes futures from that queue in
+order and gives each result to the sink, so output order equals input order without any sorting,
+and memory in flight is bounded by the pool size. A buffer returns to the pool once the sink is done
+with the chunk (a disk-to-disk sink writes straight from it).
+
+Exceptions in the reader or a worker reach the caller when it takes that chunk; the cancel Event
+stops every stage within one chunk. Progress reports bytes done/total per region, MB/s, ETA, and
+which stage was busiest (read, transform or write): the bottleneck a technician can act on.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from clonebay.errors import CancelledError, DeviceError
+from clonebay.model import Progress
+
+T = TypeVar("T")
+
+CHUNK = 4 << 20  # 4 MiB: large enough for sequential speed, small enough to dedup well
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """Read ``length`` bytes at ``source_offset`` of ``fd``: chunk ``offset`` of ``region``."""
+
+    region: str
+    offset: int
+    fd: int
+    source_offset: int
+    length: int
+
+
+@dataclass
+class Chunk:
+    """A chunk in flight. ``data`` is a view of a pool buffer, valid until the sink returns."""
+
+    region: str
+    offset: int
+    data: memoryview
+    source_offset: int
+
+
+class BufferPool:
+    """A fixed set of page-aligned buffers (anonymous mmaps), handed out and returned."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.size = size
+        self.count = count
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()
+        for _ in range(count):
+            self._free.put(mmap.mmap(-1, size))
+
+    def get(self, cancel: threading.Event) -> mmap.mmap:
+        while True:
+            try:
+                return self._free.get(timeout=0.2)
+            except queue.Empty:
+                if cancel.is_set():
+                    raise CancelledError("cancelled") from None
+
+    def put(self, buf: mmap.mmap) -> None:
+        self._free.put(buf)
+
+
+@dataclass
+class StageClock:
+    """Seconds each stage spent working (not waiting), to name the bottleneck."""
+
+    read: float = 0.0
+    transform: float = 0.0
+    write: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_transform(self, seconds: float) -> None:
+        with self.lock:
+            self.transform += seconds
+
+    def bottleneck(self, workers: int) -> str:
+        stages = {"read": self.read, "transform": self.transform / workers, "write": self.write}
+        return max(stages, key=lambda k: stages[k])
+
+
+class ProgressMeter:
+    """Turns bytes done into Progress events, at most every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        totals: dict[str, int],
+        report: Callable[[Progress], None] | None,
+        interval: float = 0.5,
+    ) -> None:
+        self.totals = totals
+        self.done = dict.fromkeys(totals, 0)
+        self.report = report
+        self.interval = interval
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def add(self, region: str, n: int, bottleneck: str, final: bool = False) -> None:
+        self.done[region] = self.done.get(region, 0) + n
+        now = time.monotonic()
+        if self.report is None or (not final and now - self.last < self.interval):
+            return
+        self.last = now
+        done, total = sum(self.done.values()), sum(self.totals.values())
+        rate = done / max(now - self.started, 1e-6)
+        eta = (total - done) / rate if rate > 0 else None
+        self.report(
+            Progress(region, self.done[region], self.totals.get(region, 0), rate, eta, bottleneck)
+        )
+
+
+class Pipeline(Generic[T]):
+    """Run reads through ``transform`` (in ``workers`` threads) into ``sink`` (in order)."""
+
+    def __init__(
+        self,
+        transform: Callable[[Chunk], T],
+        sink: Callable[[Chunk, T], None],
+        *,
+        workers: int = 2,
+        buffers: int = 8,
+        chunk_size: int = CHUNK,
+        cancel: threading.Event | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.transform = transform
+        self.sink = sink
+        self.workers = workers
+        self.pool = BufferPool(buffers, chunk_size)
+        self.cancel = cancel or threading.Event()
+        self.progress = progress
+        self.clock = StageClock()
+
+    def _work(self, chunk: Chunk) -> T:
+        started = time.perf_counter()
+        try:
+            return self.transform(chunk)
+        finally:
+            self.clock.add_transform(time.perf_counter() - started)
+
+    def _read(self, task: ReadTask, buf: mmap.mmap) -> Chunk:
+        view = memoryview(buf)[: task.length]
+        started = time.perf_counter()
+        got = 0
+        while got < task.length:
+            try:
+                n = os.preadv(task.fd, [view[got:]], task.source_offset + got)
+            except OSError as exc:
+                raise DeviceError(
+                    f"read error in {task.region} at offset {task.offset + got}: {exc.strerror}"
+                ) from exc
+            if n == 0:
+                raise DeviceError(
+                    f"unexpected end of source in {task.region} at offset {task.offset + got}"
+                )
+            got += n
+        self.clock.read += time.perf_counter() - started
+        return Chunk(task.region, task.offset, view, task.source_offset)
+
+    def _reader(
+        self,
+        tasks: Iterable[ReadTask],
+        executor: ThreadPoolExecutor,
+        out: queue.Queue[tuple[Chunk, mmap.mmap, Future[T]] | BaseException | None],
+    ) -> None:
+        try:
+            for task in tasks:
+                if task.length > self.pool.size:
+                    raise ValueError(f"read of {task.length} bytes exceeds the chunk size")
+                buf = self.pool.get(self.cancel)
+                chunk = self._read(task, buf)
+                future = executor.submit(self._work, chunk)
+                self._put(out, (chunk, buf, future))
+            self._put(out, None)
+        except BaseException as exc:  # forwarded to the caller's thread
+            self._put(out, exc)
+
+    def _put(self, out: queue.Queue[Any], item: object) -> None:
+        """Put ``item`` unless the job was cancelled (then nobody is taking items any more)."""
+        while not self.cancel.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def run(self, tasks: Iterable[ReadTask], totals: dict[str, int]) -> None:
+        """Copy every task through transform and sink; raises the first error of any stage."""
+        meter = ProgressMeter(totals, self.progress)
+        out: queue.Queue[tuple[Chunk, mmap.mmap, Future[T]] | BaseException | None]
+        out = queue.Queue(maxsize=self.pool.count)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="clonebay-work") as executor:
+            reader = threading.Thread(
+                target=self._reader, args=(tasks, executor, out), name="clonebay-read", daemon=True
+            )
+            reader.start()
+            try:
+                for chunk, buf, future in self._drain(out):
+                    result = future.result()
+                    started = time.perf_counter()
+                    self.sink(chunk, result)
+                    self.clock.write += time.perf_counter() - started
+                    length = chunk.data.nbytes
+                    chunk.data.release()
+                    self.pool.put(buf)
+                    meter.add(chunk.region, length, self._neck())
+                meter.add(next(iter(totals), ""), 0, self._neck(), final=True)
+            except BaseException:
+                self.cancel.set()
+                raise
+            finally:
+                reader.join()
+
+    def _neck(self) -> str:
+        return self.clock.bottleneck(self.workers)
+
+    def _drain(
+        self, out: queue.Queue[tuple[Chunk, mmap.mmap, Future[T]] | BaseException | None]
+    ) -> Iterator[tuple[Chunk, mmap.mmap, Future[T]]]:
+        while True:
+            if self.cancel.is_set():
+                raise CancelledError("cancelled by the user")
+            try:
+                item = out.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
