@@ -52,7 +52,9 @@ def copy_extents(src: Path, dst: Path, runs: Iterable[Extent]) -> None:
                 pos += n
 
 
-def assert_covers(ours: tuple[Extent, ...], oracle: tuple[Extent, ...], slack: float = 0.01) -> None:
+def assert_covers(
+    ours: tuple[Extent, ...], oracle: tuple[Extent, ...], slack: float = 0.01
+) -> None:
     """Our used set contains the oracle's and is at most ``slack`` larger."""
     missing = extents.subtract(oracle, ours)
     assert not missing, f"map misses {extents.total(missing)} used bytes, first {missing[:5]}"
