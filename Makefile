@@ -41,7 +41,7 @@ test: setup ## run the whole test suite (root tests run when root)
 lint: setup ## ruff and import-linter
 	$(VENV)/bin/ruff check app tests bench
 	$(VENV)/bin/ruff format --check app tests bench
-	cd app && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+	$(VENV)/bin/lint-imports
 
 typecheck: setup ## mypy --strict on the package
 	$(VENV)/bin/mypy

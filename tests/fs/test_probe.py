@@ -28,8 +28,19 @@ def assert_raw_whole(volume_size: int, used: tuple[Extent, ...]) -> None:
 def test_luks_made_by_cryptsetup_is_raw_encrypted(tmp_path: Path) -> None:
     image = sparse_file(tmp_path / "luks.img", 32 << 20)
     run(
-        ["cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2"]
-        + ["--pbkdf-force-iterations", "1000", str(image), "-"],
+        [
+            "cryptsetup",
+            "luksFormat",
+            "-q",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            str(image),
+            "-",
+        ],
         input_bytes=b"secret",
     )
     with FileSource(str(image)) as src:
@@ -125,7 +136,7 @@ def test_garbage_with_magic_never_crashes(noise: bytes, magic: tuple[int, bytes]
     if len(data) >= 512:
         data[510:512] = b"\x55\xaa"
     volume = probe_volume(BytesSource(bytes(data)))
-    assert all(0 <= e.start and e.end <= len(data) for e in volume.used)
+    assert all(e.start >= 0 and e.end <= len(data) for e in volume.used)
     if volume.copy is CopyMethod.RAW:
         assert volume.reason
         assert_raw_whole(len(data), volume.used)

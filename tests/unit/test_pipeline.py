@@ -4,6 +4,7 @@ caller, cancel stops it, progress adds up, and no thread is left behind."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import threading
 import time
@@ -26,9 +27,7 @@ def source(tmp_path: Path) -> Path:
 
 
 def tasks_for(fd: int, size: int, region: str = "r") -> list[ReadTask]:
-    return [
-        ReadTask(region, off, fd, off, min(CHUNK, size - off)) for off in range(0, size, CHUNK)
-    ]
+    return [ReadTask(region, off, fd, off, min(CHUNK, size - off)) for off in range(0, size, CHUNK)]
 
 
 def test_order_and_content_survive_uneven_workers(source: Path) -> None:
@@ -58,7 +57,7 @@ def test_order_and_content_survive_uneven_workers(source: Path) -> None:
     assert bytes(out) == source.read_bytes()
     assert offsets == sorted(offsets)
     assert events and events[-1].done == size and events[-1].total == size
-    assert all(a.done <= b.done for a, b in zip(events, events[1:], strict=False))
+    assert all(a.done <= b.done for a, b in itertools.pairwise(events))
     assert events[-1].bottleneck in {"read", "transform", "write"}
     assert threading.active_count() == before
 

@@ -49,12 +49,8 @@ SIGNATURES = (
         VolumeState.ENCRYPTED,
         "LUKS: the copy keeps its encryption and key slots",
     ),
-    Signature(
-        "lvm2-pv", 512 + 24, b"LVM2 001", VolumeState.UNKNOWN, "LVM physical volume"
-    ),
-    Signature(
-        "exfat", 3, b"EXFAT   ", VolumeState.UNKNOWN, "exFAT has no native parser yet"
-    ),
+    Signature("lvm2-pv", 512 + 24, b"LVM2 001", VolumeState.UNKNOWN, "LVM physical volume"),
+    Signature("exfat", 3, b"EXFAT   ", VolumeState.UNKNOWN, "exFAT has no native parser yet"),
     Signature("refs", 3, b"ReFS\0\0\0\0", VolumeState.UNKNOWN, "ReFS has no native parser"),
     Signature("xfs", 0, b"XFSB", VolumeState.UNKNOWN, "XFS has no native parser yet"),
     Signature(
@@ -143,8 +139,5 @@ def probe_volume(src: ByteSource, type_id: str = "") -> Volume:
         except InputError as exc:  # read past the end of a truncated partition
             return raw_volume(src, name, str(exc), VolumeState.UNKNOWN)
         return volume
-    if not any(head):
-        reason = "no filesystem (the start is all zeros)"
-    else:
-        reason = "no known filesystem"
+    reason = "no filesystem (the start is all zeros)" if not any(head) else "no known filesystem"
     return raw_volume(src, "unknown", reason, VolumeState.UNKNOWN)
