@@ -245,4 +245,3 @@ class Pipeline(Generic[T]):
             if isinstance(item, BaseException):
                 raise item
             yield item
-
