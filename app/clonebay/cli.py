@@ -11,10 +11,13 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from clonebay import __version__
-from clonebay.errors import ClonebayError, UsageError
+from clonebay.errors import ClonebayError, UsageError, VerifyError
+from clonebay.progress_view import ProgressView
 from clonebay.report import disk_json, disks_json, format_disk_report, format_disk_table
+from clonebay.units import human_size
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -39,6 +42,81 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emit_result(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps({"event": "result", **result}), flush=True)
+    else:
+        print(text)
+
+
+def _cmd_save(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    if args.dry_run:
+        plan = jobs.save_plan(args.source, args.partition)
+        _emit_result(args, plan.as_dict(), plan.text())
+        return 0
+    view = ProgressView(args.json)
+    options = jobs.SaveOptions(
+        partition=args.partition,
+        pack_limit=args.pack_limit << 20,
+        codec=args.codec,
+        overwrite=args.overwrite,
+    )
+    try:
+        manifest = jobs.save(args.source, args.image, options, progress=view)
+    finally:
+        view.close()
+    summary = jobs.manifest_summary(manifest)
+    _emit_result(args, summary, jobs.summary_text(args.image, summary, view.elapsed()))
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    options = jobs.RestoreOptions(region=args.region, verify=args.verify)
+    if args.dry_run:
+        plan = jobs.restore_plan(args.image, args.target, args.region)
+        _emit_result(args, plan.as_dict(), plan.text())
+        return 0
+    view = ProgressView(args.json)
+    try:
+        warnings = jobs.restore(args.image, args.target, options, progress=view)
+    finally:
+        view.close()
+    verified = " and verified" if args.verify else ""
+    text = f"restored {args.image} to {args.target}{verified} in {view.elapsed():.1f} s"
+    text += "".join(f"\nwarning: {w}" for w in warnings)
+    _emit_result(args, {"target": args.target, "verified": args.verify, "warnings": warnings}, text)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    view = ProgressView(args.json)
+    try:
+        report = jobs.verify_image(args.image, progress=view)
+    finally:
+        view.close()
+    problems = [str(p) for p in report.problems]
+    text = f"{args.image}: {report.frames} frames, {human_size(report.raw_bytes)} checked:" + (
+        " OK" if report.ok else f" {len(problems)} problem(s)\n  " + "\n  ".join(problems)
+    )
+    result = {"ok": report.ok, "frames": report.frames, "raw_bytes": report.raw_bytes}
+    _emit_result(args, result | {"problems": problems}, text)
+    return 0 if report.ok else VerifyError.exit_code
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    info = jobs.image_info(args.image)
+    _emit_result(args, info, jobs.info_text(args.image, info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clonebay",
@@ -56,6 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("disk", help="a disk device, a /dev/disk/by-id name, or a disk image file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("save", help="save a disk or partition into an image")
+    p.add_argument("source", help="disk, partition device or disk image file to read")
+    p.add_argument("image", help="image directory to create")
+    p.add_argument("--partition", type=int, help="save only this partition number of SOURCE")
+    p.add_argument("--codec", choices=["lz4", "stored"], default="lz4")
+    p.add_argument("--pack-limit", type=int, default=1024, metavar="MIB", help="pack size limit")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing image")
+    p.add_argument("--dry-run", action="store_true", help="show what would be saved")
+    p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.set_defaults(func=_cmd_save)
+
+    p = sub.add_parser("restore", help="write an image to a disk, partition or image file")
+    p.add_argument("image", help="image directory")
+    p.add_argument("target", help="disk, partition or image file to write (created if absent)")
+    p.add_argument("--region", help="restore only this region (e.g. p2) at the target's start")
+    p.add_argument("--verify", action="store_true", help="re-read the target and compare")
+    p.add_argument("--dry-run", action="store_true", help="show where everything would go")
+    p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser("verify", help="re-read every frame of an image and check its hash")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("info", help="what an image holds")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
     return parser
 
 

@@ -8,7 +8,8 @@ site because only that site knows the file, region or offset involved.
 Exit codes (documented in docs/cli.md):
     0 success, 1 unexpected internal error, 2 usage, 3 missing tool, 4 external command failed,
     5 bad or unsupported input (image, filesystem, partition table), 6 refused by a safety rule,
-    7 target too small, 8 I/O error on a device, 9 cancelled, 10 done with errors.
+    7 target too small, 8 I/O error on a device, 9 cancelled, 10 done with errors,
+    11 verification found differences.
 """
 
 from __future__ import annotations
@@ -105,3 +106,10 @@ class CancelledError(ClonebayError):
 
     title = "Cancelled"
     exit_code = 9
+
+
+class VerifyError(ClonebayError):
+    """A verification found that a copy does not hold what it should."""
+
+    title = "Verification failed"
+    exit_code = 11

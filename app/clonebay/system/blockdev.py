@@ -8,6 +8,8 @@ with a message naming the source and offset rather than returning short data sil
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import fcntl
 import os
 import stat
@@ -136,3 +138,138 @@ class BytesSource:
                 f" ({len(self._data)} bytes)"
             )
         return self._data[offset : offset + length]
+
+
+BLKROSET = 0x125D
+BLKROGET = 0x125E
+BLKFLSBUF = 0x1261
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+class SourceDevice:
+    """A source opened read-only; a block device is also set read-only in the kernel (BLKROSET)
+    for as long as it is open, so that nothing in this process or another can write it by
+    mistake. The previous read-only setting is restored on close."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise DeviceError(f"cannot open source {path}: {exc.strerror}") from exc
+        self.size = device_size(self.fd)
+        self._was_ro: int | None = None
+        if stat.S_ISBLK(os.fstat(self.fd).st_mode):
+            flag = struct.unpack("i", fcntl.ioctl(self.fd, BLKROGET, b"\0" * 4))[0]
+            self._was_ro = int(flag)
+            if not flag:
+                try:
+                    fcntl.ioctl(self.fd, BLKROSET, struct.pack("i", 1))
+                except OSError:
+                    self._was_ro = None  # not permitted (not root): plain O_RDONLY still holds
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if self._was_ro == 0:
+            fcntl.ioctl(self.fd, BLKROSET, struct.pack("i", 0))
+        os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> SourceDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TargetDevice:
+    """A target opened for writing: a block device exclusively (O_EXCL: refused while anything
+    has it open or mounted), or an image file, created sparse at ``size`` when it does not exist.
+    ``fresh`` says the target is known to read as zeros (a new file), so zero runs need not be
+    written."""
+
+    def __init__(self, path: str, size: int | None = None) -> None:
+        self.path = path
+        self.fresh = False
+        flags = os.O_RDWR | os.O_CLOEXEC
+        block = is_block_device(path)
+        if block:
+            flags |= os.O_EXCL
+        elif not os.path.exists(path):
+            if size is None:
+                raise DeviceError(f"{path}: no such target")
+            flags |= os.O_CREAT | os.O_EXCL
+            self.fresh = True
+        try:
+            self.fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            why = "it is in use (mounted or opened by another program)" if exc.errno == 16 else ""
+            raise DeviceError(f"cannot open target {path}: {why or exc.strerror}") from exc
+        if self.fresh and size is not None:
+            os.ftruncate(self.fd, size)
+        self.size = device_size(self.fd)
+        self.block = block
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                done += os.pwrite(self.fd, view[done:], offset + done)
+            except OSError as exc:
+                raise DeviceError(
+                    f"write error on {self.path} at byte {offset + done}: {exc.strerror}"
+                ) from exc
+
+    def zero(self, offset: int, length: int, chunk: int = 4 << 20) -> None:
+        """Make ``length`` bytes at ``offset`` read as zeros."""
+        if self.fresh:
+            return
+        if not self.block:
+            try:  # punch a hole: instant on files and keeps them sparse
+                _punch_hole(self.fd, offset, length)
+                return
+            except OSError:
+                pass
+        zeros = bytes(min(chunk, length))
+        pos = offset
+        while pos < offset + length:
+            n = min(len(zeros), offset + length - pos)
+            self.write_at(memoryview(zeros)[:n], pos)
+            pos += n
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise DeviceError(f"flushing {self.path} failed: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> TargetDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) through libc."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    mode = 0x02 | 0x01
+    res = libc.fallocate(
+        ctypes.c_int(fd), ctypes.c_int(mode), ctypes.c_longlong(offset), ctypes.c_longlong(length)
+    )
+    if res != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

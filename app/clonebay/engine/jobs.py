@@ -1,0 +1,212 @@
+"""The jobs a user can start, in one place for the CLI and the TUI: save, restore, verify, info,
+and the dry-run plans of save and restore (what would be read or written, before anything is)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clonebay.engine.inspect import inspect_disk
+from clonebay.engine.regions import SourceRegion, source_regions
+from clonebay.engine.restore import RestoreOptions, plan_restore, restore
+from clonebay.engine.save import SaveOptions, save
+from clonebay.engine.verify import verify_image, verify_target
+from clonebay.imaging.manifest import Manifest
+from clonebay.imaging.reader import ImageReader
+from clonebay.system.blockdev import device_size
+from clonebay.units import human_size
+
+__all__ = [
+    "RestoreOptions",
+    "SaveOptions",
+    "image_info",
+    "info_text",
+    "manifest_summary",
+    "restore",
+    "restore_plan",
+    "save",
+    "save_plan",
+    "summary_text",
+    "verify_image",
+    "verify_target",
+]
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    name: str
+    offset: int
+    size: int
+    copy: str
+    fstype: str
+    bytes_to_copy: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job would do, line by line; shown by --dry-run."""
+
+    title: str
+    lines: tuple[PlanLine, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.title,
+            "regions": [vars(line) for line in self.lines],
+            "bytes_to_copy": sum(line.bytes_to_copy for line in self.lines),
+            "notes": list(self.notes),
+        }
+
+    def text(self) -> str:
+        rows = [f"{self.title}", "  REGION    OFFSET       SIZE         FS         COPY    BYTES"]
+        for ln in self.lines:
+            rows.append(
+                f"  {ln.name:<9} {human_size(ln.offset):<12} {human_size(ln.size):<12}"
+                f" {ln.fstype or '-':<10} {ln.copy:<7} {human_size(ln.bytes_to_copy)}"
+                + (f"  ({ln.note})" if ln.note else "")
+            )
+        total = sum(ln.bytes_to_copy for ln in self.lines)
+        rows.append(f"  total to read: {human_size(total)}")
+        rows.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(rows)
+
+
+def _line(region: SourceRegion) -> PlanLine:
+    vol = region.volume
+    note = vol.reason if vol and vol.copy.value == "raw" else ""
+    return PlanLine(
+        region.name,
+        region.disk_offset,
+        region.size,
+        region.copy,
+        vol.fstype if vol else "",
+        region.used_bytes,
+        note,
+    )
+
+
+def save_plan(source: str, partition: int | None = None) -> JobPlan:
+    """What ``save`` would read from ``source`` (nothing is written)."""
+    report = inspect_disk(source)
+    regions = source_regions(report, partition)
+    return JobPlan(
+        f"save {source}: {report.table.kind} table, {len(regions)} regions",
+        tuple(_line(r) for r in regions),
+        report.warnings,
+    )
+
+
+def restore_plan(image: str, target: str, region: str | None = None) -> JobPlan:
+    """Where ``restore`` would write each region (checks the target's size; writes nothing)."""
+    import os
+
+    with ImageReader(image) as reader:
+        if os.path.exists(target):
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                size = device_size(fd)
+            finally:
+                os.close(fd)
+        else:
+            size = int(reader.manifest.source.get("size", 0) or 0)
+        placements = plan_restore(reader, size, region)
+        lines = tuple(
+            PlanLine(
+                p.region.name,
+                p.target_offset,
+                p.region.size,
+                p.region.copy,
+                p.region.fstype,
+                p.region.stats.copied_bytes,
+            )
+            for p in placements
+        )
+    notes = ("raw areas (partition tables) are written last",) if region is None else ()
+    return JobPlan(f"restore {image} -> {target} ({human_size(size)})", lines, notes)
+
+
+def manifest_summary(manifest: Manifest) -> dict[str, Any]:
+    totals = manifest.totals
+    return {
+        "regions": len(manifest.regions),
+        "packs": len(manifest.packs),
+        "copied_bytes": totals.copied_bytes,
+        "stored_bytes": totals.stored_bytes,
+        "zero_bytes": totals.zero_bytes,
+        "dedup_bytes": totals.dedup_bytes,
+        "warnings": list(manifest.warnings),
+    }
+
+
+def summary_text(image: str, summary: dict[str, Any], seconds: float) -> str:
+    copied, stored = summary["copied_bytes"], summary["stored_bytes"]
+    rate = copied / seconds / 1e6 if seconds > 0 else 0.0
+    ratio = copied / stored if stored else 0.0
+    return (
+        f"saved {human_size(copied)} into {image} ({human_size(stored)} stored,"
+        f" {ratio:.2f}x; {human_size(summary['zero_bytes'])} zeros and"
+        f" {human_size(summary['dedup_bytes'])} duplicates not stored)"
+        f" in {seconds:.1f} s, {rate:.0f} MB/s"
+    )
+
+
+def image_info(image: str) -> dict[str, Any]:
+    """The manifest of ``image`` as plain data (the image is fully checked on open)."""
+    with ImageReader(image) as reader:
+        m = reader.manifest
+        return {
+            "image": image,
+            "format_version": m.format_version,
+            "tool": m.tool,
+            "created": m.created,
+            "source": dict(m.source),
+            "table": dict(m.table),
+            "chunk_size": m.chunk_size,
+            "codec": m.codec,
+            "regions": [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "disk_offset": r.disk_offset,
+                    "size": r.size,
+                    "fstype": r.fstype,
+                    "label": r.label,
+                    "uuid": r.uuid,
+                    "state": r.state,
+                    "copy": r.copy,
+                    "used_bytes": r.used_bytes,
+                    "stored_bytes": r.stats.stored_bytes,
+                    "reason": r.reason,
+                }
+                for r in m.regions
+            ],
+            "totals": m.totals.as_dict(),
+            "warnings": list(m.warnings),
+            "unreadable": [vars(u) for u in m.unreadable],
+        }
+
+
+def info_text(image: str, info: dict[str, Any]) -> str:
+    src = info["source"]
+    head = (
+        f"{image}: clonebay image v{info['format_version']}, made {info['created']}"
+        f" by {info['tool']}\n  source {src.get('path', '?')}"
+        f" {src.get('model', '') or ''} {human_size(int(src.get('size', 0) or 0))},"
+        f" table {info['table'].get('kind', '-')}"
+    )
+    rows = [head, "  REGION    OFFSET       SIZE         FS       LABEL        USED         STORED"]
+    for r in info["regions"]:
+        rows.append(
+            f"  {r['name']:<9} {human_size(r['disk_offset']):<12} {human_size(r['size']):<12}"
+            f" {r['fstype'] or '-':<8} {r['label'] or '-':<12} {human_size(r['used_bytes']):<12}"
+            f" {human_size(r['stored_bytes'])}"
+        )
+    totals = info["totals"]
+    rows.append(
+        f"  total: {human_size(totals['raw_bytes'] + totals['zero_bytes'])} copied,"
+        f" {human_size(totals['stored_bytes'])} stored"
+    )
+    rows.extend(f"  warning: {w}" for w in info["warnings"])
+    return "\n".join(rows)

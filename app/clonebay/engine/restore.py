@@ -1,0 +1,233 @@
+"""The restore job: an image directory -> a disk, an image file, or one partition.
+
+Order matters for safety (DESIGN §5): first the areas that hold partition tables are zeroed on
+the target (the old MBR/GPT at the start and a stale backup GPT at the end), then the partitions'
+data is written, then the raw areas, with the partition table last of all, then fsync. A restore
+that is interrupted leaves a disk with no partition table: plainly incomplete, never one that
+looks whole. Every frame's xxh3-128 is checked as it is decoded; ``verify`` re-reads the target.
+
+Decoding runs in worker threads (LZ4 releases the GIL) a few chunks ahead of the writer, which
+writes in order. Zero records are written as zeros (or punched holes) unless the target is a new
+sparse file; bytes no record covers (free space) are not written at all.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from clonebay.engine.verify import VerifyError, verify_target
+from clonebay.errors import CancelledError, ClonebayError, SafetyError, TargetTooSmallError
+from clonebay.imaging.manifest import RegionEntry
+from clonebay.imaging.reader import ImageReader
+from clonebay.imaging.spec import FLAG_UNREADABLE, Record
+from clonebay.model import Progress
+from clonebay.system.blockdev import TargetDevice, is_block_device
+from clonebay.system.run import run
+from clonebay.units import human_size
+
+HEAD_WIPE = 1 << 20  # the old MBR/GPT and boot code live in the first MiB
+TAIL_WIPE = 1 << 20  # a stale backup GPT lives in the last 33 sectors
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    region: str | None = None  # restore only this region, at offset 0 of the target
+    verify: bool = False
+    workers: int = max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a region of the image goes on the target."""
+
+    region: RegionEntry
+    target_offset: int
+
+
+def plan_restore(reader: ImageReader, target_size: int, region: str | None) -> list[Placement]:
+    """Placements for a restore, or TargetTooSmallError before anything is written."""
+    if region is not None:
+        entry = reader.region(region)
+        if target_size < entry.size:
+            raise TargetTooSmallError(
+                f"region {region} needs {human_size(entry.size)} ({entry.size} bytes); the target"
+                f" holds {human_size(target_size)} ({target_size} bytes)"
+            )
+        return [Placement(entry, 0)]
+    need = max((r.disk_offset + r.size for r in reader.regions), default=0)
+    need = max(need, int(reader.manifest.source.get("size", 0) or 0))
+    if target_size < need:
+        raise TargetTooSmallError(
+            f"the image's disk is {human_size(need)} ({need} bytes); the target holds"
+            f" {human_size(target_size)} ({target_size} bytes). Shrinking onto a smaller disk is"
+            " not available yet"
+        )
+    # Partitions first, then raw areas from the end backwards: the area at offset 0 (the
+    # partition table) is the very last thing written.
+    parts = [r for r in reader.regions if r.kind != "raw-area"]
+    areas = sorted(
+        (r for r in reader.regions if r.kind == "raw-area"), key=lambda r: -r.disk_offset
+    )
+    return [Placement(r, r.disk_offset) for r in parts + areas]
+
+
+def _decoded(
+    reader: ImageReader, placements: list[Placement], workers: int, cancel: threading.Event
+) -> Iterator[tuple[Placement, Record, Future[bytes] | None]]:
+    """(placement, record, future of its bytes) in write order, decoding a few ahead."""
+    depth = workers * 2
+    with ThreadPoolExecutor(workers, thread_name_prefix="clonebay-decode") as pool:
+        window: list[tuple[Placement, Record, Future[bytes] | None]] = []
+        for place in placements:
+            for rec in reader.records(place.region.name):
+                if cancel.is_set():
+                    raise CancelledError("restore cancelled: the target is incomplete")
+                fut = (
+                    None
+                    if rec.flags
+                    else pool.submit(reader.read_at, place.region.name, rec.offset, rec.length)
+                )
+                window.append((place, rec, fut))
+                if len(window) > depth:
+                    yield window.pop(0)
+        yield from window
+
+
+def restore(
+    image: str,
+    target: str,
+    options: RestoreOptions = RestoreOptions(),
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[str]:
+    """Restore ``image`` onto ``target``; returns warnings (e.g. unreadable ranges in the image)."""
+    cancel = cancel or threading.Event()
+    if is_block_device(target):
+        refuse_mounted(target)
+    with ImageReader(image) as reader:
+        region = options.region or _single_partition(reader)
+        if region is not None:
+            needed = reader.region(region).size
+        else:
+            regions_end = max((r.disk_offset + r.size for r in reader.regions), default=0)
+            needed = max(regions_end, int(reader.manifest.source.get("size", 0) or 0))
+        with TargetDevice(target, size=needed) as dev:
+            placements = plan_restore(reader, dev.size, region)
+            try:
+                warnings = _write(
+                    reader,
+                    dev,
+                    placements=placements,
+                    whole_disk=region is None,
+                    progress=progress,
+                    options=options,
+                    cancel=cancel,
+                )
+            except ClonebayError as exc:
+                cleared = " (its old partition table was cleared)" if region is None else ""
+                exc.message += f"\nthe restore stopped: {target} is incomplete{cleared}"
+                raise
+            dev.sync()
+            if options.verify:  # before fixups, which change what the image recorded
+                _verify(image, target, region, progress, cancel)
+            grown = dev.size > needed
+            if region is None and grown and reader.manifest.table.get("kind") == "gpt":
+                _move_backup_gpt(target)
+                warnings.append("GPT backup header moved to the end of the larger target")
+            if is_block_device(target):
+                _reread_partitions(target)
+    return warnings
+
+
+def _verify(
+    image: str,
+    target: str,
+    region: str | None,
+    progress: Callable[[Progress], None] | None,
+    cancel: threading.Event,
+) -> None:
+    problems = verify_target(image, target, region, progress=progress, cancel=cancel)
+    if problems:
+        raise VerifyError(
+            f"verification of {target} failed: {len(problems)} chunk(s) differ from the"
+            f" image; first: {problems[0]}"
+        )
+
+
+def _single_partition(reader: ImageReader) -> str | None:
+    """The region of an image saved from one partition (restored without --region), else None."""
+    if reader.manifest.source.get("partition") and len(reader.regions) == 1:
+        return reader.regions[0].name
+    return None
+
+
+def _write(
+    reader: ImageReader,
+    dev: TargetDevice,
+    *,
+    placements: list[Placement],
+    whole_disk: bool,
+    progress: Callable[[Progress], None] | None,
+    options: RestoreOptions,
+    cancel: threading.Event,
+) -> list[str]:
+    warnings: list[str] = []
+    if whole_disk and not dev.fresh:
+        dev.zero(0, min(HEAD_WIPE, dev.size))
+        dev.zero(max(0, dev.size - TAIL_WIPE), min(TAIL_WIPE, dev.size))
+    total = sum(r.length for p in placements for r in reader.records(p.region.name))
+    done = 0
+    started = last = time.monotonic()
+    for place, rec, fut in _decoded(reader, placements, options.workers, cancel):
+        at = place.target_offset + rec.offset
+        if fut is None:
+            dev.zero(at, rec.length)
+            if rec.flags & FLAG_UNREADABLE:
+                warnings.append(
+                    f"region {place.region.name}: {rec.length} bytes at offset {rec.offset} were"
+                    " unreadable on the source and are zeros on the target"
+                )
+        else:
+            dev.write_at(fut.result(), at)
+        done += rec.length
+        now = time.monotonic()
+        if progress and (now - last > 0.5 or done == total):
+            last = now
+            rate = done / max(now - started, 1e-6)
+            progress(
+                Progress(
+                    place.region.name,
+                    done,
+                    total,
+                    rate,
+                    (total - done) / rate if rate else None,
+                    "write",
+                )
+            )
+    return warnings
+
+
+def _move_backup_gpt(target: str) -> None:
+    """Put the backup GPT at the new end of a larger target (sgdisk -e), then check it."""
+    run(["sgdisk", "-e", target])
+
+
+def _reread_partitions(target: str) -> None:
+    """Ask the kernel to re-read the new partition table (not fatal if it is busy)."""
+    run(["blockdev", "--rereadpt", target], check=False)
+
+
+def refuse_mounted(target: str) -> None:
+    """SafetyError when the target block device or one of its partitions is mounted."""
+    from clonebay.system.udev import find_disk
+
+    disk = find_disk(target)
+    if disk is not None and (disk.mountpoints or disk.is_live_medium):
+        where = ", ".join(disk.mountpoints) or "the live system"
+        raise SafetyError(f"{target} is in use ({where}): unmount it first; nothing was written")

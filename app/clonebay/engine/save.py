@@ -1,0 +1,148 @@
+"""The save job: a disk (or one partition) -> an image directory.
+
+Probe the source, turn it into regions (engine/regions.py), then run every chunk of every region
+through the pipeline: the reader thread reads used extents in chunk-aligned pieces, the workers
+LZ4-compress and xxh3-hash them (codec.encode_chunk, which releases the GIL), and the writer,
+in this thread, appends frames to packs in order. The manifest is written last: a cancelled or
+failed save leaves an image that says it is incomplete.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from clonebay.engine.inspect import inspect_disk
+from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
+from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
+from clonebay.fs import extents
+from clonebay.imaging.codec import EncodedChunk, encode_chunk
+from clonebay.imaging.manifest import Manifest
+from clonebay.imaging.spec import DEFAULT_CHUNK_SIZE, DEFAULT_PACK_LIMIT
+from clonebay.imaging.writer import ImageWriter
+from clonebay.model import Progress
+from clonebay.system.blockdev import SourceDevice, sector_sizes
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    partition: int | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    pack_limit: int = DEFAULT_PACK_LIMIT
+    codec: str = "lz4"
+    workers: int = max(1, min(4, os.cpu_count() or 1))
+    overwrite: bool = False
+
+
+def chunk_tasks(regions: list[SourceRegion], fd: int, chunk: int) -> Iterator[ReadTask]:
+    """Read tasks for every run of every region, cut at chunk-aligned boundaries."""
+    for region in regions:
+        for piece in extents.split(region.runs, chunk):
+            yield ReadTask(
+                region.name, piece.start, fd, region.disk_offset + piece.start, piece.length
+            )
+
+
+def _source_info(path: str, size: int, fd: int) -> dict[str, Any]:
+    from clonebay.system.udev import find_disk
+
+    logical, physical = sector_sizes(fd)
+    info: dict[str, Any] = {
+        "path": path,
+        "size": size,
+        "logical_sector_size": logical,
+        "physical_sector_size": physical,
+    }
+    disk = find_disk(path)
+    if disk is not None:
+        info.update(model=disk.model, serial=disk.serial, wwn=disk.wwn, transport=disk.transport)
+    return info
+
+
+class _RegionSink:
+    """Feeds pipeline results to the writer, opening and closing regions in disk order."""
+
+    def __init__(self, writer: ImageWriter, regions: list[SourceRegion]) -> None:
+        self.writer = writer
+        self.pending = list(regions)
+        self.current: str | None = None
+
+    def _begin(self, region: SourceRegion) -> None:
+        vol = region.volume
+        self.writer.begin_region(
+            region.name,
+            region.kind,
+            region.disk_offset,
+            region.size,
+            copy=region.copy,
+            fstype=vol.fstype if vol else "",
+            label=vol.label if vol else "",
+            uuid=vol.uuid if vol else "",
+            state=vol.state.value if vol else "",
+            used_bytes=region.used_bytes,
+            reason=vol.reason if vol else "raw area outside partitions",
+            notes=vol.notes if vol else (),
+            extra={"partition": region.number} if region.number else None,
+        )
+        self.current = region.name
+
+    def advance_to(self, name: str | None) -> None:
+        """Close the open region and open every region up to ``name`` (all when None)."""
+        while self.current != name:
+            if self.current is not None:
+                self.writer.end_region()
+                self.current = None
+            if not self.pending:
+                return
+            self._begin(self.pending.pop(0))
+
+    def __call__(self, chunk: Chunk, encoded: EncodedChunk) -> None:
+        if chunk.region != self.current:
+            self.advance_to(chunk.region)
+        self.writer.add_encoded(chunk.offset, chunk.data.nbytes, encoded)
+
+
+def save(
+    source: str,
+    image: str,
+    options: SaveOptions = SaveOptions(),
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Manifest:
+    """Save ``source`` into the image directory ``image``; returns the manifest written."""
+    report = inspect_disk(source)
+    regions = source_regions(report, options.partition)
+    codec = options.codec
+    with (
+        SourceDevice(source) as src,
+        ImageWriter(
+            image,
+            chunk_size=options.chunk_size,
+            pack_limit=options.pack_limit,
+            codec=codec,
+            overwrite=options.overwrite,
+        ) as writer,
+    ):
+        sink = _RegionSink(writer, regions)
+        pipe: Pipeline[EncodedChunk] = Pipeline(
+            lambda c: encode_chunk(c.data, codec),
+            sink,
+            workers=options.workers,
+            buffers=options.workers * 2 + 2,
+            chunk_size=options.chunk_size,
+            cancel=cancel,
+            progress=progress,
+        )
+        totals = {r.name: r.used_bytes for r in regions}
+        pipe.run(chunk_tasks(regions, src.fd, options.chunk_size), totals)
+        sink.advance_to(None)
+        table = table_as_data(report) if options.partition is None else {}
+        return writer.finish(
+            source=_source_info(source, src.size, src.fd) | {"partition": options.partition},
+            table=table,
+            warnings=report.warnings,
+        )

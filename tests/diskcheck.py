@@ -1,0 +1,69 @@
+"""Check a disk image against the record of a built test disk: every filesystem clean by its own
+fsck, every file hashing as recorded, raw partitions byte-identical, boot code kept."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from clonebay.testdisks import disks, ext, fat, ntfs
+from clonebay.testdisks.files import sparse_file
+
+CHECKERS: dict[str, tuple[Callable[[Path], None], Callable[[Path], dict[str, str]]]] = {
+    "ext3": (ext.fsck, ext.file_hashes),
+    "ext4": (ext.fsck, ext.file_hashes),
+    "ntfs": (ntfs.fsck, ntfs.file_hashes),
+    "fat12": (fat.fsck, fat.file_hashes),
+    "fat16": (fat.fsck, fat.file_hashes),
+    "fat32": (fat.fsck, fat.file_hashes),
+}
+
+
+def extract(disk: Path, start: int, size: int, dst: Path) -> Path:
+    """Copy ``size`` bytes at ``start`` of ``disk`` into a new sparse file ``dst``."""
+    sparse_file(dst, size)
+    with open(disk, "rb") as fin, open(dst, "r+b") as fout:
+        pos = 0
+        while pos < size:
+            n = min(size - pos, 8 << 20)
+            data = os.pread(fin.fileno(), n, start + pos)
+            if data.count(0) != len(data):
+                os.pwrite(fout.fileno(), data, pos)
+            pos += n
+    return dst
+
+
+def sha256_range(path: Path, start: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = size
+        while left:
+            piece = f.read(min(left, 8 << 20))
+            digest.update(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def assert_disk_matches(path: Path, built: disks.BuiltDisk, work: Path) -> None:
+    """``path`` holds what ``built`` recorded, partition by partition."""
+    if built.boot_code:
+        with open(path, "rb") as f:
+            assert f.read(len(built.boot_code)) == built.boot_code, "boot code differs"
+    for part in built.partitions:
+        if part.content_sha256:
+            got = sha256_range(path, part.start, part.size)
+            assert got == part.content_sha256, f"raw partition {part.number} differs"
+            continue
+        if part.fstype not in CHECKERS:
+            continue
+        fsck, file_hashes = CHECKERS[part.fstype]
+        image = extract(path, part.start, part.size, work / f"p{part.number}.img")
+        try:
+            fsck(image)
+            assert part.tree is not None
+            assert file_hashes(image) == part.tree.files, f"files of {part.fstype} differ"
+        finally:
+            image.unlink()
