@@ -1,13 +1,15 @@
-"""``make demo``: build the two standard test disks and show what clonebay sees in them.
+"""``make demo``: build the two standard test disks, then do what a technician does with them.
 
 The disks are real: filesystems made by mkfs.fat, mkntfs + ntfs-3g, mkfs.ext4 and mkswap, laid
 out by sgdisk and sfdisk, in sparse files under ./out/demo (kept between runs; delete the folder
-to rebuild). Then it lists this machine's disks and probes both images, as a technician would
-with ``clonebay list`` and ``clonebay probe``.
+to rebuild). Then: list this machine's disks, probe both images, save the GPT disk into a
+compressed image, show and verify the image, restore it onto a new, larger disk image with
+verification, and probe the result.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,7 +40,25 @@ def main() -> int:
     gpt, mbr = out / "gpt-disk.img", out / "mbr-disk.img"
     _build(gpt, "gpt")
     _build(mbr, "mbr")
-    steps = [["list"], ["probe", str(gpt)], ["probe", str(mbr)]]
+    image, restored = out / "gpt-disk.image", out / "restored-disk.img"
+    for old in (image, restored):
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    with open(restored, "wb") as f:  # a bigger blank target disk
+        f.truncate(gpt.stat().st_size + (256 << 20))
+    steps = [
+        ["list"],
+        ["probe", str(gpt)],
+        ["probe", str(mbr)],
+        ["save", "--dry-run", str(gpt), str(image)],
+        ["save", str(gpt), str(image)],
+        ["info", str(image)],
+        ["verify", str(image)],
+        ["restore", "--verify", str(image), str(restored)],
+        ["probe", str(restored)],
+    ]
     for argv in steps:
         print(f"\n$ clonebay {' '.join(argv)}", flush=True)
         code = cli.main(argv)
