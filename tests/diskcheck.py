@@ -47,20 +47,31 @@ def sha256_range(path: Path, start: int, size: int) -> str:
     return digest.hexdigest()
 
 
-def assert_disk_matches(path: Path, built: disks.BuiltDisk, work: Path) -> None:
-    """``path`` holds what ``built`` recorded, partition by partition."""
-    if built.boot_code:
-        with open(path, "rb") as f:
+def assert_disk_matches(
+    path: Path,
+    built: disks.BuiltDisk,
+    work: Path,
+    layout: dict[int, tuple[int, int]] | None = None,
+) -> None:
+    """``path`` holds what ``built`` recorded, partition by partition. ``layout`` gives each
+    partition's (start, size) on ``path`` when they differ from the source's (a grown clone)."""
+    with open(path, "rb") as f:
+        if built.boot_code:
             assert f.read(len(built.boot_code)) == built.boot_code, "boot code differs"
+        if built.gap[1]:
+            f.seek(built.gap[0])
+            assert f.read(len(built.gap[1])) == built.gap[1], "post-MBR gap differs"
     for part in built.partitions:
+        start, size = (layout or {}).get(part.number, (part.start, part.size))
         if part.content_sha256:
-            got = sha256_range(path, part.start, part.size)
+            assert size == part.size, f"raw partition {part.number} changed size"
+            got = sha256_range(path, start, part.size)
             assert got == part.content_sha256, f"raw partition {part.number} differs"
             continue
         if part.fstype not in CHECKERS:
             continue
         fsck, file_hashes = CHECKERS[part.fstype]
-        image = extract(path, part.start, part.size, work / f"p{part.number}.img")
+        image = extract(path, start, size, work / f"p{part.number}.img")
         try:
             fsck(image)
             assert part.tree is not None

@@ -109,6 +109,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else VerifyError.exit_code
 
 
+def _cmd_clone(args: argparse.Namespace) -> int:
+    from clonebay.engine.clone import CloneOptions, clone, clone_plan
+    from clonebay.engine.plan import Grow
+
+    options = CloneOptions(grow=Grow(args.grow), verify=not args.no_verify)
+    plan = clone_plan(args.source, args.target, options)
+    if args.dry_run:
+        _emit_result(args, {"plan": plan.text()}, plan.text())
+        return 0
+    view = ProgressView(args.json)
+    try:
+        result = clone(args.source, args.target, options, progress=view)
+    finally:
+        view.close()
+    verified = f", {result.verified_chunks} chunks verified" if options.verify else ""
+    text = (
+        f"cloned {args.source} to {args.target}: {human_size(result.copied_bytes)} copied"
+        f"{verified} in {view.elapsed():.1f} s"
+    )
+    text += "".join(f"\n  {line}" for line in result.done)
+    data = {
+        "copied_bytes": result.copied_bytes,
+        "verified_chunks": result.verified_chunks,
+        "fixups": result.done,
+    }
+    _emit_result(args, data, text)
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
 
@@ -154,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show where everything would go")
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser("clone", help="copy a disk (or a volume) onto another disk or file")
+    p.add_argument("source", help="disk, partition device or disk image file to read")
+    p.add_argument("target", help="disk, partition device or image file to overwrite")
+    p.add_argument(
+        "--grow",
+        choices=["proportional", "last", "none"],
+        default="proportional",
+        help="how partitions use a larger target (default: proportional)",
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip reading the target back")
+    p.add_argument("--dry-run", action="store_true", help="show the plan and write nothing")
+    p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.set_defaults(func=_cmd_clone)
 
     p = sub.add_parser("verify", help="re-read every frame of an image and check its hash")
     p.add_argument("image")

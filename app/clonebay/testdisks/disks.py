@@ -86,6 +86,7 @@ class BuiltDisk:
     size: int
     partitions: list[BuiltPartition] = field(default_factory=list)
     boot_code: bytes = b""
+    gap: tuple[int, bytes] = (0, b"")  # (offset, bytes) written in the post-MBR gap
 
 
 def _place(disk: Path, fs_image: Path, start: int) -> None:
@@ -138,7 +139,9 @@ def gpt_disk(path: Path, scale: Scale = TEST, work: Path | None = None) -> Built
                 part.content_sha256 = _random_partition(path, start, size, seed=number)
             elif kind == "esp":
                 part.tree = tree.efi_tree(tmp / "efi")
-                fat.build_fat(image, size, part.tree, bits=32, label="EFI")
+                fat.build_fat(
+                    image, size, part.tree, bits=32, label="EFI", start_sector=start // 512
+                )
                 part.fstype = "fat32"
                 _place(path, image, start)
             elif kind == "msr":
@@ -178,10 +181,14 @@ def mbr_disk(path: Path, scale: Scale = TEST, work: Path | None = None) -> Built
         f"size={fat12 // 512}, type=1\n"
     )
     run(["sfdisk", "-q", str(path)], input_bytes=script.encode())
-    boot_code = random.Random(7).randbytes(440)
+    rng = random.Random(7)
+    boot_code = rng.randbytes(440)
+    core_img = rng.randbytes(30 << 10)  # like GRUB's core.img in the post-MBR gap
     with open(path, "r+b") as f:
         f.write(boot_code)
-    disk = BuiltDisk(path, "msdos", total, boot_code=boot_code)
+        f.seek(512)
+        f.write(core_img)
+    disk = BuiltDisk(path, "msdos", total, boot_code=boot_code, gap=(512, core_img))
     starts = _sfdisk_starts(path)
     with tempfile.TemporaryDirectory(dir=work) as tmpdir:
         tmp = Path(tmpdir)
@@ -198,7 +205,14 @@ def mbr_disk(path: Path, scale: Scale = TEST, work: Path | None = None) -> Built
             files = tree.small_tree(tmp / f"t{number}", scale.small_files, seed=number)
             part.tree = files
             if kind.startswith("fat"):
-                fat.build_fat(image, size, files, bits=int(kind[3:]), label=kind.upper())
+                fat.build_fat(
+                    image,
+                    size,
+                    files,
+                    bits=int(kind[3:]),
+                    label=kind.upper(),
+                    start_sector=start // 512,
+                )
             elif kind == "ntfs":
                 ntfs.build_ntfs(image, size, files, label="DATA", start_sector=start // 512)
             else:

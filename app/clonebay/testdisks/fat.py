@@ -62,10 +62,12 @@ def make_fat(
     cluster_size: int | None = None,
     label: str | None = None,
     volume_id: int | None = None,
+    start_sector: int = 0,
 ) -> Path:
-    """An empty FAT12/16/32 filesystem filling a new sparse file of ``size`` bytes."""
+    """An empty FAT12/16/32 filesystem filling a new sparse file of ``size`` bytes;
+    ``start_sector`` is the partition's start, recorded as the BPB's hidden sectors."""
     sparse_file(path, size)
-    argv = ["mkfs.fat", "-F", str(fat_bits)]
+    argv = ["mkfs.fat", "-F", str(fat_bits), "-h", str(start_sector)]
     if cluster_size is not None:
         argv += ["-s", str(cluster_size // 512)]
     if label is not None:
@@ -123,9 +125,18 @@ def build_fat(
     cluster_size: int | None = None,
     label: str | None = None,
     volume_id: int | None = None,
+    start_sector: int = 0,
 ) -> FatImage:
     """mkfs.fat -F ``bits`` a sparse file of ``size`` bytes and copy ``tree`` onto it."""
-    make_fat(path, size, bits, cluster_size=cluster_size, label=label, volume_id=volume_id)
+    make_fat(
+        path,
+        size,
+        bits,
+        cluster_size=cluster_size,
+        label=label,
+        volume_id=volume_id,
+        start_sector=start_sector,
+    )
     copy_tree(path, tree)
     return FatImage(path, dict(tree.files), bits)
 
