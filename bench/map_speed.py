@@ -1,18 +1,21 @@
 """How fast clonebay maps the used blocks of a multi-GiB, half-full ext4 and NTFS volume,
-against partclone's own mapping (`partclone.<fs> -D`, which reads the same bitmaps), on the same
-images in the same run. Caches are dropped before every timed run when running as root.
+against partclone's own mapping (``partclone.<fs> -D``, which reads the same bitmaps), on the same
+images in the same run. Caches are dropped before every timed run (as root).
 
     .venv/bin/python bench/map_speed.py [--size-gib 4] [--work DIR] [--runs 3]
 
-Prints a table and the ratios (partclone time / clonebay time: above 1 means clonebay is faster).
+clonebay's probe runs in this process (no interpreter start-up, which a ``clonebay probe`` command
+would add: see the "clonebay probe command" column); partclone is a process of its own. Prints a
+markdown table and the ratios (partclone time / clonebay time: above 1 means clonebay is faster),
+and checks that clonebay's map covers partclone's.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,70 +24,110 @@ from pathlib import Path
 from clonebay.fs import ext as ext_fs
 from clonebay.fs import extents
 from clonebay.fs import ntfs as ntfs_fs
+from clonebay.model import Extent, Volume
 from clonebay.system.blockdev import FileSource
-from clonebay.testdisks import ext, ntfs, tree
+from measure import drop_caches, git_revision, machine, table
+from volumes import GIB, MIB, BenchVolume, volume
 
-GIB = 1 << 30
-
-
-def drop_caches() -> None:
-    if os.geteuid() == 0:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+REPO = Path(__file__).resolve().parent.parent
+CLONEBAY = str(REPO / ".venv" / "bin" / "clonebay")
+PROBES: dict[str, Callable[[FileSource], Volume]] = {"ext4": ext_fs.probe, "ntfs": ntfs_fs.probe}
 
 
-def timed(fn: Callable[[], object], runs: int) -> float:
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         drop_caches()
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times
 
 
-def partclone_map(tool: str, image: Path) -> None:
+def partclone_domain(tool: str, image: Path, out: Path) -> None:
+    subprocess.run(
+        [tool, "-D", "-q", "-s", str(image), "-o", str(out)], check=True, capture_output=True
+    )
+
+
+def parse_domain(text: str) -> tuple[Extent, ...]:
+    """The '+' runs of a ddrescue domain map (the first data line is the current position)."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    runs = []
+    for line in lines[1:]:
+        pos, size, status = line.split()[:3]
+        if status == "+":
+            runs.append(Extent(int(pos, 16), int(size, 16)))
+    return extents.normalize(runs)
+
+
+def measure(vol: BenchVolume, runs: int) -> list[object]:
+    image = Path(vol.path)
+    probe = PROBES[vol.fstype]
+    with FileSource(str(image)) as src:
+        ours_vol = probe(src)
+        ours = timed(lambda: probe(src), runs)
+    cli = timed(
+        lambda: subprocess.run([CLONEBAY, "probe", str(image)], check=True, capture_output=True),
+        runs,
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [tool, "-D", "-s", str(image), "-o", f"{tmp}/domain", "-q"],
-            check=True,
-            capture_output=True,
-        )
+        domain = Path(tmp) / "domain"
+        theirs = timed(lambda: partclone_domain(vol.partclone, image, domain), runs)
+        oracle = parse_domain(domain.read_text())
+    missing = extents.subtract(oracle, ours_vol.used)
+    extra = extents.total(ours_vol.used) - extents.total(oracle)
+    check = "covers" if not missing else f"MISSES {extents.total(missing)} bytes"
+    mo, mt = statistics.median(ours), statistics.median(theirs)
+    return [
+        vol.fstype,
+        f"{vol.size / GIB:.0f} GiB",
+        f"{extents.total(ours_vol.used) / GIB:.2f} GiB in {len(ours_vol.used)} runs",
+        f"{extents.total(oracle) / GIB:.2f} GiB in {len(oracle)} runs",
+        f"{check}, {extra / MIB:+.1f} MiB",
+        f"{mo * 1000:.0f} ({min(ours) * 1000:.0f}-{max(ours) * 1000:.0f})",
+        f"{statistics.median(cli) * 1000:.0f}",
+        f"{mt * 1000:.0f} ({min(theirs) * 1000:.0f}-{max(theirs) * 1000:.0f})",
+        f"{mt / mo:.1f}x",
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-gib", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path("out/bench"))
+    parser.add_argument("--work", type=Path, default=Path("/work/bench-work"))
+    parser.add_argument(
+        "--sparse-source", action="store_true", help="keep the volumes' free space as holes"
+    )
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    size = args.size_gib * GIB
-    half = size // 2
-    images = {}
-    ext_img = args.work / f"ext4-{args.size_gib}g.img"
-    if not ext_img.exists():
-        files = tree.usr_tree(args.work / "usr", 40_000, half - 300 * (1 << 20))
-        ext.build_ext(ext_img, size, files, variant="ext4")
-    images["ext4"] = (ext_img, "partclone.extfs", ext_fs.probe)
-    ntfs_img = args.work / f"ntfs-{args.size_gib}g.img"
-    if not ntfs_img.exists():
-        files = tree.windows_tree(args.work / "win", 20_000, half - 200 * (1 << 20))
-        ntfs.build_ntfs(ntfs_img, size, files, label="Windows", start_sector=2048)
-    images["ntfs"] = (ntfs_img, "partclone.ntfs", ntfs_fs.probe)
-
-    print("| fs | volume | used | clonebay map | partclone -D | ratio |")
-    print("|---|---|---|---|---|---|")
-    for name, (image, tool, probe) in images.items():
-        with FileSource(str(image)) as src:
-            volume = probe(src)
-            ours = timed(lambda src=src, probe=probe: probe(src), args.runs)  # type: ignore[misc]
-        theirs = timed(lambda tool=tool, image=image: partclone_map(tool, image), args.runs)  # type: ignore[misc]
-        print(
-            f"| {name} | {image.stat().st_size / GIB:.0f} GiB"
-            f" | {extents.total(volume.used) / GIB:.2f} GiB"
-            f" | {ours * 1000:.0f} ms | {theirs * 1000:.0f} ms | {theirs / ours:.1f}x |"
+    rows = []
+    for fstype in ("ext4", "ntfs"):
+        print(f"building or reusing the {fstype} volume", file=sys.stderr, flush=True)
+        vol = volume(
+            fstype, args.size_gib, args.work.resolve() / "volumes", sparse=args.sparse_source
         )
+        rows.append(measure(vol, args.runs))
+    print(f"## map speed, {args.size_gib} GiB volumes\n")
+    print(f"{machine()}; clonebay {git_revision(REPO)}; median of {args.runs}, caches dropped\n")
+    print(
+        table(
+            [
+                "fs",
+                "volume",
+                "clonebay map",
+                "partclone -D map",
+                "clonebay vs partclone",
+                "clonebay probe ms (min-max)",
+                "clonebay probe command ms",
+                "partclone -D ms (min-max)",
+                "partclone / clonebay",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,24 +1,37 @@
 """The jobs a user can start, in one place for the CLI and the TUI: save, restore, verify, info,
-and the dry-run plans of save and restore (what would be read or written, before anything is)."""
+convert, and the dry-run plans of save and restore (what would be read or written, before
+anything is). Restore and verify take an image directory, an image stream file, or a stream on
+a binary file object (stdin); save writes a directory or a stream."""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
+from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.regions import SourceRegion, source_regions
-from clonebay.engine.restore import RestoreOptions, plan_restore, restore
+from clonebay.engine.restore import RestoreOptions, plan_restore
+from clonebay.engine.restore import restore as restore_directory
+from clonebay.engine.restore_stream import restore_stream
 from clonebay.engine.save import SaveOptions, save
-from clonebay.engine.verify import verify_image, verify_target
+from clonebay.engine.verify import verify_image as verify_directory
+from clonebay.engine.verify import verify_stream, verify_target
 from clonebay.imaging.manifest import Manifest
-from clonebay.imaging.reader import ImageReader
+from clonebay.imaging.reader import ImageReader, VerifyReport
+from clonebay.imaging.stream_convert import is_stream_file
+from clonebay.imaging.stream_read import StreamReader
+from clonebay.model import Progress
 from clonebay.system.blockdev import device_size
 from clonebay.units import human_size
 
 __all__ = [
     "RestoreOptions",
     "SaveOptions",
+    "convert",
     "image_info",
     "info_text",
     "manifest_summary",
@@ -98,33 +111,78 @@ def save_plan(source: str, partition: int | None = None) -> JobPlan:
     )
 
 
-def restore_plan(image: str, target: str, region: str | None = None) -> JobPlan:
-    """Where ``restore`` would write each region (checks the target's size; writes nothing)."""
-    import os
+def restore_plan(image: str | IO[bytes], target: str, region: str | None = None) -> JobPlan:
+    """Where ``restore`` would write each region (checks the target's size; writes nothing).
 
-    with ImageReader(image) as reader:
-        if os.path.exists(target):
-            fd = os.open(target, os.O_RDONLY)
-            try:
-                size = device_size(fd)
-            finally:
-                os.close(fd)
-        else:
-            size = int(reader.manifest.source.get("size", 0) or 0)
-        placements = plan_restore(reader, size, region)
-        lines = tuple(
-            PlanLine(
-                p.region.name,
-                p.target_offset,
-                p.region.size,
-                p.region.copy,
-                p.region.fstype,
-                p.region.stats.copied_bytes,
-            )
-            for p in placements
+    A stream's plan needs only its MANIFEST record (the rest of the stream is not read)."""
+    manifest = _manifest_before_data(image)
+    if os.path.exists(target):
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            size = device_size(fd)
+        finally:
+            os.close(fd)
+    else:
+        size = int(manifest.source.get("size", 0) or 0)
+    placements = plan_restore(manifest, size, region)
+    lines = tuple(
+        PlanLine(
+            p.region.name,
+            p.target_offset,
+            p.region.size,
+            p.region.copy,
+            p.region.fstype,
+            p.region.stats.copied_bytes or p.region.used_bytes,
         )
+        for p in placements
+    )
     notes = ("raw areas (partition tables) are written last",) if region is None else ()
-    return JobPlan(f"restore {image} -> {target} ({human_size(size)})", lines, notes)
+    name = image if isinstance(image, str) else "-"
+    return JobPlan(f"restore {name} -> {target} ({human_size(size)})", lines, notes)
+
+
+def _manifest_before_data(image: str | IO[bytes]) -> Manifest:
+    """An image directory's manifest, or a stream's MANIFEST record (counters still empty)."""
+    if not isinstance(image, str):
+        return StreamReader(image, "stdin").manifest
+    if is_stream_file(image):
+        with open(image, "rb") as f:
+            return StreamReader(f, image).manifest
+    with ImageReader(image) as reader:
+        return reader.manifest
+
+
+def restore(
+    image: str | IO[bytes],
+    target: str,
+    options: RestoreOptions | None = None,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[str]:
+    """Restore an image directory, an image stream file, or a stream read from a binary file
+    object (stdin, a pipe) onto ``target``; returns warnings."""
+    options = options or RestoreOptions()
+    if not isinstance(image, str):
+        return restore_stream(
+            image, target, options, name="stdin", progress=progress, cancel=cancel
+        )
+    if is_stream_file(image):
+        with open(image, "rb") as f:
+            return restore_stream(f, target, options, name=image, progress=progress, cancel=cancel)
+    return restore_directory(image, target, options, progress=progress, cancel=cancel)
+
+
+def verify_image(
+    image: str | IO[bytes], progress: Callable[[Progress], None] | None = None
+) -> VerifyReport:
+    """Check every frame of an image directory, or read an image stream through."""
+    if not isinstance(image, str):
+        return verify_stream(image, "stdin", 0, progress)
+    if is_stream_file(image):
+        with open(image, "rb") as f:
+            return verify_stream(f, image, os.fstat(f.fileno()).st_size, progress)
+    return verify_directory(image, progress)
 
 
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:

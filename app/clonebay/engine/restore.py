@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from clonebay.engine.verify import VerifyError, verify_target
 from clonebay.errors import CancelledError, ClonebayError, SafetyError, TargetTooSmallError
-from clonebay.imaging.manifest import RegionEntry
+from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.imaging.reader import ImageReader
-from clonebay.imaging.spec import FLAG_UNREADABLE, Record
+from clonebay.imaging.spec import FLAG_UNREADABLE, ImageError, Record
 from clonebay.model import Progress
 from clonebay.system.blockdev import TargetDevice, is_block_device
 from clonebay.system.run import run
@@ -49,18 +49,17 @@ class Placement:
     target_offset: int
 
 
-def plan_restore(reader: ImageReader, target_size: int, region: str | None) -> list[Placement]:
+def plan_restore(manifest: Manifest, target_size: int, region: str | None) -> list[Placement]:
     """Placements for a restore, or TargetTooSmallError before anything is written."""
     if region is not None:
-        entry = reader.region(region)
+        entry = region_of(manifest, region)
         if target_size < entry.size:
             raise TargetTooSmallError(
                 f"region {region} needs {human_size(entry.size)} ({entry.size} bytes); the target"
                 f" holds {human_size(target_size)} ({target_size} bytes)"
             )
         return [Placement(entry, 0)]
-    need = max((r.disk_offset + r.size for r in reader.regions), default=0)
-    need = max(need, int(reader.manifest.source.get("size", 0) or 0))
+    need = needed_size(manifest, None)
     if target_size < need:
         raise TargetTooSmallError(
             f"the image's disk is {human_size(need)} ({need} bytes); the target holds"
@@ -69,11 +68,54 @@ def plan_restore(reader: ImageReader, target_size: int, region: str | None) -> l
         )
     # Partitions first, then raw areas from the end backwards: the area at offset 0 (the
     # partition table) is the very last thing written.
-    parts = [r for r in reader.regions if r.kind != "raw-area"]
+    parts = [r for r in manifest.regions if r.kind != "raw-area"]
     areas = sorted(
-        (r for r in reader.regions if r.kind == "raw-area"), key=lambda r: -r.disk_offset
+        (r for r in manifest.regions if r.kind == "raw-area"), key=lambda r: -r.disk_offset
     )
     return [Placement(r, r.disk_offset) for r in parts + areas]
+
+
+def region_of(manifest: Manifest, name: str) -> RegionEntry:
+    """The region ``name`` of the image, or an ImageError listing the regions it has."""
+    try:
+        return manifest.region(name)
+    except KeyError:
+        known = ", ".join(r.name for r in manifest.regions) or "none"
+        raise ImageError(f"the image has no region {name!r} (regions: {known})") from None
+
+
+def needed_size(manifest: Manifest, region: str | None) -> int:
+    """Bytes the target must hold: the region's size, or the source disk's."""
+    if region is not None:
+        return region_of(manifest, region).size
+    regions_end = max((r.disk_offset + r.size for r in manifest.regions), default=0)
+    return max(regions_end, int(manifest.source.get("size", 0) or 0))
+
+
+def single_partition(manifest: Manifest) -> str | None:
+    """The region of an image saved from one partition (restored without --region), else None."""
+    if manifest.source.get("partition") and len(manifest.regions) == 1:
+        return manifest.regions[0].name
+    return None
+
+
+def wipe_tables(dev: TargetDevice) -> None:
+    """Zero where partition tables live (first and last MiB) before any data is written."""
+    if not dev.fresh:
+        dev.zero(0, min(HEAD_WIPE, dev.size))
+        dev.zero(max(0, dev.size - TAIL_WIPE), min(TAIL_WIPE, dev.size))
+
+
+def finish_target(target: str, dev: TargetDevice, needed: int, manifest: Manifest) -> list[str]:
+    """After a whole-disk restore: the GPT backup to the end of a larger target, and the
+    kernel told about the new table. Returns what was done, for the job's warnings."""
+    done = []
+    if dev.size > needed and manifest.table.get("kind") == "gpt":
+        _move_backup_gpt(target)
+        done.append("GPT backup header moved to the end of the larger target")
+    if is_block_device(target):
+        _reread_partitions(target)
+    return done
 
 
 def _decoded(
@@ -111,14 +153,11 @@ def restore(
     if is_block_device(target):
         refuse_mounted(target)
     with ImageReader(image) as reader:
-        region = options.region or _single_partition(reader)
-        if region is not None:
-            needed = reader.region(region).size
-        else:
-            regions_end = max((r.disk_offset + r.size for r in reader.regions), default=0)
-            needed = max(regions_end, int(reader.manifest.source.get("size", 0) or 0))
+        manifest = reader.manifest
+        region = options.region or single_partition(manifest)
+        needed = needed_size(manifest, region)
         with TargetDevice(target, size=needed) as dev:
-            placements = plan_restore(reader, dev.size, region)
+            placements = plan_restore(manifest, dev.size, region)
             try:
                 warnings = _write(
                     reader,
@@ -130,19 +169,21 @@ def restore(
                     cancel=cancel,
                 )
             except ClonebayError as exc:
-                cleared = " (its old partition table was cleared)" if region is None else ""
-                exc.message += f"\nthe restore stopped: {target} is incomplete{cleared}"
+                exc.message += incomplete_note(target, region)
                 raise
             dev.sync()
             if options.verify:  # before fixups, which change what the image recorded
                 _verify(image, target, region, progress, cancel)
-            grown = dev.size > needed
-            if region is None and grown and reader.manifest.table.get("kind") == "gpt":
-                _move_backup_gpt(target)
-                warnings.append("GPT backup header moved to the end of the larger target")
-            if is_block_device(target):
+            if region is None:
+                warnings += finish_target(target, dev, needed, manifest)
+            elif is_block_device(target):
                 _reread_partitions(target)
     return warnings
+
+
+def incomplete_note(target: str, region: str | None) -> str:
+    cleared = " (its old partition table was cleared)" if region is None else ""
+    return f"\nthe restore stopped: {target} is incomplete{cleared}"
 
 
 def _verify(
@@ -160,13 +201,6 @@ def _verify(
         )
 
 
-def _single_partition(reader: ImageReader) -> str | None:
-    """The region of an image saved from one partition (restored without --region), else None."""
-    if reader.manifest.source.get("partition") and len(reader.regions) == 1:
-        return reader.regions[0].name
-    return None
-
-
 def _write(
     reader: ImageReader,
     dev: TargetDevice,
@@ -178,9 +212,8 @@ def _write(
     cancel: threading.Event,
 ) -> list[str]:
     warnings: list[str] = []
-    if whole_disk and not dev.fresh:
-        dev.zero(0, min(HEAD_WIPE, dev.size))
-        dev.zero(max(0, dev.size - TAIL_WIPE), min(TAIL_WIPE, dev.size))
+    if whole_disk:
+        wipe_tables(dev)
     total = sum(r.length for p in placements for r in reader.records(p.region.name))
     done = 0
     started = last = time.monotonic()

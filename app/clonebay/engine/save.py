@@ -1,10 +1,12 @@
-"""The save job: a disk (or one partition) -> an image directory.
+"""The save job: a disk (or one partition) -> an image directory, or an image stream.
 
 Probe the source, turn it into regions (engine/regions.py), then run every chunk of every region
 through the pipeline: the reader thread reads used extents in chunk-aligned pieces, the workers
 LZ4-compress and xxh3-hash them (codec.encode_chunk, which releases the GIL), and the writer,
 in this thread, appends frames to packs in order. The manifest is written last: a cancelled or
-failed save leaves an image that says it is incomplete.
+failed save leaves an image that says it is incomplete. A stream (docs/format.md §10) gets the
+same frames as records on a binary file object (stdout, a pipe); it lists the regions first and
+ends with an END record, which a failed save never writes.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
 from clonebay.fs import extents
 from clonebay.imaging.codec import EncodedChunk, encode_chunk
-from clonebay.imaging.manifest import Manifest
+from clonebay.imaging.manifest import Manifest, RegionEntry
+from clonebay.imaging.regionlog import entry_fields, region_entry
 from clonebay.imaging.spec import DEFAULT_CHUNK_SIZE, DEFAULT_PACK_LIMIT
+from clonebay.imaging.stream_write import StreamWriter
 from clonebay.imaging.writer import ImageWriter
 from clonebay.model import Progress
 from clonebay.system.blockdev import SourceDevice, sector_sizes
@@ -62,32 +66,38 @@ def _source_info(path: str, size: int, fd: int) -> dict[str, Any]:
     return info
 
 
+def region_entries(regions: list[SourceRegion]) -> list[RegionEntry]:
+    """The manifest entries of ``regions`` before any data (what a stream declares up front)."""
+    entries = []
+    for region in regions:
+        vol = region.volume
+        entries.append(
+            region_entry(
+                region.name,
+                region.kind,
+                region.disk_offset,
+                region.size,
+                copy=region.copy,
+                fstype=vol.fstype if vol else "",
+                label=vol.label if vol else "",
+                uuid=vol.uuid if vol else "",
+                state=vol.state.value if vol else "",
+                used_bytes=region.used_bytes,
+                reason=vol.reason if vol else "raw area outside partitions",
+                notes=vol.notes if vol else (),
+                extra={"partition": region.number} if region.number else None,
+            )
+        )
+    return entries
+
+
 class _RegionSink:
     """Feeds pipeline results to the writer, opening and closing regions in disk order."""
 
-    def __init__(self, writer: ImageWriter, regions: list[SourceRegion]) -> None:
+    def __init__(self, writer: ImageWriter | StreamWriter, entries: list[RegionEntry]) -> None:
         self.writer = writer
-        self.pending = list(regions)
+        self.pending = list(entries)
         self.current: str | None = None
-
-    def _begin(self, region: SourceRegion) -> None:
-        vol = region.volume
-        self.writer.begin_region(
-            region.name,
-            region.kind,
-            region.disk_offset,
-            region.size,
-            copy=region.copy,
-            fstype=vol.fstype if vol else "",
-            label=vol.label if vol else "",
-            uuid=vol.uuid if vol else "",
-            state=vol.state.value if vol else "",
-            used_bytes=region.used_bytes,
-            reason=vol.reason if vol else "raw area outside partitions",
-            notes=vol.notes if vol else (),
-            extra={"partition": region.number} if region.number else None,
-        )
-        self.current = region.name
 
     def advance_to(self, name: str | None) -> None:
         """Close the open region and open every region up to ``name`` (all when None)."""
@@ -97,7 +107,9 @@ class _RegionSink:
                 self.current = None
             if not self.pending:
                 return
-            self._begin(self.pending.pop(0))
+            entry = self.pending.pop(0)
+            self.writer.begin_region(**entry_fields(entry))
+            self.current = entry.name
 
     def __call__(self, chunk: Chunk, encoded: EncodedChunk) -> None:
         if chunk.region != self.current:
@@ -107,27 +119,23 @@ class _RegionSink:
 
 def save(
     source: str,
-    image: str,
+    image: str | IO[bytes],
     options: SaveOptions = SaveOptions(),
     *,
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Manifest:
-    """Save ``source`` into the image directory ``image``; returns the manifest written."""
+    """Save ``source`` into the image directory ``image``, or as a stream into the binary file
+    object ``image`` (stdout, a pipe, a socket file); returns the manifest written."""
     report = inspect_disk(source)
     regions = source_regions(report, options.partition)
+    entries = region_entries(regions)
     codec = options.codec
-    with (
-        SourceDevice(source) as src,
-        ImageWriter(
-            image,
-            chunk_size=options.chunk_size,
-            pack_limit=options.pack_limit,
-            codec=codec,
-            overwrite=options.overwrite,
-        ) as writer,
-    ):
-        sink = _RegionSink(writer, regions)
+    with SourceDevice(source) as src, _open_writer(image, options) as writer:
+        table = table_as_data(report) if options.partition is None else {}
+        info = _source_info(source, src.size, src.fd) | {"partition": options.partition}
+        writer.declare(entries, source=info, table=table)
+        sink = _RegionSink(writer, entries)
         pipe: Pipeline[EncodedChunk] = Pipeline(
             lambda c: encode_chunk(c.data, codec),
             sink,
@@ -140,9 +148,22 @@ def save(
         totals = {r.name: r.used_bytes for r in regions}
         pipe.run(chunk_tasks(regions, src.fd, options.chunk_size), totals)
         sink.advance_to(None)
-        table = table_as_data(report) if options.partition is None else {}
-        return writer.finish(
-            source=_source_info(source, src.size, src.fd) | {"partition": options.partition},
-            table=table,
-            warnings=report.warnings,
+        return writer.finish(source=info, table=table, warnings=report.warnings)
+
+
+def _open_writer(image: str | IO[bytes], options: SaveOptions) -> ImageWriter | StreamWriter:
+    if isinstance(image, str):
+        return ImageWriter(
+            image,
+            chunk_size=options.chunk_size,
+            pack_limit=options.pack_limit,
+            codec=options.codec,
+            overwrite=options.overwrite,
         )
+    return StreamWriter(
+        image,
+        chunk_size=options.chunk_size,
+        pack_limit=options.pack_limit,
+        codec=options.codec,
+        name=str(getattr(image, "name", "stream")),
+    )

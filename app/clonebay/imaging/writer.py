@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import datetime
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,9 +28,16 @@ from typing import Any
 import xxhash
 
 import clonebay
-from clonebay.errors import DeviceError, SafetyError, UsageError
+from clonebay.errors import DeviceError
 from clonebay.imaging import spec
 from clonebay.imaging.codec import Buffer, EncodedChunk, codec_id, encode_chunk
+from clonebay.imaging.imagedir import (
+    fsync_dir,
+    os_call,
+    prepare_directory,
+    write_all,
+    write_new_file,
+)
 from clonebay.imaging.manifest import (
     Counters,
     Manifest,
@@ -39,33 +46,7 @@ from clonebay.imaging.manifest import (
     UnreadableRange,
     to_json,
 )
-
-MAX_RUN = 1 << 31  # zero/unreadable records are merged into runs of at most 2 GiB
-
-
-class _Region:
-    """The region being written: its metadata, records so far and a pending zero run."""
-
-    def __init__(self, entry: RegionEntry) -> None:
-        self.entry = entry
-        self.name = entry.name
-        self.size = entry.size
-        self.records = bytearray()
-        self.stats = Counters()
-        self.next_offset = 0  # chunks must not start before this
-        self.run: tuple[int, int, int] | None = None  # (flags, start, length) not yet recorded
-
-    def take(self, offset: int, length: int) -> None:
-        if offset < self.next_offset or length <= 0 or offset + length > self.size:
-            raise ValueError(
-                f"region {self.name}: chunk [{offset}, +{length}) is out of order, empty or past"
-                f" the region size {self.size} (next offset {self.next_offset})"
-            )
-        self.next_offset = offset + length
-
-    def append(self, rec: spec.Record) -> None:
-        self.records += spec.pack_record(rec)
-        self.stats.records += 1
+from clonebay.imaging.regionlog import OpenRegion, check_encoded, region_entry
 
 
 class ImageWriter:
@@ -80,6 +61,7 @@ class ImageWriter:
         codec: str = "lz4",
         overwrite: bool = False,
         dedup: bool = True,
+        image_id: bytes | None = None,
     ) -> None:
         if not spec.MIN_CHUNK_SIZE <= chunk_size <= spec.MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size {chunk_size} outside [{spec.MIN_CHUNK_SIZE}, 64 MiB]")
@@ -92,8 +74,10 @@ class ImageWriter:
         self.codec = codec
         self._codec_id = codec_id(codec)
         self._dedup_on = dedup
-        self._image_id = os.urandom(16)
-        self._region: _Region | None = None
+        if image_id is not None and len(image_id) != 16:
+            raise ValueError("image_id must be 16 bytes")
+        self._image_id = image_id or os.urandom(16)
+        self._region: OpenRegion | None = None
         self._regions: list[RegionEntry] = []
         self._unreadable: list[UnreadableRange] = []
         self._packs: list[PackEntry] = []
@@ -104,11 +88,25 @@ class ImageWriter:
         self._dedup: dict[tuple[bytes, int], tuple[int, int, int, int]] = {}
         self._done = False
         try:
-            _prepare_directory(self.path, overwrite)
+            prepare_directory(self.path, overwrite)
         except OSError as exc:
             raise DeviceError(f"{self.path}: {exc.strerror or exc}") from exc
 
     # -- regions ---------------------------------------------------------------------------
+
+    def declare(
+        self,
+        regions: Sequence[RegionEntry],
+        *,
+        source: Mapping[str, Any] | None = None,
+        table: Mapping[str, Any] | None = None,
+    ) -> None:
+        """What the image will hold, before any data (``region_entry`` makes the entries).
+
+        A stream must say it up front (its MANIFEST record); a directory writes its manifest
+        last, so here this only checks the call: ``finish`` records what was written.
+        """
+        self._check_open()
 
     def begin_region(
         self,
@@ -131,21 +129,13 @@ class ImageWriter:
         self._check_open()
         if self._region is not None:
             raise ValueError(f"region {self._region.name} is still open: end_region() first")
-        if not spec.valid_region_name(name):
-            raise ValueError(f"region name {name!r}: use 1-64 of A-Z a-z 0-9 . _ - (no dot first)")
         if any(r.name == name for r in self._regions):
             raise ValueError(f"region {name} already written")
-        if kind not in spec.REGION_KINDS or copy not in spec.COPY_METHODS:
-            raise ValueError(f"region {name}: kind {kind!r} / copy {copy!r} unknown")
-        if disk_offset < 0 or size < 0:
-            raise ValueError(f"region {name}: negative offset or size")
-        entry = RegionEntry(
-            name=name, kind=kind, disk_offset=disk_offset, size=size, copy=copy,
-            index_file=spec.index_name(name), index_size=0, index_xxh3="", stats=Counters(),
-            fstype=fstype, label=label, uuid=uuid, state=state, reason=reason, notes=tuple(notes),
-            used_bytes=size if used_bytes is None else used_bytes, extra=dict(extra or {}),
+        entry = region_entry(
+            name, kind, disk_offset, size, copy=copy, fstype=fstype, label=label, uuid=uuid,
+            state=state, used_bytes=used_bytes, reason=reason, notes=notes, extra=extra,
         )  # fmt: skip
-        self._region = _Region(entry)
+        self._region = OpenRegion(entry)
 
     def add_chunk(self, offset: int, data: Buffer) -> None:
         """Add raw bytes at ``offset`` in the open region; longer data is split into chunks."""
@@ -165,15 +155,10 @@ class ImageWriter:
         if is_zero:
             self.add_zero(offset, raw_len)
             return
-        if raw_len > self.chunk_size:
-            raise ValueError(f"chunk of {raw_len} bytes is larger than chunk_size")
+        check_encoded(raw_len, chunk, self.chunk_size)
         stored = len(payload)
-        if codec not in spec.CODEC_NAMES or len(digest) != 16 or stored > raw_len:
-            raise ValueError(f"bad encoded chunk: codec {codec}, {stored}/{raw_len} bytes")
-        if codec == spec.CODEC_STORED and stored != raw_len:
-            raise ValueError("a stored chunk's payload must be its raw bytes")
         region.take(offset, raw_len)
-        self._flush_run(region)
+        region.flush_run()
         key = (digest, raw_len)
         known = self._dedup.get(key)
         if known is not None and self._same_payload(known, codec, payload):
@@ -190,21 +175,54 @@ class ImageWriter:
 
     def add_zero(self, offset: int, length: int) -> None:
         """Record that ``length`` bytes at ``offset`` are zero (copied, but nothing stored)."""
-        self._add_run(spec.FLAG_ZERO, offset, length)
+        self._open_region().add_run(spec.FLAG_ZERO, offset, length)
 
     def add_unreadable(self, offset: int, length: int) -> None:
         """Record bytes the source could not deliver: they read as zeros and are listed."""
-        self._add_run(spec.FLAG_UNREADABLE, offset, length)
+        self._open_region().add_run(spec.FLAG_UNREADABLE, offset, length)
+
+    def add_record(self, rec: spec.Record, frame: Buffer | None = None) -> tuple[int, int]:
+        """Add one index record exactly as given, for converting a stream: nothing is re-encoded,
+        looked up for dedup or merged. A frame record either brings its ``frame`` (header and
+        payload as in a pack, appended as is) or names, by ``rec.pack`` and ``rec.pack_offset``,
+        a frame this writer appended earlier. Returns where the frame is: (pack, pack offset).
+        """
+        region = self._open_region()
+        region.take(rec.offset, rec.length)
+        region.flush_run()
+        if rec.flags:
+            region.count_run(rec.flags, rec.offset, rec.length)
+            region.append_run(rec.flags, rec.offset, rec.length)
+            return 0, 0
+        if frame is not None:
+            view = memoryview(frame).cast("B")
+            head = spec.parse_frame_header(view, f"frame for region {region.name} {rec.offset}")
+            if head[:1] + head[2:] != (rec.codec, rec.length, rec.stored_length, rec.digest) or (
+                len(view) != spec.FRAME_HEADER.size + rec.stored_length
+            ):
+                raise ValueError(f"region {region.name} {rec.offset}: frame differs from record")
+            payload = view[spec.FRAME_HEADER.size :]
+            pack, pack_offset = self._write_frame(rec.codec, rec.length, payload, rec.digest)
+            region.stats.frames += 1
+            region.stats.stored_bytes += len(view)
+        else:
+            pack, pack_offset = rec.pack, rec.pack_offset
+            if pack > len(self._packs) or not spec.PACK_HEADER.size <= pack_offset:
+                raise ValueError(f"region {region.name} {rec.offset}: no earlier frame there")
+            region.stats.dedup_bytes += rec.length
+        region.stats.raw_bytes += rec.length
+        region.append(rec._replace(pack=pack, pack_offset=pack_offset))
+        return pack, pack_offset
 
     def end_region(self) -> RegionEntry:
         """Write the open region's index file and return its manifest entry."""
         region = self._open_region()
-        self._flush_run(region)
+        region.flush_run()
         header = spec.pack_index_header(
             region.stats.records, region.size, self._image_id, region.name
         )
         data = header + region.records
-        _write_new_file(self.path / spec.INDEX_DIR / region.entry.index_file, [data])
+        write_new_file(self.path / spec.INDEX_DIR / region.entry.index_file, [data])
         entry = dataclasses.replace(
             region.entry,
             index_size=len(data),
@@ -212,6 +230,7 @@ class ImageWriter:
             stats=region.stats,
         )
         self._regions.append(entry)
+        self._unreadable.extend(region.unreadable)
         self._region = None
         return entry
 
@@ -223,8 +242,12 @@ class ImageWriter:
         source: Mapping[str, Any] | None = None,
         table: Mapping[str, Any] | None = None,
         warnings: Sequence[str] = (),
+        created: str | None = None,
     ) -> Manifest:
-        """Close the last pack, then write manifest.json atomically: the image is complete."""
+        """Close the last pack, then write manifest.json atomically: the image is complete.
+
+        ``created`` keeps the creation time of an image being converted (default: now).
+        """
         self._check_open()
         if self._region is not None:
             raise ValueError(f"region {self._region.name} is still open: end_region() first")
@@ -234,7 +257,7 @@ class ImageWriter:
             totals.add(entry.stats)
         manifest = Manifest(
             tool=f"clonebay {clonebay.__version__}",
-            created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created=created or utc_now(),
             image_id=self._image_id.hex(),
             chunk_size=self.chunk_size,
             pack_limit=self.pack_limit,
@@ -249,11 +272,11 @@ class ImageWriter:
         )
         text = to_json(manifest)  # raises on data JSON cannot carry, before anything is written
         for sub in (spec.PACKS_DIR, spec.INDEX_DIR):
-            _fsync_dir(self.path / sub)
+            fsync_dir(self.path / sub)
         tmp = self.path / (spec.MANIFEST_NAME + ".tmp")
-        _write_new_file(tmp, [text], exclusive=False)
-        _os_call(tmp, os.replace, tmp, self.path / spec.MANIFEST_NAME)
-        _fsync_dir(self.path)
+        write_new_file(tmp, [text], exclusive=False)
+        os_call(tmp, os.replace, tmp, self.path / spec.MANIFEST_NAME)
+        fsync_dir(self.path)
         self._release()
         return manifest
 
@@ -278,41 +301,11 @@ class ImageWriter:
         if self._done:
             raise ValueError(f"image writer for {self.path} is already finished or aborted")
 
-    def _open_region(self) -> _Region:
+    def _open_region(self) -> OpenRegion:
         self._check_open()
         if self._region is None:
             raise ValueError("no open region: begin_region() first")
         return self._region
-
-    def _add_run(self, flags: int, offset: int, length: int) -> None:
-        region = self._open_region()
-        region.take(offset, length)
-        if flags == spec.FLAG_ZERO:
-            region.stats.zero_bytes += length
-        else:
-            region.stats.unreadable_bytes += length
-            last = self._unreadable[-1] if self._unreadable else None
-            if last and last.region == region.name and last.offset + last.length == offset:
-                self._unreadable[-1] = UnreadableRange(
-                    region.name, last.offset, last.length + length
-                )
-            else:
-                self._unreadable.append(UnreadableRange(region.name, offset, length))
-        run = region.run
-        if run and run[0] == flags and run[1] + run[2] == offset and run[2] + length <= MAX_RUN:
-            region.run = (flags, run[1], run[2] + length)
-            return
-        self._flush_run(region)
-        while length > MAX_RUN:
-            region.append(spec.Record(offset, MAX_RUN, 0, 0, 0, 0, flags, spec.NO_DIGEST))
-            offset, length = offset + MAX_RUN, length - MAX_RUN
-        region.run = (flags, offset, length)
-
-    def _flush_run(self, region: _Region) -> None:
-        if region.run is not None:
-            flags, start, length = region.run
-            region.append(spec.Record(start, length, 0, 0, 0, 0, flags, spec.NO_DIGEST))
-            region.run = None
 
     def _write_frame(
         self, codec: int, raw_len: int, payload: Buffer, digest: bytes
@@ -323,7 +316,7 @@ class ImageWriter:
         assert self._pack_fd is not None
         number, offset = len(self._packs), self._pack_pos
         header = spec.pack_frame_header(codec, raw_len, len(payload), digest)
-        _write_all(self._pack_fd, [header, payload], self._pack_path(number))
+        write_all(self._pack_fd, [header, payload], self._pack_path(number))
         self._pack_pos += size
         self._pack_frames += 1
         return number, offset
@@ -335,8 +328,8 @@ class ImageWriter:
         fd = self._read_fds.get(pack)
         path = self._pack_path(pack)
         if fd is None:
-            fd = self._read_fds[pack] = _os_call(path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
-        found: bytes = _os_call(path, os.pread, fd, stored, pack_offset + spec.FRAME_HEADER.size)
+            fd = self._read_fds[pack] = os_call(path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        found: bytes = os_call(path, os.pread, fd, stored, pack_offset + spec.FRAME_HEADER.size)
         return found == (payload if isinstance(payload, bytes) else bytes(payload))
 
     def _pack_path(self, number: int) -> Path:
@@ -346,8 +339,8 @@ class ImageWriter:
         self._close_pack()
         path = self._pack_path(len(self._packs))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self._pack_fd = _os_call(path, os.open, path, flags, 0o644)
-        _write_all(self._pack_fd, [spec.pack_pack_header(len(self._packs), self._image_id)], path)
+        self._pack_fd = os_call(path, os.open, path, flags, 0o644)
+        write_all(self._pack_fd, [spec.pack_pack_header(len(self._packs), self._image_id)], path)
         self._pack_pos = spec.PACK_HEADER.size
         self._pack_frames = 0
 
@@ -357,7 +350,7 @@ class ImageWriter:
         fd, self._pack_fd = self._pack_fd, None
         path = self._pack_path(len(self._packs))
         try:
-            _os_call(path, os.fsync, fd)
+            os_call(path, os.fsync, fd)
         finally:
             os.close(fd)
         self._packs.append(PackEntry(path.name, self._pack_pos, self._pack_frames))
@@ -373,79 +366,6 @@ class ImageWriter:
         self._dedup.clear()
 
 
-def _os_call(path: Path, func: Any, *args: Any) -> Any:
-    """Run one os call; an OSError becomes a DeviceError naming the image file."""
-    try:
-        return func(*args)
-    except OSError as exc:
-        raise DeviceError(f"{path}: {exc.strerror or exc}") from exc
-
-
-def _write_all(fd: int, parts: list[Buffer], path: Path) -> None:
-    views = [memoryview(p).cast("B") for p in parts]
-    while views:
-        written: int = _os_call(path, os.writev, fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-
-
-def _write_new_file(path: Path, parts: list[Buffer], *, exclusive: bool = True) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd: int = _os_call(path, os.open, path, flags, 0o644)
-    try:
-        _write_all(fd, parts, path)
-        _os_call(path, os.fsync, fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd: int = _os_call(path, os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        _os_call(path, os.fsync, fd)
-    finally:
-        os.close(fd)
-
-
-def _image_files(path: Path) -> Iterator[Path]:
-    """Files an image directory may hold; ValueError names the first file that is not ours."""
-    for entry in sorted(path.iterdir()):
-        if entry.name in (spec.MANIFEST_NAME, spec.MANIFEST_NAME + ".tmp") and entry.is_file():
-            yield entry
-        elif entry.name in (spec.PACKS_DIR, spec.INDEX_DIR) and entry.is_dir():
-            suffix = ".pack" if entry.name == spec.PACKS_DIR else ".idx"
-            for child in sorted(entry.iterdir()):
-                if not (child.is_file() and child.name.endswith(suffix)):
-                    raise ValueError(str(child))
-                yield child
-        else:
-            raise ValueError(str(entry))
-
-
-def _prepare_directory(path: Path, overwrite: bool) -> None:
-    """Make ``path`` an empty image directory; refuse to clobber anything but an old image."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{path} exists and is not a directory; an image is a directory")
-    if path.exists() and any(path.iterdir()):
-        try:
-            files = list(_image_files(path))
-        except ValueError as exc:
-            raise SafetyError(
-                f"{path} holds files that are not part of a clonebay image ({exc});"
-                " choose a new or empty directory"
-            ) from None
-        if not overwrite:
-            state = "an image" if (path / spec.MANIFEST_NAME).exists() else "an incomplete image"
-            raise SafetyError(f"{path} already holds {state}; pass overwrite to replace it")
-        # The manifest goes first (and durably): an interrupted overwrite leaves an incomplete
-        # image, never an old manifest pointing at half-deleted packs.
-        files.sort(key=lambda p: p.name != spec.MANIFEST_NAME)
-        for i, file in enumerate(files):
-            _os_call(file, file.unlink)
-            if i == 0:
-                _fsync_dir(path)
-    for sub in ("", spec.PACKS_DIR, spec.INDEX_DIR):
-        _os_call(path / sub, (path / sub).mkdir, 0o755, False, True)
+def utc_now() -> str:
+    """The manifest's ``created``: UTC, YYYY-MM-DDTHH:MM:SSZ."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

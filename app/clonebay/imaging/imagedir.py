@@ -1,0 +1,95 @@
+"""File operations of an image directory: durable writes, and making a directory ready for a
+new image without clobbering anything that is not an image (docs/format.md §8).
+
+Every OSError becomes a DeviceError naming the file, so a full disk or a pulled USB stick gives
+a message a technician can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from clonebay.errors import DeviceError, SafetyError, UsageError
+from clonebay.imaging import spec
+from clonebay.imaging.codec import Buffer
+
+
+def os_call(path: Path, func: Any, *args: Any) -> Any:
+    """Run one os call; an OSError becomes a DeviceError naming the image file."""
+    try:
+        return func(*args)
+    except OSError as exc:
+        raise DeviceError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def write_all(fd: int, parts: list[Buffer], path: Path) -> None:
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        written: int = os_call(path, os.writev, fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+def write_new_file(path: Path, parts: list[Buffer], *, exclusive: bool = True) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd: int = os_call(path, os.open, path, flags, 0o644)
+    try:
+        write_all(fd, parts, path)
+        os_call(path, os.fsync, fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd: int = os_call(path, os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os_call(path, os.fsync, fd)
+    finally:
+        os.close(fd)
+
+
+def image_files(path: Path) -> Iterator[Path]:
+    """Files an image directory may hold; ValueError names the first file that is not ours."""
+    for entry in sorted(path.iterdir()):
+        if entry.name in (spec.MANIFEST_NAME, spec.MANIFEST_NAME + ".tmp") and entry.is_file():
+            yield entry
+        elif entry.name in (spec.PACKS_DIR, spec.INDEX_DIR) and entry.is_dir():
+            suffix = ".pack" if entry.name == spec.PACKS_DIR else ".idx"
+            for child in sorted(entry.iterdir()):
+                if not (child.is_file() and child.name.endswith(suffix)):
+                    raise ValueError(str(child))
+                yield child
+        else:
+            raise ValueError(str(entry))
+
+
+def prepare_directory(path: Path, overwrite: bool) -> None:
+    """Make ``path`` an empty image directory; refuse to clobber anything but an old image."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} exists and is not a directory; an image is a directory")
+    if path.exists() and any(path.iterdir()):
+        try:
+            files = list(image_files(path))
+        except ValueError as exc:
+            raise SafetyError(
+                f"{path} holds files that are not part of a clonebay image ({exc});"
+                " choose a new or empty directory"
+            ) from None
+        if not overwrite:
+            state = "an image" if (path / spec.MANIFEST_NAME).exists() else "an incomplete image"
+            raise SafetyError(f"{path} already holds {state}; pass overwrite to replace it")
+        # The manifest goes first (and durably): an interrupted overwrite leaves an incomplete
+        # image, never an old manifest pointing at half-deleted packs.
+        files.sort(key=lambda p: p.name != spec.MANIFEST_NAME)
+        for i, file in enumerate(files):
+            os_call(file, file.unlink)
+            if i == 0:
+                fsync_dir(path)
+    for sub in ("", spec.PACKS_DIR, spec.INDEX_DIR):
+        os_call(path / sub, (path / sub).mkdir, 0o755, False, True)

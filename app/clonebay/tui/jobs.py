@@ -1,0 +1,252 @@
+"""The jobs the TUI starts, in the engine's own calls, and what the screens show of them.
+
+A JobRequest is what the Plan screen hands to the Progress screen; ``run_job`` runs it in a
+worker thread through the same engine functions as the CLI (engine.clone.clone, engine.jobs.save,
+engine.jobs.restore, engine.jobs.verify_image) and returns an Outcome for the Result screen.
+
+The engine's Progress events do not all count the same way: the copy pipeline (save, clone)
+reports bytes done per region, restore and verify report bytes done of the whole job. The two
+meters below turn either into one Tick with the region's and the whole phase's figures, so the
+Progress screen draws an overall bar whatever the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from clonebay.engine import jobs
+from clonebay.engine.clone import CloneOptions, clone
+from clonebay.engine.plan import Grow
+from clonebay.errors import CancelledError, ClonebayError, VerifyError
+from clonebay.model import Progress
+from clonebay.units import human_size
+
+SAME_IDS = (
+    "Remove the source disk before the first boot: both disks now carry the same IDs"
+    " (disk GUID, partition GUIDs, filesystem UUIDs) and the firmware or the OS may boot"
+    " or mount the wrong one."
+)
+
+
+class JobKind(enum.Enum):
+    CLONE = "clone"
+    SAVE = "save"
+    RESTORE = "restore"
+
+
+VERBS = {JobKind.CLONE: "Clone", JobKind.SAVE: "Save", JobKind.RESTORE: "Restore"}
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job as the user confirmed it. ``source`` is a disk (clone, save) or an image
+    (restore); ``target`` a disk (clone, restore) or the new image directory (save).
+    ``totals``: bytes per region the plan expects, for the overall bar of pipeline jobs."""
+
+    kind: JobKind
+    source: str
+    target: str
+    grow: Grow = Grow.PROPORTIONAL
+    verify: bool = True
+    totals: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def title(self) -> str:
+        return f"{VERBS[self.kind]} {self.source} → {self.target}"
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One progress update as the screen draws it."""
+
+    phase: str  # "Copying", "Saving", "Writing", "Verifying"
+    region: str
+    region_done: int
+    region_total: int  # 0 when the engine reports only the whole job
+    done: int
+    total: int
+    rate: float
+    eta: float | None
+    bottleneck: str
+
+
+TickSink = Callable[[Tick], None]
+
+
+class PerRegionMeter:
+    """Progress of the copy pipeline: ``done``/``total`` are the region's own bytes."""
+
+    def __init__(self, phase: str, totals: dict[str, int], sink: TickSink) -> None:
+        self.phase = phase
+        self.totals = dict(totals)
+        self.done: dict[str, int] = {}
+        self.sink = sink
+
+    def __call__(self, p: Progress) -> None:
+        self.done[p.region] = p.done
+        self.totals[p.region] = max(self.totals.get(p.region, 0), p.total)
+        done = sum(self.done.values())
+        total = max(sum(self.totals.values()), done)
+        self.sink(
+            Tick(
+                self.phase,
+                p.region,
+                p.done,
+                p.total,
+                done,
+                total,
+                p.bytes_per_second,
+                p.eta_seconds,
+                p.bottleneck,
+            )
+        )
+
+
+class OverallMeter:
+    """Progress of restore and verify: ``done``/``total`` count the whole job; the phase
+    follows the busy stage ("write" while writing, "read" while reading the target back)."""
+
+    def __init__(self, phases: dict[str, str], sink: TickSink) -> None:
+        self.phases = phases
+        self.sink = sink
+
+    def __call__(self, p: Progress) -> None:
+        phase = self.phases.get(p.bottleneck, next(iter(self.phases.values())))
+        self.sink(
+            Tick(phase, p.region, 0, 0, p.done, p.total, p.bytes_per_second, p.eta_seconds, "")
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the Result screen says: ``status`` is "done", "failed" or "cancelled"."""
+
+    kind: JobKind
+    status: str
+    headline: str
+    details: tuple[str, ...] = ()
+    verify: str = ""
+    next_step: str = ""
+    error_title: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+def run_job(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+    """Run ``request`` to the end (call it in a worker thread); errors are raised."""
+    if request.kind is JobKind.CLONE:
+        return _clone(request, sink, cancel)
+    if request.kind is JobKind.SAVE:
+        return _save(request, sink, cancel)
+    return _restore(request, sink, cancel)
+
+
+def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+    options = CloneOptions(grow=request.grow, verify=request.verify)
+    meter = PerRegionMeter("Copying", dict(request.totals), sink)
+    result = clone(request.source, request.target, options, progress=meter, cancel=cancel)
+    verify = (
+        f"Verified: all {result.verified_chunks} chunks read back from the target match."
+        if request.verify
+        else "Not verified (turned off in the plan)."
+    )
+    return Outcome(
+        JobKind.CLONE,
+        "done",
+        f"{request.source} was cloned onto {request.target}.",
+        (f"{human_size(result.copied_bytes)} copied.", *result.done),
+        verify,
+        SAME_IDS,
+    )
+
+
+def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+    meter = PerRegionMeter("Saving", dict(request.totals), sink)
+    options = jobs.SaveOptions()
+    manifest = jobs.save(request.source, request.target, options, progress=meter, cancel=cancel)
+    summary = jobs.manifest_summary(manifest)
+    copied, stored = summary["copied_bytes"], summary["stored_bytes"]
+    details = (
+        f"{human_size(copied)} of data saved as {human_size(stored)} in {summary['packs']}"
+        f" pack(s), {summary['regions']} regions.",
+        f"{human_size(summary['zero_bytes'])} of zeros and"
+        f" {human_size(summary['dedup_bytes'])} of duplicates took no space.",
+    )
+    verify = "Not verified (turned off in the plan)."
+    if request.verify:
+        if cancel.is_set():
+            raise CancelledError("cancelled by the user before the image was verified")
+        report = jobs.verify_image(request.target, OverallMeter({"read": "Verifying"}, sink))
+        if not report.ok:
+            first = report.problems[0]
+            raise VerifyError(
+                f"the image {request.target} was written but {len(report.problems)} frame(s)"
+                f" do not read back correctly; first: {first}. Save it again, to other media"
+            )
+        verify = f"Verified: all {report.frames} frames of the image read back correctly."
+    return Outcome(
+        JobKind.SAVE,
+        "done",
+        f"{request.source} was saved into the image {request.target}.",
+        details,
+        verify,
+        "Keep the image folder whole (manifest.json, index/, packs/). Restore it with"
+        " Restore image; the target must be at least as large as the source disk.",
+        warnings=tuple(summary["warnings"]),
+    )
+
+
+def _restore(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+    meter = OverallMeter({"write": "Writing", "read": "Verifying"}, sink)
+    options = jobs.RestoreOptions(verify=request.verify)
+    warnings = jobs.restore(request.source, request.target, options, progress=meter, cancel=cancel)
+    verify = (
+        "Verified: every chunk read back from the target matches the image."
+        if request.verify
+        else "Not verified (turned off in the plan)."
+    )
+    return Outcome(
+        JobKind.RESTORE,
+        "done",
+        f"The image {request.source} was restored onto {request.target}.",
+        tuple(warnings),
+        verify,
+        "If the disk the image was saved from is still in this machine, remove one of them"
+        " before the first boot: both carry the same IDs.",
+    )
+
+
+def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcome:
+    """The Result screen's words for a job that stopped on ``error``."""
+    title = error.title if isinstance(error, ClonebayError) else "Internal error"
+    message = error.message if isinstance(error, ClonebayError) else repr(error)
+    verb = VERBS[request.kind].lower()
+    if request.kind is JobKind.SAVE:
+        hint = (
+            f"The image {request.target} is incomplete (it has no manifest.json): delete it"
+            " and save again."
+        )
+    else:
+        hint = (
+            f"{request.target} is incomplete and must not be booted: run the {verb} again,"
+            " or wipe the disk before using it for something else."
+        )
+    if cancelled:
+        return Outcome(
+            request.kind, "cancelled", f"The {verb} was cancelled.", (message,), "", hint, title
+        )
+    return Outcome(
+        request.kind,
+        "failed",
+        f"The {verb} failed: {title.lower()}.",
+        tuple(message.splitlines()),
+        "",
+        hint,
+        title,
+    )

@@ -1,0 +1,175 @@
+"""Plan: what the job will do, before anything is written.
+
+Source and target side by side, each as a bar and a table: for a clone, where every partition
+goes, what grows and what moves, what is copied raw and why, and the fixups that follow; for a
+save, what of each region is read into the image; for a restore, where each region of the image
+lands on the target. The options (grow mode for a clone, verify for every job) are here; a new
+grow mode makes a new plan. A plan the engine refuses (target too small, a guard) shows the
+refusal in the error modal and cannot be started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import Button, Checkbox, Footer, Header, Label, RadioButton, RadioSet, Static
+
+from clonebay.engine.plan import Grow
+from clonebay.tui.jobs import VERBS, JobKind, JobRequest
+from clonebay.tui.layouts import Layout, clone_layouts, restore_layouts, save_layouts
+from clonebay.tui.screens.base import BaseScreen
+from clonebay.tui.services import Services
+from clonebay.tui.widgets.layout_view import SOURCE, TARGET, LayoutView
+
+GROW_LABELS = (
+    (Grow.PROPORTIONAL, "Share the extra space among the partitions"),
+    (Grow.LAST, "Give the extra space to the last partition"),
+    (Grow.NONE, "Keep the sizes (extra space stays free)"),
+)
+
+
+@dataclass(frozen=True)
+class PlanView:
+    left: Layout
+    right: Layout
+    totals: tuple[tuple[str, int], ...]
+
+
+def make_view(
+    services: Services, kind: JobKind, source: str, target: str, *, target_size: int, grow: Grow
+) -> PlanView:
+    """Ask the engine for the plan and turn it into two layouts (runs in a worker)."""
+    if kind is JobKind.CLONE:
+        plan = services.clone_plan(source, target, grow)
+        left, right = clone_layouts(plan, source, target)
+        totals = tuple((str(m.number), m.volume.used_bytes) for m in plan.moves if m.volume)
+        return PlanView(left, right, totals)
+    if kind is JobKind.SAVE:
+        job = services.save_plan(source)
+        left, right = save_layouts(source, job, target)
+        return PlanView(left, right, tuple((ln.name, ln.bytes_to_copy) for ln in job.lines))
+    info = services.image_info(source)
+    job = services.restore_plan(source, target)
+    left, right = restore_layouts(info, job, target, target_size)
+    return PlanView(left, right, ())
+
+
+class PlanScreen(BaseScreen[JobRequest | None]):
+    """Dismisses with the JobRequest to run, or None (Back)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+s", "start", "Start"),
+    ]
+
+    def __init__(
+        self, services: Services, kind: JobKind, source: str, target: str, target_size: int = 0
+    ) -> None:
+        super().__init__()
+        self.services = services
+        self.kind = kind
+        self.source = source
+        self.target = target
+        self.target_size = target_size
+        self.view: PlanView | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label(
+            Text(f"{VERBS[self.kind]} plan: nothing has been written yet."),
+            classes="screen-heading",
+        )
+        with Horizontal(id="plan-sides"):
+            yield LayoutView(columns=SOURCE, id="plan-left")
+            right = ("#", "Size", "FS", "Copy") if self.kind is JobKind.SAVE else TARGET
+            yield LayoutView(columns=right, id="plan-right")
+        with Horizontal(id="plan-options"):
+            if self.kind is JobKind.CLONE:
+                with RadioSet(id="grow"):
+                    for i, (_, words) in enumerate(GROW_LABELS):
+                        yield RadioButton(words, value=i == 0)
+            verify = {
+                JobKind.CLONE: "Read the target back and compare (verify)",
+                JobKind.SAVE: "Re-read the image after saving (verify)",
+                JobKind.RESTORE: "Read the target back and compare with the image (verify)",
+            }[self.kind]
+            yield Checkbox(verify, value=True, id="verify")
+        yield Static("", id="plan-status")
+        with Horizontal(classes="buttons"):
+            yield Button("Back", id="back")
+            yield Button(
+                f"Start {VERBS[self.kind].lower()}", id="start", variant="primary", disabled=True
+            )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for view in self.query(LayoutView):
+            view.show(None, "planning…")
+        self.plan(Grow.PROPORTIONAL)
+
+    def grow(self) -> Grow:
+        if self.kind is not JobKind.CLONE:
+            return Grow.PROPORTIONAL
+        index = self.query_one("#grow", RadioSet).pressed_index
+        return GROW_LABELS[max(index, 0)][0]
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def plan(self, grow: Grow) -> None:
+        try:
+            view = make_view(
+                self.services,
+                self.kind,
+                self.source,
+                self.target,
+                target_size=self.target_size,
+                grow=grow,
+            )
+        except BaseException:
+            self.app.call_from_thread(self._refused)
+            raise
+        self.app.call_from_thread(self._show, view)
+
+    def _show(self, view: PlanView) -> None:
+        self.view = view
+        self.query_one("#plan-left", LayoutView).show(view.left)
+        self.query_one("#plan-right", LayoutView).show(view.right)
+        self.query_one("#plan-status", Static).update("")
+        start = self.query_one("#start", Button)
+        start.disabled = False
+        start.focus()
+
+    def _refused(self) -> None:
+        self.view = None
+        self.query_one("#start", Button).disabled = True
+        for view in self.query(LayoutView):
+            view.show(None, "")
+        self.query_one("#plan-status", Static).update(
+            Text("This job cannot run as planned (see the message). Go back and pick again.")
+        )
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        self.query_one("#start", Button).disabled = True
+        self.plan(self.grow())
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "start":
+            self.action_start()
+        else:
+            self.dismiss(None)
+
+    def action_start(self) -> None:
+        if self.view is None:
+            return
+        verify = self.query_one("#verify", Checkbox).value
+        self.dismiss(
+            JobRequest(self.kind, self.source, self.target, self.grow(), verify, self.view.totals)
+        )
+
+    def action_back(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,229 @@
+"""The TUI's one door to the machine: disks, what is on them, guards, images, plans and jobs.
+
+Screens never call the engine or system/ themselves; they call a Services object from a worker
+thread. This one does it for real. Keeping the door narrow means the snapshot tests can hand the
+app a Services with recorded data (fixed disks, a fixed clock-free image list) and get the same
+pixels on every machine, while the flow tests use this class on real disk images.
+
+Disks come from udev (this machine's disks) plus any image files named on the command line,
+which stand in for disks (transport "file"): the demo and the tests use them.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clonebay.engine import jobs
+from clonebay.engine.clone import CloneOptions, clone_plan
+from clonebay.engine.inspect import DiskReport, inspect_disk
+from clonebay.engine.jobs import JobPlan
+from clonebay.engine.plan import Grow, Plan
+from clonebay.errors import ClonebayError, SafetyError
+from clonebay.model import Disk
+from clonebay.system import guard, hotplug, udev
+from clonebay.system.blockdev import FileSource
+from clonebay.tui.jobs import JobKind, JobRequest, Outcome, OverallMeter, TickSink, run_job
+
+MANIFEST = "manifest.json"
+
+# Reading a partition table goes through pyparted, which must not run in two threads at once:
+# everything that reads one runs under this lock, jobs included (they inspect their source
+# first). And system/parttable.read_table leaves pyparted's exception handler registered when
+# the device cannot be opened; pyparted drops a reference to the handler on every new
+# registration, so the third unreadable disk in a row frees it and the process dies (SIGSEGV,
+# measured with /dev/vda opened without permission). Until parttable clears the handler on that
+# path too, a device is opened read-only here first and refused before pyparted sees it.
+PARTED = threading.Lock()
+
+
+def _readable(path: str) -> None:
+    """DeviceError unless ``path`` can be opened for reading (see PARTED above)."""
+    with FileSource(path):
+        pass
+
+
+class Role(enum.Enum):
+    """What a disk is picked for; the guards depend on it."""
+
+    SOURCE = "source"
+    TARGET = "target"
+    BROWSE = "browse"
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image directory found under a folder; ``problem`` is set when it cannot be read."""
+
+    path: str
+    name: str
+    source: str = ""  # the source disk: path and model
+    created: str = ""
+    source_size: int = 0
+    stored_bytes: int = 0
+    regions: int = 0
+    problem: str = ""
+
+
+def file_disk(path: str) -> Disk:
+    """An image file standing in for a disk (the demo's disks)."""
+    size = os.path.getsize(path)
+    return Disk(path=path, size=size, model=f"image file {Path(path).name}", transport="file")
+
+
+def _is_block(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+class Services:
+    """Real disks, guards, images and jobs (see the module docstring)."""
+
+    def __init__(
+        self, disk_paths: Sequence[str] = (), *, machine_disks: bool = True, image_dir: str = "."
+    ) -> None:
+        self.disk_paths = list(disk_paths)
+        self.machine_disks = machine_disks
+        self.image_dir = image_dir
+        self._reports: dict[str, DiskReport] = {}
+        self._lock = threading.Lock()
+
+    # --- disks ---------------------------------------------------------------------------
+
+    def disks(self) -> list[Disk]:
+        """The disks named on the command line first, then this machine's other disks."""
+        machine = udev.list_disks() if self.machine_disks else []
+        named: list[Disk] = []
+        for path in self.disk_paths:
+            if _is_block(path):
+                found = udev.find_disk(path)
+                if found is not None:
+                    named.append(found)
+            elif os.path.isfile(path):
+                named.append(file_disk(path))
+        paths = {os.path.realpath(d.path) for d in named}
+        return named + [d for d in machine if os.path.realpath(d.path) not in paths]
+
+    def inspect(self, path: str, fresh: bool = False) -> DiskReport:
+        """What is on a disk (partition table, filesystems), cached until ``forget``."""
+        with self._lock:
+            cached = None if fresh else self._reports.get(path)
+        if cached is not None:
+            return cached
+        with PARTED:
+            _readable(path)
+            report = inspect_disk(path)
+        with self._lock:
+            self._reports[path] = report
+        return report
+
+    def forget(self, *paths: str) -> None:
+        """Drop cached reports (after a job wrote the disk, or hotplug said it changed)."""
+        with self._lock:
+            for path in paths or list(self._reports):
+                self._reports.pop(path, None)
+
+    def refusal(self, role: Role, disk: Disk, source: str | None = None) -> str:
+        """Why ``disk`` may not be picked for ``role`` (the guard's words), or ""."""
+        if disk.size == 0:
+            return "no medium (size 0)"
+        if role is not Role.TARGET:
+            return ""
+        if disk.read_only:
+            return "read-only: the device refuses writes"
+        try:
+            if source is not None:
+                guard.check_not_source(source, disk.path)
+            guard.check_target_free(disk.path)
+        except SafetyError as exc:
+            return exc.message
+        return ""
+
+    def watch(self, on_change: Callable[[hotplug.DiskChange], None], stop: threading.Event) -> None:
+        """Report disk changes until ``stop`` (blocking: run it in a worker thread)."""
+        watcher = hotplug.DiskWatcher(on_change, self.disks)
+        watcher.run(stop, monitor=self.machine_disks)
+
+    # --- images --------------------------------------------------------------------------
+
+    def images(self, folder: str) -> list[ImageEntry]:
+        """Image directories in ``folder`` and one level below, by name."""
+        base = Path(folder)
+        candidates = [base, *sorted(p for p in base.iterdir() if p.is_dir())]
+        found = []
+        for cand in candidates:
+            if (cand / MANIFEST).is_file():
+                found.append(self.image_entry(str(cand)))
+            elif (cand / "packs").is_dir():
+                found.append(
+                    ImageEntry(
+                        str(cand), cand.name, problem="incomplete: no manifest.json (not finished)"
+                    )
+                )
+        return found
+
+    def image_entry(self, path: str) -> ImageEntry:
+        name = Path(path).name
+        try:
+            info = jobs.image_info(path)
+        except ClonebayError as exc:
+            return ImageEntry(path, name, problem=exc.message)
+        src = info["source"]
+        what = " ".join(str(s) for s in (src.get("path", ""), src.get("model", "")) if s)
+        return ImageEntry(
+            path,
+            name,
+            what,
+            str(info["created"]),
+            int(src.get("size", 0) or 0),
+            int(info["totals"].get("stored_bytes", 0)),
+            len(info["regions"]),
+        )
+
+    def image_info(self, path: str) -> dict[str, Any]:
+        return jobs.image_info(path)
+
+    def verify_image(self, path: str, sink: TickSink) -> str:
+        """Re-read every frame; returns a one-line verdict (problems are not raised)."""
+        report = jobs.verify_image(path, OverallMeter({"read": "Verifying"}, sink))
+        if report.ok:
+            return f"OK ({report.frames} frames)"
+        return f"{len(report.problems)} problem(s): {report.problems[0]}"
+
+    def free_space(self, folder: str) -> int:
+        return shutil.disk_usage(folder).free
+
+    # --- plans and jobs ------------------------------------------------------------------
+
+    def clone_plan(self, source: str, target: str, grow: Grow) -> Plan:
+        with PARTED:
+            _readable(source)
+            return clone_plan(source, target, CloneOptions(grow=grow))
+
+    def save_plan(self, source: str) -> JobPlan:
+        with PARTED:
+            _readable(source)
+            return jobs.save_plan(source)
+
+    def restore_plan(self, image: str, target: str) -> JobPlan:
+        with PARTED:
+            return jobs.restore_plan(image, target)
+
+    def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+        """Run the job (in a worker thread); nothing else reads a partition table meanwhile."""
+        try:
+            with PARTED:
+                if request.kind is not JobKind.RESTORE:
+                    _readable(request.source)
+                return run_job(request, sink, cancel)
+        finally:
+            self.forget(request.source, request.target)

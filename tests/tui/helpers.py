@@ -1,0 +1,60 @@
+"""Helpers that drive an app with Pilot at a frozen terminal size and wait for what the screen
+shows. Waiting is by condition with a deadline (the app's workers run real jobs in threads),
+never by a fixed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from textual.app import App
+from textual.pilot import Pilot
+from textual.screen import Screen
+from textual.widgets import Input
+
+SIZE = (120, 40)
+DEADLINE = 60.0  # seconds: a hung job fails the test instead of hanging the run
+
+S = TypeVar("S", bound=Screen[Any])
+
+
+def run(app: App[Any], script: Callable[[Pilot[Any]], Awaitable[None]]) -> None:
+    """Run ``script`` against ``app`` headless at the frozen size."""
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await script(pilot)
+
+    asyncio.run(main())
+
+
+async def until(pilot: Pilot[Any], what: str, check: Callable[[], object]) -> None:
+    """Let the app run until ``check()`` is true; fail after DEADLINE seconds."""
+    end = time.monotonic() + DEADLINE
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def screen_of(pilot: Pilot[Any], kind: type[S]) -> S:
+    """Wait until the active screen is a ``kind`` and return it."""
+    await until(pilot, kind.__name__, lambda: isinstance(pilot.app.screen, kind))
+    screen = pilot.app.screen
+    assert isinstance(screen, kind)
+    await pilot.pause()
+    return screen
+
+
+async def type_into(pilot: Pilot[Any], selector: str, text: str) -> None:
+    """Focus the Input ``selector`` of the active screen and type ``text`` into it."""
+    field = pilot.app.screen.query_one(selector, Input)
+    field.focus()
+    await pilot.pause()
+    await pilot.press(*text)
+
+
+def cell_text(row: list[Any]) -> list[str]:
+    return [str(getattr(cell, "plain", cell)) for cell in row]
