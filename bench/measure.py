@@ -58,6 +58,7 @@ class Sample:
     synced_seconds: float
     cpu_seconds: float
     other_cpu_seconds: float = 0.0  # CPU time of everything else (kernel writeback included)
+    busy_before: float = 0.0  # share of the CPUs other processes used just before the run
     stdout: str = ""
     stderr: str = ""
 
@@ -70,7 +71,10 @@ def busy_cpu_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def wait_quiet(max_busy: float = 0.15, timeout: float = 180.0) -> float:
+QUIET = 0.15  # other processes may use this share of the CPUs when a run starts
+
+
+def wait_quiet(max_busy: float = QUIET, timeout: float = 90.0) -> float:
     """Wait until other processes use under ``max_busy`` of the CPUs for two seconds in a row
     (other jobs on a shared machine skew timings), at most ``timeout`` seconds; returns the last
     busy fraction seen."""
@@ -80,7 +84,7 @@ def wait_quiet(max_busy: float = 0.15, timeout: float = 180.0) -> float:
     busy = 0.0
     while time.monotonic() < deadline and quiet < 2:
         before = busy_cpu_seconds()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the sampling interval of the CPU-use measurement
         busy = (busy_cpu_seconds() - before) / cpus
         quiet = quiet + 1 if busy < max_busy else 0
     return busy

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from measure import (
     MB,
+    QUIET,
     Command,
     Result,
     drop_caches,
@@ -208,7 +209,9 @@ def run_rounds(
     runs: int,
     logs: Path,
     tag: str,
+    *,
     after_last: Callable[[Method], None] | None = None,
+    max_wait: float = 90.0,
 ) -> None:
     """Run every method ``runs`` times, taking turns; ``after_last`` sees each final output."""
     for i in range(runs):
@@ -217,12 +220,13 @@ def run_rounds(
                 remove_tree(path)
             m.prepare()
             os.sync()
-            busy = wait_quiet()
+            busy = wait_quiet(timeout=max_wait)
             drop_caches()
             slug = re.sub(r"[^a-z0-9]+", "-", m.name.lower()).strip("-")
             log = logs / f"{tag}-{slug}-run{i + 1}.log"
             log.unlink(missing_ok=True)
             sample = run_pipeline(m.command, log)
+            sample.busy_before = busy
             m.result.samples.append(sample)
             print(
                 f"  {tag} run {i + 1}/{runs}: {m.name}: {sample.synced_seconds:.1f} s"
@@ -320,7 +324,20 @@ def save_section(vol: BenchVolume, saves: list[Method], out: Path, runs: int) ->
     ]
 
 
-def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path) -> list[str]:
+def busy_note(methods: list[Method]) -> list[str]:
+    """A line naming the runs that started while other processes kept the CPUs busy."""
+    busy = [
+        f"{m.name} run {i + 1} ({s.busy_before:.0%})"
+        for m in methods
+        for i, s in enumerate(m.result.samples)
+        if s.busy_before >= QUIET
+    ]
+    if not busy:
+        return []
+    return [f"Runs that started while other processes kept the CPUs busy: {', '.join(busy)}.", ""]
+
+
+def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path, max_wait: float) -> list[str]:
     """Measure save and restore on one volume; markdown lines."""
     lines = [
         f"### {vol.fstype}: {vol.size / GIB:.0f} GiB volume, "
@@ -329,8 +346,8 @@ def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path) -> list[st
         "",
     ]
     saves = save_methods(vol, out)
-    run_rounds(saves, runs, logs, f"{vol.fstype}-save")
-    lines += save_section(vol, saves, out, runs)
+    run_rounds(saves, runs, logs, f"{vol.fstype}-save", max_wait=max_wait)
+    lines += save_section(vol, saves, out, runs) + busy_note(saves)
 
     checks: dict[str, str] = {}
     written: dict[str, int] = {}
@@ -340,7 +357,9 @@ def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path) -> list[st
         checks[m.name] = check_target(vol, m.outputs[0])
 
     restores = restore_methods(vol, out)
-    run_rounds(restores, runs, logs, f"{vol.fstype}-restore", after_last)
+    run_rounds(
+        restores, runs, logs, f"{vol.fstype}-restore", after_last=after_last, max_wait=max_wait
+    )
     base = restores[0].result
     rows = [
         [*timing_row(vol, m, base), f"{written[m.name] / MB:.0f}", checks[m.name]] for m in restores
@@ -351,6 +370,7 @@ def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path) -> list[st
         "",
         table(headers, rows),
         "",
+        *busy_note(restores),
         "Commands:",
         "",
     ]
@@ -380,6 +400,12 @@ def main() -> None:
         help="keep the volumes' free space as holes (reads of it cost no I/O)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the saved images")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=90.0,
+        help="seconds to wait before each run for other processes to leave the CPUs idle",
+    )
     args = parser.parse_args()
     work = args.work.resolve()
     lines = [
@@ -406,7 +432,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
         try:
-            lines += report_volume(vol, out, args.runs, logs)
+            lines += report_volume(vol, out, args.runs, logs, args.max_wait)
         finally:
             if not args.keep:
                 remove_tree(out)

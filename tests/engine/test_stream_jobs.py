@@ -122,6 +122,9 @@ def test_convert_both_ways_is_lossless(
     with ImageReader(directory) as reader:
         assert len(reader.manifest.packs) >= 1 and reader.manifest.totals.frames > 50
     assert cli.main(["convert", str(directory), str(again)]) == 6  # exists: refused
+    assert jobs.image_info(str(path)) | {"image": ""} == jobs.image_info(str(directory)) | {
+        "image": ""
+    }
 
 
 def test_truncated_stream_stops_and_leaves_no_table(

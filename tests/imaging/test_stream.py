@@ -10,16 +10,23 @@ stream byte for byte. The truth is a bytearray per region built alongside the sc
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import io
 import os
 import random
+import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import lz4.block
 import pytest
+import xxhash
 
 from clonebay.imaging import codec, spec, stream
+from clonebay.imaging.manifest import Counters, to_json
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.regionlog import region_entry
 from clonebay.imaging.spec import ImageError
@@ -358,3 +365,83 @@ def test_reordered_records_are_refused(stream_bytes: bytes) -> None:
     swapped += stream_bytes[b + nb :]
     with pytest.raises(ImageError, match=r"out of order|arrived|INDEX"):
         read_all(swapped)
+
+
+# A v1 stream made by clonebay 0.1.0 (zlib + base64): region p1 (16 KiB, disk offset 1 MiB)
+# holds TEXT at 0, a zero chunk at 4096, TEXT again at 8192 (a REF) and 512 unreadable bytes at
+# 12288. Every later reader must read it (docs/format.md §9).
+FROZEN_V1 = (
+    "eNrtVU2IHEUUns3uJDrZREG8aIzDHCWzVtf07yL+7ERJDsqSRAhKGKqrqmeameluq3vc2YkjAfGUo0FQQdSbByOIohD3FO/i"
+    "RQgKnoOCHjwKWlU96b+tWcghByHF9DT9vVfv1fvqVX3drfMXzr18rLFSa9bkWDm0ulY/fOSBBxtH148df6i7df7cSm3/WKvX"
+    "ar//RHcuN5rNlheyMUpam80WHoUBddFu2x+jPm2dyq29NymL/TDgXpqEGX1j4jMac+D1SxJJwnBUDNIEG9oGSINgRlFCiTBD"
+    "AM22prWhcQGATfl7LXWSSXu+9AIAaACCDtCBAUxgARs4AAEXYEAABd4i7GASDHuxP6N8jg4cU6IRwsPeyB/7oiYN6LZhpQYc"
+    "EopF9NFMTwMMUDwQwHQ66LQ1aKdoHE4YFiEFPeI7TaCZlmVBzeTgPK0YuaOC29AP5Nr7UdLKfBjtc9okTdIr9eWGAI3F3Fak"
+    "yaSlCBFiiZ8IujMT8eNhL/S8mFaqKq+wY+sZ6MXJbiRz0Gmi56FGyKVyp3JoMklpz5E44RtWhnAY7QqEoZ3CzJiSnrubyE4o"
+    "5+d7HsuOKcQIwqTQMxLiNdNpxmK6cn+04GbDJ9Nsdl4oKEBi7xYtc+BoLabMSzXG5cyM4pCRuJLCY3yzqiCnISu8iM8oC5WG"
+    "ScAZIaJnlGZCySRSWuIkZAWWwb5C+P4yJAqZS0T8X8qOQuGI7iAW+EG/gORrKh7kBI1yXvZzso8PFRdKHg7gQF2/qvb54uxT"
+    "XttkXDy+mw4ydUgIcDQETc/p2BZBloMwIUZHdyBsNeaN7VffefqRaC/47s+jp2/cXh+LO/JQ8XJ8OH09w58vrt/6qrv1UnqH"
+    "cvwEfz211/76n0/XT55kZ5/9/PoLHz2HXLxa+7c8/t7GHJ6K2KuFmNmbjw++7X4o7HXx0SzbH+PPqSdPNHPvalYxc00YwMKh"
+    "UMJfV1+8LOyHFTf/Ni/lm58fr3e3zr5y+qJQjisyxNodh+drSiWJtNq9GbxiQRipp5+C4RVFvSoGs6GSuOZdxlfwmA0F9vb3"
+    "716cnfnsy7d++PHR43s3rgm+jyimBjzvr9duvndfae8r7f9RaTtQpbUWdbFtGLaFdBtB5FkY69jTDEBd4rqOfpdaq6u0Vlui"
+    "tbbmwGVye6czlyuuocGlmluZXZEe897pbrlf00audmzekRDadt5iNOgng7SwyiKW67he1XFNoeM5z8s4PpDfpdwqeT1A06Fl"
+    "IGTrEDu80Sh1XABs2ySOZREPw44hNP2Pjz/55dYTs6vDM1du3n6f/PYfJMf/lA=="
+)
+
+
+def test_frozen_v1_stream_reads_back(tmp_path: Path) -> None:
+    data = zlib.decompress(base64.b64decode(FROZEN_V1))
+    text = b"abc" * 1365 + b"x"
+    regions, end = replay(data)
+    assert regions["p1"] == text + bytes(4096) + text + bytes(4096)
+    m = end.manifest
+    assert (m.image_id, m.created, m.chunk_size) == (IMAGE_ID.hex(), "2026-11-25T00:00:00Z", 4096)
+    assert m.regions[0].disk_offset == 1 << 20 and m.unreadable[0].offset == 12288
+    assert (m.totals.frames, m.totals.dedup_bytes, m.totals.zero_bytes) == (1, 4096, 4096)
+    stream_to_directory(io.BytesIO(data), tmp_path / "img")
+    out = io.BytesIO()
+    directory_to_stream(tmp_path / "img", out)
+    assert out.getvalue() == data
+
+
+def test_a_stream_assembled_from_the_spec_reads_back() -> None:
+    """Headers, CRCs, seals and the INDEX laid out byte by byte from docs/format.md §10."""
+    data = zlib.decompress(base64.b64decode(FROZEN_V1))
+    manifest = StreamReader(io.BytesIO(data)).manifest
+    text = b"hello stream " * 300
+    payload = lz4.block.compress(text, store_size=False)
+    digest = xxhash.xxh3_128_digest(text)
+
+    def header(kind: int, region: int, offset: int, length: int, body: int) -> bytes:
+        head = struct.pack("<4sBBHQQI", b"CBSR", kind, 0, region, offset, length, body)
+        return head + struct.pack("<I", zlib.crc32(head))
+
+    def sealed(body: bytes) -> bytes:
+        return body + xxhash.xxh3_128_digest(body)
+
+    start = struct.pack("<8sHHI16s", b"CBSTRM\r\n", 1, 32, 0, IMAGE_ID)
+    head_json = to_json(manifest)  # the frozen stream's MANIFEST, reused as is
+    out = bytearray(start)
+    out += header(1, 0, 0, 0, len(head_json) + 16) + sealed(head_json)
+    frame_at = len(out) + 32
+    frame = struct.pack("<4sBBHII16s", b"CBFR", 1, 0, 0, len(text), len(payload), digest)
+    out += header(2, 0, 100, len(text), 32 + len(payload)) + frame + payload
+    index = struct.pack(
+        "<8sHHHHQQ16s64s16s", b"CBINDX\r\n", 1, 128, 48, 0, 1, 4 * 4096, IMAGE_ID, b"p1",
+        bytes(16),
+    )  # fmt: skip
+    index += struct.pack(
+        "<QIIQIBBH16s", 100, len(text), 0xFFFF_FFFF, frame_at, len(payload), 1, 0, 0, digest
+    )
+    out += header(6, 0, 0, 0, len(index) + 16) + sealed(index)
+    entry = dataclasses.replace(
+        manifest.regions[0],
+        index_size=len(index),
+        index_xxh3=xxhash.xxh3_128_hexdigest(index),
+        stats=Counters(records=1, frames=1, raw_bytes=len(text),
+                       stored_bytes=32 + len(payload)),
+    )  # fmt: skip
+    final = to_json(dataclasses.replace(manifest, regions=(entry,), totals=entry.stats))
+    out += header(7, 0, 0, 0, len(final) + 16) + sealed(final)
+    regions, _ = replay(bytes(out))
+    assert regions["p1"][100 : 100 + len(text)] == text
+    assert regions["p1"].count(0) == 4 * 4096 - len(text)

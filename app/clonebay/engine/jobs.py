@@ -5,7 +5,9 @@ a binary file object (stdin); save writes a directory or a stream."""
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from clonebay.engine.verify import verify_stream, verify_target
 from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.reader import ImageReader, VerifyReport
 from clonebay.imaging.stream_convert import is_stream_file
-from clonebay.imaging.stream_read import StreamReader
+from clonebay.imaging.stream_read import StreamEnd, StreamReader
 from clonebay.model import Progress
 from clonebay.system.blockdev import device_size
 from clonebay.units import human_size
@@ -152,6 +154,15 @@ def _manifest_before_data(image: str | IO[bytes]) -> Manifest:
         return reader.manifest
 
 
+def _file_size(f: IO[bytes]) -> int:
+    """Size of stdin redirected from a file (for progress), 0 for a pipe."""
+    try:
+        info = os.fstat(f.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
 def restore(
     image: str | IO[bytes],
     target: str,
@@ -178,7 +189,7 @@ def verify_image(
 ) -> VerifyReport:
     """Check every frame of an image directory, or read an image stream through."""
     if not isinstance(image, str):
-        return verify_stream(image, "stdin", 0, progress)
+        return verify_stream(image, "stdin", _file_size(image), progress)
     if is_stream_file(image):
         with open(image, "rb") as f:
             return verify_stream(f, image, os.fstat(f.fileno()).st_size, progress)
@@ -211,39 +222,50 @@ def summary_text(image: str, summary: dict[str, Any], seconds: float) -> str:
 
 
 def image_info(image: str) -> dict[str, Any]:
-    """The manifest of ``image`` as plain data (the image is fully checked on open)."""
+    """The manifest of ``image`` as plain data (the image is fully checked on open; a stream
+    file is read through, every record checked, for the manifest in its END record)."""
+    if is_stream_file(image):
+        with open(image, "rb") as f:
+            end = None
+            for event in StreamReader(f, image).events():
+                end = event
+            assert isinstance(end, StreamEnd)  # events() ends with StreamEnd or raises
+            return _info(image, end.manifest)
     with ImageReader(image) as reader:
-        m = reader.manifest
-        return {
-            "image": image,
-            "format_version": m.format_version,
-            "tool": m.tool,
-            "created": m.created,
-            "source": dict(m.source),
-            "table": dict(m.table),
-            "chunk_size": m.chunk_size,
-            "codec": m.codec,
-            "regions": [
-                {
-                    "name": r.name,
-                    "kind": r.kind,
-                    "disk_offset": r.disk_offset,
-                    "size": r.size,
-                    "fstype": r.fstype,
-                    "label": r.label,
-                    "uuid": r.uuid,
-                    "state": r.state,
-                    "copy": r.copy,
-                    "used_bytes": r.used_bytes,
-                    "stored_bytes": r.stats.stored_bytes,
-                    "reason": r.reason,
-                }
-                for r in m.regions
-            ],
-            "totals": m.totals.as_dict(),
-            "warnings": list(m.warnings),
-            "unreadable": [vars(u) for u in m.unreadable],
-        }
+        return _info(image, reader.manifest)
+
+
+def _info(image: str, m: Manifest) -> dict[str, Any]:
+    return {
+        "image": image,
+        "format_version": m.format_version,
+        "tool": m.tool,
+        "created": m.created,
+        "source": dict(m.source),
+        "table": dict(m.table),
+        "chunk_size": m.chunk_size,
+        "codec": m.codec,
+        "regions": [
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "disk_offset": r.disk_offset,
+                "size": r.size,
+                "fstype": r.fstype,
+                "label": r.label,
+                "uuid": r.uuid,
+                "state": r.state,
+                "copy": r.copy,
+                "used_bytes": r.used_bytes,
+                "stored_bytes": r.stats.stored_bytes,
+                "reason": r.reason,
+            }
+            for r in m.regions
+        ],
+        "totals": m.totals.as_dict(),
+        "warnings": list(m.warnings),
+        "unreadable": [vars(u) for u in m.unreadable],
+    }
 
 
 def info_text(image: str, info: dict[str, Any]) -> str:

@@ -131,6 +131,7 @@ class _Apply:
         writer = _Writer(self.dev, cancel)
         started = last = time.monotonic()
         end: StreamEnd | None = None
+        region = ""
         try:
             for event in self.reader.events():
                 if cancel.is_set():
@@ -140,6 +141,7 @@ class _Apply:
                     break
                 if event.region not in self.places:
                     continue  # another region than the one being restored
+                region = event.name
                 data = self._data(event, writer)
                 if event.region in self.held:
                     self._hold(event, data)
@@ -161,7 +163,7 @@ class _Apply:
                 self._apply(event, data)
         if progress:
             rate = self.done / max(time.monotonic() - started, 1e-6)
-            progress(Progress("", self.done, self.total, rate, 0.0, "write"))
+            progress(Progress(region, self.done, self.total, rate, 0.0, "write"))
         return end
 
     def _data(self, event: StreamChunk, writer: _Writer) -> Buffer | None:

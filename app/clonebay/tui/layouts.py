@@ -81,18 +81,18 @@ def disk_layout(title: str, report: DiskReport) -> Layout:
 def clone_layouts(plan: Plan, source: str, target: str) -> tuple[Layout, Layout]:
     """The source as it is and the target as the plan lays it out."""
     src_rows, dst_rows = [], []
+    why: list[str] = []
     for m in plan.moves:
         vol = m.volume
         copy, note = _copy(vol)
+        if note:
+            why.append(f"p{m.number} {copy}: {note}")
         fs, label = (vol.fstype, vol.label) if vol else ("", "")
         used = vol.used_bytes if vol else None
         src_rows.append(LayoutRow(f"p{m.number}", m.source.start, m.source.size, fs, label, used))
-        change = [w for w, on in (("grows", m.grown), ("moves", m.moved)) if on]
-        dst_note = ", ".join(change) + ("; " if change and note else "") + note
+        change = ", ".join(w for w, on in (("grows", m.grown), ("moves", m.moved)) if on)
         dst_rows.append(
-            LayoutRow(
-                f"p{m.number}", m.target_start, m.target_size, fs, label, used, copy, dst_note
-            )
+            LayoutRow(f"p{m.number}", m.target_start, m.target_size, fs, label, used, copy, change)
         )
     return (
         Layout(
@@ -102,7 +102,7 @@ def clone_layouts(plan: Plan, source: str, target: str) -> tuple[Layout, Layout]
             f"Target {target}: {human_size(plan.target_size)}",
             plan.target_size,
             tuple(dst_rows),
-            plan.fixups,
+            (*plan.fixups, *why),
         ),
     )
 
@@ -124,6 +124,12 @@ def save_layouts(source: str, plan: JobPlan, image: str) -> tuple[Layout, Layout
     )
 
 
+def _region_note(region: Mapping[str, Any]) -> str:
+    if region["kind"] == "raw-area":
+        return "outside partitions: tables, boot code"
+    return str(region["reason"]) if region["copy"] == "raw" else ""
+
+
 def image_layout(info: Mapping[str, Any]) -> Layout:
     """The disk an image holds, from ``engine.jobs.image_info``."""
     src = info["source"]
@@ -136,7 +142,7 @@ def image_layout(info: Mapping[str, Any]) -> Layout:
             r["label"],
             r["used_bytes"],
             r["copy"],
-            r["reason"] if r["copy"] == "raw" else "",
+            _region_note(r),
         )
         for r in sorted(info["regions"], key=lambda r: r["disk_offset"])
     )

@@ -178,7 +178,7 @@ class Services:
         except ClonebayError as exc:
             return ImageEntry(path, name, problem=exc.message)
         src = info["source"]
-        what = " ".join(str(s) for s in (src.get("path", ""), src.get("model", "")) if s)
+        what = str(src.get("model", "") or src.get("path", ""))
         return ImageEntry(
             path,
             name,

@@ -96,3 +96,25 @@ def eta_text(seconds: float | None) -> str:
 def serial_tail(serial: str) -> str:
     """The characters the user types to confirm a disk: the last four of its serial."""
     return serial.strip()[-4:].upper()
+
+
+def short_reason(reason: str, path: str) -> str:
+    """The guard's refusal cut to its first clause, without the device's own name (the table
+    row names it): "/dev/sdb is mounted (/mnt): unmount it first; ..." -> "is mounted (/mnt)"."""
+    depth, cut = 0, len(reason)
+    for i, ch in enumerate(reason):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and reason.startswith((": ", "; "), i):
+            cut = i
+            break
+    head = reason[:cut]
+    for prefix in (f"the target {path} ", f"{path} "):
+        head = head.removeprefix(prefix)
+    return head
+
+
+def created_text(created: str) -> str:
+    """ "2025-03-14T09:30:00Z" -> "2025-03-14 09:30 UTC" (the manifest's time is UTC)."""
+    if len(created) >= 16 and created[10] == "T":
+        return f"{created[:10]} {created[11:16]} UTC"
+    return created

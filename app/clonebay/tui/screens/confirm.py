@@ -43,6 +43,7 @@ class ConfirmModal(BaseModal[bool]):
         self.disk = disk
         self.action = action
         self.answer = expected_answer(disk)
+        self.contents: list[str] = []  # what is on the disk now, once read
 
     def compose(self) -> ComposeResult:
         d = self.disk
@@ -90,6 +91,7 @@ class ConfirmModal(BaseModal[bool]):
         self.app.call_from_thread(self._contents, lines)
 
     def _contents(self, lines: list[str]) -> None:
+        self.contents = lines
         self.query_one("#confirm-contents", Static).update(Text("\n".join(lines)))
 
     def _matches(self, value: str) -> bool:

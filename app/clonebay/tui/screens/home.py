@@ -30,10 +30,9 @@ ENTRIES = (
 
 def _prompt(title: str, words: str, key: str) -> Text:
     text = Text()
-    text.append(f"{title:<16}", style="bold")
+    text.append(f" {key or ' '}  ", style="bold #d4a72c")
+    text.append(f"{title:<15}", style="bold")
     text.append(words, style="dim")
-    if key:
-        text.append(f"  [{key}]", style="dim")
     return text
 
 

@@ -21,6 +21,7 @@ from clonebay.tui.jobs import Tick
 from clonebay.tui.layouts import image_layout
 from clonebay.tui.screens.base import BaseScreen
 from clonebay.tui.services import ImageEntry, Services
+from clonebay.tui.text import created_text
 from clonebay.tui.widgets.layout_view import LayoutView
 from clonebay.units import human_size
 
@@ -70,7 +71,7 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
         return [
             Text(entry.name, style=style or "bold"),
             Text(entry.problem or entry.source, style="#e5484d" if entry.problem else ""),
-            Text(entry.created, style=style),
+            Text(created_text(entry.created), style=style),
             Text(human_size(entry.source_size) if entry.source_size else "", justify="right"),
             Text(human_size(entry.stored_bytes) if entry.stored_bytes else "", justify="right"),
             Text(verdict, style=verdict_style if verdict and verdict != "checking…" else ""),

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from clonebay.model import Disk
-from clonebay.tui.text import status_words
+from clonebay.tui.text import short_reason, status_words
 from clonebay.units import human_size
 
 COLUMNS = ("Disk", "Model", "Serial", "Size", "Bus", "Status", "Partitions")
@@ -38,7 +38,8 @@ def row_cells(row: DiskRow) -> list[Text]:
         status.append(" LIVE SYSTEM ", style="bold white on #b42318")
         words.remove("LIVE SYSTEM")
     if row.refusal:
-        status.append(("  " if status else "") + "✗ " + row.refusal, style="#e5484d")
+        why = short_reason(row.refusal, disk.path)
+        status.append(("  " if status else "") + "✗ " + why, style="#e5484d")
     elif words:
         status.append(("  " if status else "") + "; ".join(words), style="#d4a72c")
     elif row.refusal is None:

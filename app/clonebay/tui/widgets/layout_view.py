@@ -19,7 +19,7 @@ TARGET = ("#", "Start", "Size", "FS", "Copy")
 
 def _copy_cell(row: LayoutRow) -> str:
     if row.copy and row.note:
-        return f"{row.copy}: {row.note}"
+        return f"{row.copy}, {row.note}"
     return row.copy or row.note
 
 
@@ -40,10 +40,10 @@ class LayoutView(Vertical):
     """Title, bar, table and notes of one Layout; ``show(None, why)`` shows a message instead."""
 
     DEFAULT_CSS = """
-    LayoutView { height: auto; }
+    LayoutView { height: auto; overflow: hidden hidden; }
     LayoutView > .layout-title { text-style: bold; }
-    LayoutView > DataTable { height: auto; }
-    LayoutView > .layout-notes { color: $text-muted; }
+    LayoutView > DataTable { height: auto; overflow-x: hidden; }
+    LayoutView > .layout-notes { color: $text-muted; height: auto; }
     """
 
     def __init__(
@@ -82,3 +82,4 @@ class LayoutView(Vertical):
         for row in layout.rows:
             table.add_row(*(Text(cell) for cell in row_cells(row, self.columns)))
         notes.update(Text("\n".join(f"• {n}" for n in layout.notes)))
+        notes.display = bool(layout.notes)
