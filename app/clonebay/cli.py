@@ -119,8 +119,9 @@ def _cmd_save(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
+    from clonebay.engine.plan import Grow
 
-    options = jobs.RestoreOptions(region=args.region, verify=args.verify)
+    options = jobs.RestoreOptions(region=args.region, verify=args.verify, grow=Grow(args.grow))
     image = _stdin_stream() if args.image == "-" else args.image
     if args.dry_run:
         plan = jobs.restore_plan(image, args.target, args.region)
@@ -248,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="disk, partition or image file to write (created if absent)")
     p.add_argument("--region", help="restore only this region (e.g. p2) at the target's start")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
+    p.add_argument(
+        "--grow",
+        choices=["none", "proportional", "last"],
+        default="none",
+        help="on a larger target, grow partitions like clone does (default: keep the layout)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show where everything would go")
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_restore)

@@ -192,3 +192,30 @@ def test_restore_region_of_whole_disk_image_into_file(
     fat.fsck(target)
     assert part.tree is not None
     assert fat.file_hashes(target) == part.tree.files
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="growing filesystems uses loop devices")
+@pytest.mark.parametrize("kind", ["gpt", "mbr"])
+def test_restore_grows_onto_a_larger_disk(
+    saved: dict[str, tuple[disks.BuiltDisk, Path]], kind: str, tmp_path: Path
+) -> None:
+    built, image = saved[kind]
+    target = sparse_file(tmp_path / "double.img", built.size * 2)
+    assert cli.main(["restore", "--verify", "--grow", "proportional", str(image), str(target)]) == 0
+    original = inspect_disk(str(built.path))
+    restored = inspect_disk(str(target))
+    layout = {p.number: (p.start, p.size) for p in restored.table.partitions}
+    assert_disk_matches(target, built, tmp_path, layout)
+    assert restored.table.disk_id == original.table.disk_id
+    grown = [
+        pr
+        for pr, old in zip(restored.partitions, original.partitions, strict=True)
+        if pr.partition.size > old.partition.size and pr.partition.kind != "extended"
+    ]
+    assert grown, "nothing grew"
+    for pr in grown:  # the filesystem fills its grown partition
+        assert pr.volume is not None
+        assert pr.partition.size - pr.volume.size < 2 * MIB, pr
+        assert pr.volume.fstype in ("ext3", "ext4", "ntfs")
+    if kind == "gpt":
+        assert "No problems found" in output(["sgdisk", "-v", str(target)])

@@ -27,7 +27,8 @@ from clonebay.tui.screens.image_picker import ImagePickerScreen
 from clonebay.tui.screens.plan import PlanScreen
 from clonebay.tui.services import Role, Services
 from clonebay.tui.widgets.disk_table import DiskTable
-from tests.tui.helpers import cell_text, run as run_app, screen_of, type_into, until
+from tests.tui.helpers import cell_text, screen_of, type_into, until
+from tests.tui.helpers import run as run_app
 
 MIB = 1 << 20
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices and mounts need root")

@@ -18,6 +18,7 @@ smaller than the source is refused here, before anything is written.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from clonebay.engine.inspect import DiskReport
@@ -131,14 +132,23 @@ def _shares(moves: list[tuple[Partition, Volume | None]], extra: int, grow: Grow
 
 def make_plan(report: DiskReport, target_size: int, grow: Grow = Grow.PROPORTIONAL) -> Plan:
     """Lay the source's partitions out on a target of ``target_size`` bytes."""
-    table = report.table
+    volumes = {pr.partition.number: pr.volume for pr in report.partitions}
+    return plan_layout(report.table, volumes, target_size, grow, report.path)
+
+
+def plan_layout(
+    table: PartitionTable,
+    volumes: Mapping[int, Volume | None],
+    target_size: int,
+    grow: Grow,
+    where: str,
+) -> Plan:
+    """Lay ``table``'s partitions (with the volumes found in them) out on a target."""
     if table.kind == "none":
-        raise UsageError(f"{report.path} has no partition table: clone it as a single volume")
+        raise UsageError(f"{where} has no partition table: clone it as a single volume")
     source_end = _usable_end(table, table.disk_size)
     target_end = _usable_end(table, target_size)
-    data = [
-        (pr.partition, pr.volume) for pr in report.partitions if pr.partition.kind != "extended"
-    ]
+    data = [(p, volumes.get(p.number)) for p in table.partitions if p.kind != "extended"]
     data.sort(key=lambda pv: pv[0].start)
     last_end = max((p.end for p, _ in data), default=0)
     if target_end < last_end:
@@ -151,9 +161,7 @@ def make_plan(report: DiskReport, target_size: int, grow: Grow = Grow.PROPORTION
     moves: list[Move] = []
     shift = 0
     for (part, vol), share in zip(data, shares, strict=True):
-        start = part.start + shift
-        size = part.size + share
-        moves.append(Move(part.number, part, start, size, vol, share > 0))
+        moves.append(Move(part.number, part, part.start + shift, part.size + share, vol, share > 0))
         shift += share
     target_table = _target_table(table, target_size, moves)
     fixups = _fixups(table, target_size, moves)

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from clonebay.engine.verify import VerifyError, verify_target
+from clonebay.engine.plan import Grow, Plan
+from clonebay.engine.restore_grow import apply_table_and_fixups, growth_plan
+from clonebay.engine.verify import PlacedRecords, VerifyError, verify_records
 from clonebay.errors import CancelledError, ClonebayError, SafetyError, TargetTooSmallError
 from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.imaging.reader import ImageReader
@@ -38,6 +40,7 @@ TAIL_WIPE = 1 << 20  # a stale backup GPT lives in the last 33 sectors
 class RestoreOptions:
     region: str | None = None  # restore only this region, at offset 0 of the target
     verify: bool = False
+    grow: Grow = Grow.NONE  # on a larger target: how partitions grow (engine/plan.py)
     workers: int = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -158,6 +161,9 @@ def restore(
         needed = needed_size(manifest, region)
         with TargetDevice(target, size=needed) as dev:
             placements = plan_restore(manifest, dev.size, region)
+            grown = growth_plan(manifest, dev.size, options.grow) if region is None else None
+            if grown is not None:
+                placements = _grown_placements(placements, grown)
             try:
                 warnings = _write(
                     reader,
@@ -173,8 +179,17 @@ def restore(
                 raise
             dev.sync()
             if options.verify:  # before fixups, which change what the image recorded
-                _verify(image, target, region, progress, cancel)
-            if region is None:
+                placed = [
+                    PlacedRecords(p.region.name, p.target_offset, reader.records(p.region.name))
+                    for p in placements
+                ]
+                problems = verify_records(target, placed, progress=progress, cancel=cancel)
+                _check_problems(target, problems)
+            if grown is not None:
+                warnings += apply_table_and_fixups(target, dev, grown)
+                if is_block_device(target):
+                    _reread_partitions(target)
+            elif region is None:
                 warnings += finish_target(target, dev, needed, manifest)
             elif is_block_device(target):
                 _reread_partitions(target)
@@ -186,14 +201,21 @@ def incomplete_note(target: str, region: str | None) -> str:
     return f"\nthe restore stopped: {target} is incomplete{cleared}"
 
 
-def _verify(
-    image: str,
-    target: str,
-    region: str | None,
-    progress: Callable[[Progress], None] | None,
-    cancel: threading.Event,
-) -> None:
-    problems = verify_target(image, target, region, progress=progress, cancel=cancel)
+def _grown_placements(placements: list[Placement], plan: Plan) -> list[Placement]:
+    """Partitions at their planned starts; of the raw areas only the head (boot code, post-MBR
+    gap): the partition table and EBRs are written anew by sfdisk for the new layout."""
+    starts = {f"p{m.number}": m.target_start for m in plan.moves}
+    out = []
+    for p in placements:
+        if p.region.kind == "raw-area":
+            if p.region.disk_offset == 0:
+                out.append(p)
+        else:
+            out.append(Placement(p.region, starts.get(p.region.name, p.target_offset)))
+    return out
+
+
+def _check_problems(target: str, problems: list[str]) -> None:
     if problems:
         raise VerifyError(
             f"verification of {target} failed: {len(problems)} chunk(s) differ from the"
