@@ -302,7 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = bool(getattr(args, "json", False))
     try:
         if args.command is None:
-            raise UsageError("the TUI is not built yet: give a command (see clonebay --help)")
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise UsageError("the TUI needs a terminal: give a command (see clonebay --help)")
+            from clonebay.tui.app import run_tui
+
+            return run_tui()
         code: int = args.func(args)
         return code
     except ClonebayError as exc:

@@ -4,7 +4,8 @@ The disks are real: filesystems made by mkfs.fat, mkntfs + ntfs-3g, mkfs.ext4 an
 out by sgdisk and sfdisk, in sparse files under ./out/demo (kept between runs; delete the folder
 to rebuild). Then: list this machine's disks, probe both images, save the GPT disk into a
 compressed image, show and verify the image, restore it onto a new, larger disk image with
-verification, and probe the result.
+verification, and probe the result. On a terminal it then starts the TUI on the same disks
+and a blank target (``--no-tui`` skips that).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def main() -> int:
         code = cli.main(argv)
         if code:
             return code
+    if sys.stdin.isatty() and sys.stdout.isatty() and "--no-tui" not in sys.argv:
+        blank = out / "blank-target.img"
+        with open(blank, "wb") as f:  # an empty disk to clone or restore onto
+            f.truncate(gpt.stat().st_size * 2)
+        input("\nPress Enter to try the same disks in the TUI (q quits)... ")
+        from clonebay.tui.app import run_tui
+
+        return run_tui([str(gpt), str(mbr), str(blank)], image_dir=str(out))
     return 0
 
 
