@@ -125,9 +125,7 @@ def main() -> None:
     rows = []
     for fstype in ("ext4", "ntfs"):
         print(f"building or reusing the {fstype} volume", file=sys.stderr, flush=True)
-        vol = volume(
-            fstype, args.size_gib, args.work.resolve() / "volumes", sparse=args.sparse_source
-        )
+        vol = volume(fstype, args.size_gib, args.work, sparse=args.sparse_source)
         rows.append(measure(vol, args.runs))
     print(f"## map speed, {args.size_gib} GiB volumes\n")
     print(f"{machine()}; clonebay {git_revision(REPO)}; median of {args.runs}, caches dropped\n")

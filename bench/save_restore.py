@@ -47,6 +47,7 @@ from volumes import GIB, BenchVolume, on_disk_bytes, remove_tree, volume
 
 REPO = Path(__file__).resolve().parent.parent
 CLONEBAY = str(REPO / ".venv" / "bin" / "clonebay")
+DIRECT = ("iflag=direct", "oflag=direct")  # dd without the page cache, as DESIGN §8's peer
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Method:
     outputs: list[Path]  # deleted before each run; what the run leaves behind
     prepare: Callable[[], None] = lambda: None
     result: Result = field(init=False)
+    notes: list[str] = field(default_factory=list)  # clonebay's own progress reports, per run
 
     def __post_init__(self) -> None:
         self.result = Result(self.name, self.command.text())
@@ -108,6 +110,14 @@ def save_methods(vol: BenchVolume, out: Path) -> list[Method]:
             "dd bs=4M (whole volume)",
             Command.of(["dd", f"if={src}", f"of={dd}", "bs=4M", "status=none"]),
             [dd],
+        )
+    )
+    direct = out / "dd-direct.img"
+    methods.append(
+        Method(
+            "dd bs=4M O_DIRECT (whole volume)",
+            Command.of(["dd", f"if={src}", f"of={direct}", "bs=4M", *DIRECT, "status=none"]),
+            [direct],
         )
     )
     return methods
@@ -182,14 +192,25 @@ def restore_methods(vol: BenchVolume, out: Path) -> list[Method]:
             fresh,
         )
     )
+    methods.append(
+        Method(
+            "dd bs=4M O_DIRECT back",
+            Command.of(
+                ["dd", f"if={out / 'dd.img'}", f"of={target}", "bs=4M", *DIRECT, "status=none"]
+            ),
+            [target],
+            fresh,
+        )
+    )
     return methods
 
 
-def bottleneck(log: Path) -> str:
-    """The last bottleneck clonebay reported in its --json progress lines (and how often each
-    stage was named)."""
+def pipeline_report(log: Path) -> str:
+    """What clonebay's --json progress lines said: the stage it named last, its own final MB/s
+    (inside the pipeline: no interpreter start, probe or final fsync), and how often each stage
+    was named."""
     counts: dict[str, int] = {}
-    last = ""
+    last, rate = "", 0.0
     for line in log.read_text(errors="replace").splitlines():
         try:
             event = json.loads(line)
@@ -197,11 +218,12 @@ def bottleneck(log: Path) -> str:
             continue
         if isinstance(event, dict) and event.get("event") == "progress":
             last = str(event.get("bottleneck", ""))
+            rate = float(event.get("bytes_per_second", 0)) / MB
             counts[last] = counts.get(last, 0) + 1
     if not last:
-        return "-"
+        return "no progress lines"
     seen = ", ".join(f"{k} {v}x" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"{last} (progress lines: {seen})"
+    return f"{last}, {rate:.0f} MB/s in the pipeline (lines: {seen})"
 
 
 def run_rounds(
@@ -236,7 +258,7 @@ def run_rounds(
                 flush=True,
             )
             if m.name.startswith("clonebay"):
-                m.result.note = bottleneck(log)
+                m.notes.append(f"run {i + 1}: {pipeline_report(log)}")
             if i == runs - 1 and after_last:
                 after_last(m)
 
@@ -318,8 +340,8 @@ def save_section(vol: BenchVolume, saves: list[Method], out: Path, runs: int) ->
         table(headers, rows),
         "",
         f"clonebay: copy method `{region['copy']}`, map {region['used_bytes']} bytes"
-        f" (partclone -D: {vol.used}), stored {region['stored_bytes'] / MB:.0f} MB in packs;"
-        f" bottleneck in the last run: {base.note}",
+        f" (partclone -D: {vol.used}), stored {region['stored_bytes'] / MB:.0f} MB in packs."
+        f" Bottleneck it reported last: {'; '.join(saves[0].notes)}",
         "",
     ]
 
@@ -369,6 +391,9 @@ def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path, max_wait: 
         f"Restore to a new sparse file (median of {runs}; s include the final sync):",
         "",
         table(headers, rows),
+        "",
+        f"clonebay restore reported (its bottleneck field is always 'write'):"
+        f" {'; '.join(restores[0].notes)}",
         "",
         *busy_note(restores),
         "Commands:",
@@ -426,7 +451,7 @@ def main() -> None:
     lines += ["Tools: " + "; ".join(v.strip("* ") for v in versions), ""]
     for fstype in args.fs or ["ext4", "ntfs"]:
         print(f"building or reusing the {fstype} volume in {work}", file=sys.stderr, flush=True)
-        vol = volume(fstype, args.size_gib, work / "volumes", sparse=args.sparse_source)
+        vol = volume(fstype, args.size_gib, work, sparse=args.sparse_source)
         out = work / f"save-restore-{fstype}"
         logs = work / "logs"
         out.mkdir(parents=True, exist_ok=True)

@@ -129,7 +129,9 @@ BUILDERS = {"ext4": _build_ext4, "ntfs": _build_ntfs}
 
 
 def volume(fstype: str, size_gib: int, work: Path, *, sparse: bool = False) -> BenchVolume:
-    """The bench volume of ``fstype`` and ``size_gib`` GiB in ``work``, built if missing."""
+    """The bench volume of ``fstype`` and ``size_gib`` GiB in ``work``/volumes (shared by every
+    bench script given the same ``work``), built if missing."""
+    work = work.resolve() / "volumes"
     work.mkdir(parents=True, exist_ok=True)
     name = f"{fstype}-{size_gib}g{'-sparse' if sparse else ''}"
     image, record = work / f"{name}.img", work / f"{name}.json"

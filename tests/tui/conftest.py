@@ -50,5 +50,4 @@ def attached_loops() -> Iterator[list[str]]:
     attached: list[str] = []
     yield attached
     for dev in reversed(attached):
-        run_tool(["umount", "-R", dev], check=False)
         run_tool(["losetup", "-d", dev], check=False)

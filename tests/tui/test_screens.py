@@ -6,6 +6,7 @@ from any worker reach the one handler and show as a modal with the error's title
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ def test_home_lists_jobs_and_quits() -> None:
 
 
 @pytest.fixture
-def mounted_disk(tmp_path: Path, attached_loops: list[str]) -> str:
-    """A loop device with an ext4 filesystem mounted on it."""
+def mounted_disk(tmp_path: Path, attached_loops: list[str]) -> Iterator[str]:
+    """A loop device with an ext4 filesystem mounted on it (unmounted and detached after)."""
     image = tmp_path / "mounted.img"
     with open(image, "wb") as f:
         f.truncate(32 * MIB)
@@ -64,7 +65,8 @@ def mounted_disk(tmp_path: Path, attached_loops: list[str]) -> str:
     point = tmp_path / "mnt"
     point.mkdir()
     run(["mount", "-o", "ro", dev, str(point)])
-    return dev
+    yield dev
+    run(["umount", str(point)], check=False)
 
 
 @needs_root
@@ -165,9 +167,9 @@ def test_confirm_wants_the_serial_tail(demo_disk: disks.BuiltDisk) -> None:
 
 @needs_root
 def test_image_picker_verifies_and_refuses_unfinished(demo_image: Path, tmp_path: Path) -> None:
-    folder = demo_image.parent
-    unfinished = folder / "unfinished.image"
-    (unfinished / "packs").mkdir(parents=True, exist_ok=True)
+    folder = tmp_path / "images"
+    (folder / "unfinished.image" / "packs").mkdir(parents=True)
+    (folder / demo_image.name).symlink_to(demo_image)
     services = Services((), machine_disks=False, image_dir=str(folder))
     app = ClonebayApp(services, watch_disks=False)
     seen: dict[str, Any] = {}
@@ -179,7 +181,8 @@ def test_image_picker_verifies_and_refuses_unfinished(demo_image: Path, tmp_path
         await until(pilot, "the images", lambda: len(picker.entries) == 2)
         seen["problems"] = {e.name: e.problem for e in picker.entries.values()}
         await pilot.press("v")  # the first row: the demo image
-        await until(pilot, "the verdict", lambda: "OK" in picker.verdicts.get(str(demo_image), ""))
+        shown = str(folder / demo_image.name)
+        await until(pilot, "the verdict", lambda: "OK" in picker.verdicts.get(shown, ""))
         await pilot.press("down", "enter")  # the unfinished image: refused
         await pilot.pause()
         seen["still_picking"] = pilot.app.screen is picker
@@ -204,7 +207,7 @@ def test_disk_details_show_the_probe(demo_disk: disks.BuiltDisk) -> None:
         await until(pilot, "verdicts", lambda: len(picker.refusals) == 1)
         await pilot.press("enter")
         details = await screen_of(pilot, DiskDetailsScreen)
-        await pilot.app.workers.wait_for_complete()
+        await until(pilot, "the probe", lambda: details.report is not None)
         await pilot.pause()
         table: DataTable[Any] = details.query_one("#details-layout DataTable", DataTable)
         seen["table"] = [cell_text(table.get_row_at(i)) for i in range(table.row_count)]

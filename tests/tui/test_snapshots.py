@@ -100,7 +100,10 @@ def test_save_target(snap_compare: SnapCompare) -> None:
 
 
 def test_plan_clone(snap_compare: SnapCompare) -> None:
-    snap(snap_compare, lambda s: PlanScreen(s, JobKind.CLONE, NVME.path, BLANK.path, BLANK.size))
+    snap(
+        snap_compare,
+        lambda s: PlanScreen(s, JobKind.CLONE, NVME.path, BLANK.path, target_size=BLANK.size),
+    )
 
 
 def test_plan_save(snap_compare: SnapCompare) -> None:
@@ -108,12 +111,28 @@ def test_plan_save(snap_compare: SnapCompare) -> None:
 
 
 def test_plan_restore(snap_compare: SnapCompare) -> None:
-    snap(snap_compare, lambda s: PlanScreen(s, JobKind.RESTORE, IMAGE, BLANK.path, BLANK.size))
+    snap(
+        snap_compare,
+        lambda s: PlanScreen(s, JobKind.RESTORE, IMAGE, BLANK.path, target_size=BLANK.size),
+    )
 
 
 def test_confirm(snap_compare: SnapCompare) -> None:
-    """Names the target by model, serial, size and contents; asks for the serial's tail."""
-    snap(snap_compare, lambda s: ConfirmModal(s, BLANK, "Clone"))
+    """Over the plan: names the target by model, serial, size and contents; asks for the
+    serial's last four characters; "No" has the focus."""
+    app, before = showing(
+        lambda s: PlanScreen(
+            s, JobKind.CLONE, NVME.path, BLANK.path, target_size=BLANK.size, confirm=BLANK
+        )
+    )
+
+    async def start(pilot: Pilot[Any]) -> None:
+        await before(pilot)
+        await pilot.press("enter")  # "Start clone"
+        await until(pilot, "Confirm", lambda: isinstance(pilot.app.screen, ConfirmModal))
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=start)
 
 
 def test_progress(snap_compare: SnapCompare) -> None:

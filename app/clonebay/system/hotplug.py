@@ -107,18 +107,25 @@ class DiskWatcher:
         self.poll_interval = poll_interval
         self.mode = ""
         self.current: list[Disk] = []
+        self.ready = threading.Event()  # set once the first listing is taken
 
     def run(self, stop: threading.Event, *, monitor: bool = True) -> None:
-        self.current = self.list_disks()
+        """Watch until ``stop``. The monitor opens before the first listing, so a disk that
+        arrives in between is not missed; that first listing is reported with every disk as
+        added."""
+        mon = None
         if monitor:
             try:
                 mon = open_monitor()
             except HotplugUnavailableError:
-                pass
-            else:
-                self.mode = event_source()
-                self._watch(mon, stop)
-                return
+                mon = None
+        self.current = self.list_disks()
+        self.ready.set()
+        self.on_change(DiskChange(tuple(self.current), added=tuple(self.current)))
+        if mon is not None:
+            self.mode = event_source()
+            self._watch(mon, stop)
+            return
         self.mode = "poll"
         while not stop.wait(self.poll_interval):
             self.rescan()

@@ -1,8 +1,8 @@
 """The order of screens for each job, as plain steps (DESIGN §4):
 
-    clone:   source disk → target disk → plan → confirm → progress → result
+    clone:   source disk → target disk → plan (→ confirm, over the plan) → progress → result
     save:    source disk → where to save → plan → progress → result
-    restore: image → target disk → plan → confirm → progress → result
+    restore: image → target disk → plan (→ confirm, over the plan) → progress → result
     disks:   disk list → details of one disk
 
 Each flow runs as an async worker of the app and awaits each screen's answer; Escape (None or
@@ -17,8 +17,7 @@ from typing import Any
 from textual.app import App
 
 from clonebay.model import Disk
-from clonebay.tui.jobs import VERBS, JobKind, JobRequest
-from clonebay.tui.screens.confirm import ConfirmModal
+from clonebay.tui.jobs import JobKind, JobRequest
 from clonebay.tui.screens.disk_details import DiskDetailsScreen
 from clonebay.tui.screens.disk_picker import DiskPickerScreen
 from clonebay.tui.screens.image_picker import ImagePickerScreen
@@ -40,33 +39,34 @@ async def run_job(app: App[Any], services: Services, request: JobRequest) -> Non
 async def clone_flow(app: App[Any], services: Services) -> None:
     source: Disk | None = None
     target: Disk | None = None
-    request: JobRequest | None = None
     step = 0
     for _ in range(MAX_STEPS):
         if step == 0:
             source = await app.push_screen_wait(DiskPickerScreen(services, Role.SOURCE))
             if source is None:
                 return
+            step = 1
         elif step == 1 and source is not None:
             target = await app.push_screen_wait(
                 DiskPickerScreen(services, Role.TARGET, source=source)
             )
+            step = 0 if target is None else 2
         elif step == 2 and source is not None and target is not None:
             request = await app.push_screen_wait(
-                PlanScreen(services, JobKind.CLONE, source.path, target.path, target.size)
+                PlanScreen(
+                    services,
+                    JobKind.CLONE,
+                    source.path,
+                    target.path,
+                    target_size=target.size,
+                    confirm=target,
+                )
             )
-        elif step == 3 and target is not None and request is not None:
-            if not await app.push_screen_wait(ConfirmModal(services, target, VERBS[JobKind.CLONE])):
-                request = None
-        elif step == 4 and request is not None:
+            if request is None:
+                step = 1
+                continue
             await run_job(app, services, request)
             return
-        step = step + 1 if _answered(step, target, request) else step - 1
-
-
-def _answered(step: int, target: object, request: object) -> bool:
-    """Whether the screen of ``step`` gave an answer (else the flow goes back)."""
-    return {1: target, 2: request, 3: request}.get(step, True) is not None
 
 
 async def save_flow(app: App[Any], services: Services) -> None:
@@ -98,35 +98,38 @@ async def save_flow(app: App[Any], services: Services) -> None:
 async def restore_flow(app: App[Any], services: Services) -> None:
     image: ImageEntry | None = None
     target: Disk | None = None
-    request: JobRequest | None = None
     step = 0
     for _ in range(MAX_STEPS):
         if step == 0:
             image = await app.push_screen_wait(ImagePickerScreen(services, services.image_dir))
             if image is None:
                 return
-        elif step == 1:
+            step = 1
+        elif step == 1 and image is not None:
             target = await app.push_screen_wait(
                 DiskPickerScreen(services, Role.TARGET, title=_restore_prompt(image))
             )
+            step = 0 if target is None else 2
         elif step == 2 and image is not None and target is not None:
             request = await app.push_screen_wait(
-                PlanScreen(services, JobKind.RESTORE, image.path, target.path, target.size)
+                PlanScreen(
+                    services,
+                    JobKind.RESTORE,
+                    image.path,
+                    target.path,
+                    target_size=target.size,
+                    confirm=target,
+                )
             )
-        elif step == 3 and target is not None and request is not None:
-            if not await app.push_screen_wait(
-                ConfirmModal(services, target, VERBS[JobKind.RESTORE])
-            ):
-                request = None
-        elif step == 4 and request is not None:
+            if request is None:
+                step = 1
+                continue
             await run_job(app, services, request)
             return
-        step = step + 1 if _answered(step, target, request) else step - 1
 
 
-def _restore_prompt(image: ImageEntry | None) -> str:
-    name = image.name if image else "the image"
-    return f"Pick the disk to restore {name} onto. Everything on it will be overwritten."
+def _restore_prompt(image: ImageEntry) -> str:
+    return f"Pick the disk to restore {image.name} onto. Everything on it will be overwritten."
 
 
 async def disks_flow(app: App[Any], services: Services) -> None:

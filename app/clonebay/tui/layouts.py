@@ -86,7 +86,8 @@ def clone_layouts(plan: Plan, source: str, target: str) -> tuple[Layout, Layout]
         vol = m.volume
         copy, note = _copy(vol)
         if note:
-            why.append(f"p{m.number} {copy}: {note}")
+            how = "is copied raw" if copy == "raw" else "is"
+            why.append(f"p{m.number} {how}: {note}")
         fs, label = (vol.fstype, vol.label) if vol else ("", "")
         used = vol.used_bytes if vol else None
         src_rows.append(LayoutRow(f"p{m.number}", m.source.start, m.source.size, fs, label, used))
@@ -115,12 +116,12 @@ def save_layouts(source: str, plan: JobPlan, image: str) -> tuple[Layout, Layout
     )
     dst, at = [], 0
     for ln in plan.lines:
-        dst.append(LayoutRow(ln.name, at, ln.bytes_to_copy, ln.fstype, "", None, ln.copy, ln.note))
+        dst.append(LayoutRow(ln.name, at, ln.bytes_to_copy, ln.fstype, "", None, ln.copy))
         at += ln.bytes_to_copy
-    total = human_size(at)
+    why = tuple(f"{ln.name} is copied raw: {ln.note}" for ln in plan.lines if ln.note)
     return (
         Layout(f"Source {source}: {human_size(disk_size)}", disk_size, src),
-        Layout(f"Image {image}: {total} to read", at, tuple(dst), plan.notes),
+        Layout(f"Image: {human_size(at)} to read, into {image}", at, tuple(dst), plan.notes + why),
     )
 
 

@@ -48,6 +48,7 @@ class DiskDetailsScreen(BaseScreen[None]):
         super().__init__()
         self.services = services
         self.disk = disk
+        self.report: DiskReport | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -72,6 +73,7 @@ class DiskDetailsScreen(BaseScreen[None]):
         self.app.call_from_thread(self._show, report)
 
     def _show(self, report: DiskReport) -> None:
+        self.report = report
         self.query_one(LayoutView).show(disk_layout(self.disk.path, report))
         notes = [
             f"p{pr.partition.number}: {note}"

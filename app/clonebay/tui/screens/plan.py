@@ -21,9 +21,11 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Checkbox, Footer, Header, Label, RadioButton, RadioSet, Static
 
 from clonebay.engine.plan import Grow
+from clonebay.model import Disk
 from clonebay.tui.jobs import VERBS, JobKind, JobRequest
 from clonebay.tui.layouts import Layout, clone_layouts, restore_layouts, save_layouts
 from clonebay.tui.screens.base import BaseScreen
+from clonebay.tui.screens.confirm import ConfirmModal
 from clonebay.tui.services import Services
 from clonebay.tui.widgets.layout_view import SOURCE, TARGET, LayoutView
 
@@ -61,7 +63,8 @@ def make_view(
 
 
 class PlanScreen(BaseScreen[JobRequest | None]):
-    """Dismisses with the JobRequest to run, or None (Back)."""
+    """Dismisses with the JobRequest to run, or None (Back). With ``confirm`` (the target disk
+    of a clone or restore), Start first asks the Confirm modal, over this plan."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -69,10 +72,18 @@ class PlanScreen(BaseScreen[JobRequest | None]):
     ]
 
     def __init__(
-        self, services: Services, kind: JobKind, source: str, target: str, target_size: int = 0
+        self,
+        services: Services,
+        kind: JobKind,
+        source: str,
+        target: str,
+        *,
+        target_size: int = 0,
+        confirm: Disk | None = None,
     ) -> None:
         super().__init__()
         self.services = services
+        self.confirm = confirm
         self.kind = kind
         self.source = source
         self.target = target
@@ -167,9 +178,18 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         if self.view is None:
             return
         verify = self.query_one("#verify", Checkbox).value
-        self.dismiss(
-            JobRequest(self.kind, self.source, self.target, self.grow(), verify, self.view.totals)
+        request = JobRequest(
+            self.kind, self.source, self.target, self.grow(), verify, self.view.totals
         )
+        if self.confirm is None:
+            self.dismiss(request)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.dismiss(request)
+
+        self.app.push_screen(ConfirmModal(self.services, self.confirm, VERBS[self.kind]), answered)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -41,7 +41,7 @@ class LayoutView(Vertical):
 
     DEFAULT_CSS = """
     LayoutView { height: auto; overflow: hidden hidden; }
-    LayoutView > .layout-title { text-style: bold; }
+    LayoutView > .layout-title { text-style: bold; width: 1fr; }
     LayoutView > DataTable { height: auto; overflow-x: hidden; }
     LayoutView > .layout-notes { color: $text-muted; height: auto; }
     """
@@ -58,6 +58,7 @@ class LayoutView(Vertical):
         yield LayoutBar()
         table: DataTable[Text] = DataTable(cursor_type="none", zebra_stripes=True)
         table.can_focus = False
+        table.display = False  # until there is a layout to show
         yield table
         yield Static("", classes="layout-notes")
 
