@@ -6,6 +6,15 @@ written everything the run left in the page cache. The second is the figure to c
 fsyncs its image and target, while partclone, lz4 and dd leave gigabytes of dirty pages behind
 on a machine with this much memory, and would otherwise look faster than the disk allows. The
 CPU seconds (user + system) of all processes of the run come from ``RUSAGE_CHILDREN``.
+
+Memory state matters on a VM with virtio-balloon free page reporting (this bench machine, a
+Firecracker guest): memory freed by ``drop_caches`` is handed back to the host within seconds,
+and every page the guest then touches again (page cache included) costs a host fault, about
+2.5-3.5 CPU-s per GiB. A tool that starts right after a big ``drop_caches`` finds warm memory,
+one that starts 20 s later finds cold memory: measured, clonebay restore of 2 GB took 2.6 s warm
+and 8-10 s cold. So ``Pace`` waits a fixed time after dropping caches, until the freed memory
+has gone back to the host, and every run starts from the same cold state. Tools doing buffered
+I/O pay this tax, O_DIRECT tools do not; bare metal has no such tax.
 """
 
 from __future__ import annotations
@@ -88,6 +97,25 @@ def wait_quiet(max_busy: float = QUIET, timeout: float = 90.0) -> float:
         busy = (busy_cpu_seconds() - before) / cpus
         quiet = quiet + 1 if busy < max_busy else 0
     return busy
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How each run is started: caches dropped, then ``settle_seconds`` of quiet (waiting at
+    most ``max_wait`` seconds for other processes to leave the CPUs idle)."""
+
+    settle_seconds: float = 20.0
+    max_wait: float = 90.0
+
+    def before_run(self) -> float:
+        """Drop caches and wait; returns the share of the CPUs other processes used last."""
+        drop_caches()
+        started = time.monotonic()
+        busy = wait_quiet(timeout=self.max_wait)
+        left = self.settle_seconds - (time.monotonic() - started)
+        if left > 0:
+            time.sleep(left)  # freed memory goes back to the host gradually (see above)
+        return busy
 
 
 def _children_cpu() -> float:

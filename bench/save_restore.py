@@ -4,11 +4,15 @@ on the same half-full ext4 and NTFS volumes in the same run.
     .venv/bin/python bench/save_restore.py [--size-gib 4] [--runs 3] [--work DIR]
 
 Every tool reads the same bare filesystem image (bench/volumes.py). Before each run the previous
-output is deleted and caches are dropped (``sync; echo 3 > /proc/sys/vm/drop_caches``); each time
-includes a final ``sync`` (bench/measure.py says why). The methods take turns (run 1 of every
-method, then run 2, ...) so that drift in the host's disk speed hits them alike; the median is
-reported. MB/s is of USED data: the bytes ``partclone.<fs> -D`` marks as used, the same
-denominator for every tool (dd is also given per partition size, since it copies everything).
+output is deleted, caches are dropped (``sync; echo 3 > /proc/sys/vm/drop_caches``) and the
+machine is left idle for ``--settle`` seconds, so that every run starts from the same memory state
+(on a VM with free page reporting, like the bench machine, that state changes timings by 2-3x:
+bench/measure.py says why). Each time includes a final ``sync``. The methods take turns (run 1 of
+every method, then run 2, ...) so that drift in the host's disk speed hits them alike; the median
+is reported. MB/s is of USED data: the bytes ``partclone.<fs> -D`` marks as used, the same
+denominator for every tool (dd is also given per volume size, since it copies everything).
+"clonebay speed / this" is this method's time over clonebay's (above 1: clonebay is faster);
+"clonebay size / this" is clonebay's image size over this output's (below 1: clonebay's is smaller).
 
 Restore targets are new sparse files each run. clonebay creates its target itself and writes
 only the chunks its image holds (no zeros, no free space); partclone -r, ntfsclone -r and e2image
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -34,14 +37,13 @@ from measure import (
     MB,
     QUIET,
     Command,
+    Pace,
     Result,
-    drop_caches,
     git_revision,
     machine,
     run_pipeline,
     table,
     tool_versions,
-    wait_quiet,
 )
 from volumes import GIB, BenchVolume, on_disk_bytes, remove_tree, volume
 
@@ -233,7 +235,7 @@ def run_rounds(
     tag: str,
     *,
     after_last: Callable[[Method], None] | None = None,
-    max_wait: float = 90.0,
+    pace: Pace,
 ) -> None:
     """Run every method ``runs`` times, taking turns; ``after_last`` sees each final output."""
     for i in range(runs):
@@ -241,9 +243,7 @@ def run_rounds(
             for path in m.outputs:
                 remove_tree(path)
             m.prepare()
-            os.sync()
-            busy = wait_quiet(timeout=max_wait)
-            drop_caches()
+            busy = pace.before_run()
             slug = re.sub(r"[^a-z0-9]+", "-", m.name.lower()).strip("-")
             log = logs / f"{tag}-{slug}-run{i + 1}.log"
             log.unlink(missing_ok=True)
@@ -359,7 +359,7 @@ def busy_note(methods: list[Method]) -> list[str]:
     return [f"Runs that started while other processes kept the CPUs busy: {', '.join(busy)}.", ""]
 
 
-def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path, max_wait: float) -> list[str]:
+def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path, pace: Pace) -> list[str]:
     """Measure save and restore on one volume; markdown lines."""
     lines = [
         f"### {vol.fstype}: {vol.size / GIB:.0f} GiB volume, "
@@ -368,7 +368,7 @@ def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path, max_wait: 
         "",
     ]
     saves = save_methods(vol, out)
-    run_rounds(saves, runs, logs, f"{vol.fstype}-save", max_wait=max_wait)
+    run_rounds(saves, runs, logs, f"{vol.fstype}-save", pace=pace)
     lines += save_section(vol, saves, out, runs) + busy_note(saves)
 
     checks: dict[str, str] = {}
@@ -379,9 +379,7 @@ def report_volume(vol: BenchVolume, out: Path, runs: int, logs: Path, max_wait: 
         checks[m.name] = check_target(vol, m.outputs[0])
 
     restores = restore_methods(vol, out)
-    run_rounds(
-        restores, runs, logs, f"{vol.fstype}-restore", after_last=after_last, max_wait=max_wait
-    )
+    run_rounds(restores, runs, logs, f"{vol.fstype}-restore", after_last=after_last, pace=pace)
     base = restores[0].result
     rows = [
         [*timing_row(vol, m, base), f"{written[m.name] / MB:.0f}", checks[m.name]] for m in restores
@@ -426,6 +424,12 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the saved images")
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=20.0,
+        help="seconds of quiet after dropping caches before each run (see bench/measure.py)",
+    )
+    parser.add_argument(
         "--max-wait",
         type=float,
         default=90.0,
@@ -457,7 +461,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
         try:
-            lines += report_volume(vol, out, args.runs, logs, args.max_wait)
+            lines += report_volume(vol, out, args.runs, logs, Pace(args.settle, args.max_wait))
         finally:
             if not args.keep:
                 remove_tree(out)

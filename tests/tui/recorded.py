@@ -109,7 +109,7 @@ IMAGES = [
     ImageEntry(
         IMAGE,
         "win11-workstation.image",
-        f"{NVME.path} {NVME.model}",
+        NVME.model,
         "2025-03-14T09:30:00Z",
         NVME.size,
         98 * GIB,

@@ -163,8 +163,9 @@ def test_restore_flow(
 
 
 class GatedServices(Services):
-    """Real jobs, whose first progress event waits until the test has asked to cancel: the
-    cancel then lands in the middle of the engine's copy, whatever the machine's speed."""
+    """Real jobs, whose first progress event waits until the test has asked to cancel. The
+    copy pipeline reports after its first chunk, so the cancel lands in the middle of the
+    engine's copy, whatever the machine's speed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,28 +181,20 @@ class GatedServices(Services):
         return super().run(request, gated, cancel)
 
 
-def test_cancel_restore(
-    demo_disk: disks.BuiltDisk, demo_image: Path, blank_target: Path, tmp_path: Path
-) -> None:
-    services = GatedServices(
-        [str(demo_disk.path), str(blank_target)],
-        machine_disks=False,
-        image_dir=str(demo_image.parent),
-    )
+def test_cancel_clone(demo_disk: disks.BuiltDisk, blank_target: Path, tmp_path: Path) -> None:
+    services = GatedServices([str(demo_disk.path), str(blank_target)], machine_disks=False)
     app = make_app([], tmp_path, services)
     seen: dict[str, Any] = {}
 
     async def script(pilot: Pilot[Any]) -> None:
-        await screen_of(pilot, HomeScreen)
-        await pilot.press("r")
-        picker = await screen_of(pilot, ImagePickerScreen)
-        await until(pilot, "the image list", lambda: bool(picker.entries))
-        await pilot.press("enter")
-        await pick_disk(pilot, picker, row=1)
+        home = await screen_of(pilot, HomeScreen)
+        await pilot.press("c")
+        source = await pick_disk(pilot, home, row=0)
+        await pick_disk(pilot, source, row=1)
         await start_plan(pilot)
         await confirm_yes(pilot)
         progress = await screen_of(pilot, ProgressScreen)
-        await until(pilot, "the job running", services.reached.is_set)
+        await until(pilot, "the copy running", services.reached.is_set)
         await pilot.press("escape")
         ask = await screen_of(pilot, AskModal)
         assert ask.focused is not None and ask.focused.id == "no"
@@ -213,6 +206,7 @@ def test_cancel_restore(
     run(app, script)
     outcome = seen["outcome"]
     assert outcome.status == "cancelled"
+    assert any("incomplete" in line for line in outcome.details)
     assert "incomplete" in outcome.next_step
-    # the partition table is written last: a cancelled restore leaves none
+    # old tables are wiped first and the new one is written last: a cancelled clone leaves none
     assert inspect_disk(str(blank_target)).table.kind == "none"

@@ -29,8 +29,12 @@ class Terminal:
 
     def __init__(self, name: str, argv: list[str], cwd: Path) -> None:
         self.name = name
-        command = f"cd {shlex.quote(str(cwd))} && exec {shlex.join(argv)}"
+        # COLUMNS/LINES left in the environment by earlier tests would override the pane size
+        command = f"cd {shlex.quote(str(cwd))} && exec env -u COLUMNS -u LINES {shlex.join(argv)}"
         self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "40", command)
+        # the size must not follow other tmux clients or the server's default-size
+        self.tmux("set-option", "-t", name, "window-size", "manual")
+        self.tmux("resize-window", "-t", name, "-x", "120", "-y", "40")
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(["tmux", *args], capture_output=True, text=True, check=True)

@@ -16,6 +16,10 @@ Mounting and unmounting send no uevent, but the kernel marks /proc/self/mountinf
 POLLPRI on every mount table change, so that file is watched too: a disk turns "mounted" in the
 list without a refresh.
 
+A uevent can arrive before sysfs shows everything about the device (seen with losetup under
+load: the "change" event came while the new loop device did not list yet, and no further event
+followed), so for SETTLE seconds after an event the list is read again at every wake-up.
+
 If no netlink socket can be opened (no permission, no netlink in a sandbox) the watcher falls
 back to listing the disks every ``poll_interval`` seconds (2 s: a disk plugged in shows within
 the time a technician takes to look at the screen).
@@ -26,6 +30,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +44,7 @@ MOUNTINFO = "/proc/self/mountinfo"
 POLL_INTERVAL = 2.0
 WAKE_MS = 500  # how often the loop looks at the stop Event
 BURST_MS = 100  # events closer together than this are one change (partx: one per partition)
+SETTLE = 2.0  # seconds after an event during which the list is read again at every wake
 MAX_BURST = 1024  # bound the draining of a burst
 
 DiskLister = Callable[[], list[Disk]]
@@ -145,12 +151,15 @@ class DiskWatcher:
         mountinfo = _open_mountinfo()
         if mountinfo is not None:
             poller.register(mountinfo, select.POLLPRI | select.POLLERR)
+        settle_until = 0.0
         try:
             while not stop.is_set():
                 ready = poller.poll(WAKE_MS)
-                if not ready:
+                if ready:
+                    self._drain(monitor, poller)
+                    settle_until = time.monotonic() + SETTLE
+                elif time.monotonic() > settle_until:
                     continue
-                self._drain(monitor, poller)
                 self.rescan()
         finally:
             if mountinfo is not None:
@@ -160,8 +169,12 @@ class DiskWatcher:
         """Take every pending uevent of this burst (their content does not matter: the disks
         are listed again afterwards)."""
         for _ in range(MAX_BURST):
-            while monitor.poll(timeout=0) is not None:
-                pass
+            for _ in range(MAX_BURST):
+                try:
+                    if monitor.poll(timeout=0) is None:
+                        break
+                except OSError:  # ENOBUFS: events were lost; the listing that follows is whole
+                    break
             if not poller.poll(BURST_MS):
                 return
 

@@ -25,7 +25,7 @@ from clonebay.tui.text import created_text
 from clonebay.tui.widgets.layout_view import LayoutView
 from clonebay.units import human_size
 
-COLUMNS = ("Image", "Saved from", "Created", "Disk size", "Image size", "Verified")
+COLUMNS = ("Image", "Saved from", "Created", "Disk size", "Image size", "Status")
 
 
 class ImagePickerScreen(BaseScreen[ImageEntry | None]):
@@ -67,14 +67,21 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
     def _cells(self, entry: ImageEntry) -> list[Text]:
         style = "dim" if entry.problem else ""
         verdict = self.verdicts.get(entry.path, "")
-        verdict_style = "#46a758" if verdict.startswith("OK") else "#e5484d"
+        if entry.problem:
+            status = Text("✘ cannot be restored", style="#e5484d")
+        elif verdict.startswith("OK"):
+            status = Text("✔ verified", style="#46a758")
+        elif verdict and not verdict.startswith("checking"):
+            status = Text(verdict, style="#e5484d")
+        else:
+            status = Text(verdict or "not verified yet (v)", style="dim")
         return [
             Text(entry.name, style=style or "bold"),
-            Text(entry.problem or entry.source, style="#e5484d" if entry.problem else ""),
+            Text(entry.source, style=style),
             Text(created_text(entry.created), style=style),
             Text(human_size(entry.source_size) if entry.source_size else "", justify="right"),
             Text(human_size(entry.stored_bytes) if entry.stored_bytes else "", justify="right"),
-            Text(verdict, style=verdict_style if verdict and verdict != "checking…" else ""),
+            status,
         ]
 
     def _show(self, entries: list[ImageEntry]) -> None:
@@ -87,7 +94,7 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
         if not entries:
             status.update(Text(f"No images in {self.folder}. Type another folder above."))
         else:
-            status.update(Text(f"{len(entries)} image(s) in {self.folder}"))
+            self._describe(self._highlighted())
 
     def _highlighted(self) -> ImageEntry | None:
         table: DataTable[Text] = self.query_one("#images", DataTable)
@@ -113,6 +120,7 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         entry = self._highlighted()
+        self._describe(entry)
         view = self.query_one(LayoutView)
         if entry is None or entry.problem:
             view.show(None, entry.problem if entry else "")
@@ -121,6 +129,17 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
         else:
             view.show(None, "reading…")
             self.load_info(entry.path)
+
+    def _describe(self, entry: ImageEntry | None) -> None:
+        """The status line: the highlighted image's path and verdict, or why it cannot be used."""
+        if entry is None:
+            return
+        if entry.problem:
+            text = Text(f"{entry.path}: {entry.problem}", style="#e5484d")
+        else:
+            verdict = self.verdicts.get(entry.path, "")
+            text = Text(entry.path + (f": {verdict}" if verdict else ""))
+        self.query_one("#image-status", Static).update(text)
 
     @work(thread=True, exclusive=True, group="info", exit_on_error=False)
     def load_info(self, path: str) -> None:
@@ -172,3 +191,4 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
     def _verdict(self, path: str, verdict: str) -> None:
         self.verdicts[path] = verdict
         self._redraw(path)
+        self._describe(self._highlighted())
