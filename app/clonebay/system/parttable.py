@@ -64,6 +64,7 @@ def read_table(path: str) -> PartitionTable:
     try:
         device = parted.getDevice(path)
     except parted.IOException as exc:
+        parted.clear_exn_handler()  # pyparted frees a handler that is registered twice
         raise PartitionTableError(f"{path}: cannot open: {exc}") from exc
     try:
         sector = int(device.sectorSize)
