@@ -1,0 +1,62 @@
+"""The ``clonebay`` command: argv -> one job. ``clonebay`` alone will start the TUI.
+
+Every subcommand returns an exit code; every ClonebayError becomes its message on stderr (or a
+JSON object with ``--json``) and its exit code, so scripts can tell a refusal from a failure.
+Each module of this package registers a group of subcommands (``register(sub)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from clonebay import __version__
+from clonebay.cli import disks, images
+from clonebay.errors import ClonebayError, UsageError
+
+COMMAND_GROUPS = (disks, images)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clonebay",
+        description="Clone disks, save and restore images, copying only the blocks in use.",
+    )
+    parser.add_argument("--version", action="version", version=f"clonebay {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    as_json = bool(getattr(args, "json", False))
+    try:
+        if args.command is None:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise UsageError("the TUI needs a terminal: give a command (see clonebay --help)")
+            from clonebay.tui.app import run_tui
+
+            return run_tui()
+        code: int = args.func(args)
+        return code
+    except ClonebayError as exc:
+        if as_json:
+            error = {"error": exc.title, "message": exc.message, "exit_code": exc.exit_code}
+            print(json.dumps(error), file=sys.stderr)
+        else:
+            print(f"clonebay: {exc.title.lower()}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("clonebay: cancelled", file=sys.stderr)
+        return 9

@@ -1,0 +1,88 @@
+"""Commands about disks: list, probe, clone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from clonebay.cli.common import emit_result
+from clonebay.progress_view import ProgressView
+from clonebay.report import disk_json, disks_json, format_disk_report, format_disk_table
+from clonebay.units import human_size
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from clonebay.system.udev import list_disks
+
+    disks = list_disks()
+    if args.json:
+        print(json.dumps(disks_json(disks), indent=2))
+    else:
+        print(format_disk_table(disks))
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from clonebay.engine.inspect import inspect_disk
+
+    report = inspect_disk(args.disk)
+    if args.json:
+        print(json.dumps(disk_json(report), indent=2))
+    else:
+        print(format_disk_report(report))
+    return 0
+
+
+def _cmd_clone(args: argparse.Namespace) -> int:
+    from clonebay.engine.clone import CloneOptions, clone, clone_plan
+    from clonebay.engine.plan import Grow
+
+    options = CloneOptions(grow=Grow(args.grow), verify=not args.no_verify)
+    plan = clone_plan(args.source, args.target, options)
+    if args.dry_run:
+        emit_result(args, {"plan": plan.text()}, plan.text())
+        return 0
+    view = ProgressView(args.json)
+    try:
+        result = clone(args.source, args.target, options, progress=view)
+    finally:
+        view.close()
+    verified = f", {result.verified_chunks} chunks verified" if options.verify else ""
+    text = (
+        f"cloned {args.source} to {args.target}: {human_size(result.copied_bytes)} copied"
+        f"{verified} in {view.elapsed():.1f} s"
+    )
+    text += "".join(f"\n  {line}" for line in result.done)
+    data = {
+        "copied_bytes": result.copied_bytes,
+        "verified_chunks": result.verified_chunks,
+        "fixups": result.done,
+    }
+    emit_result(args, data, text)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add list, probe and clone to the ``clonebay`` parser."""
+    p = sub.add_parser("list", help="list the disks of this machine")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("probe", help="show a disk's partitions, filesystems and copy methods")
+    p.add_argument("disk", help="a disk device, a /dev/disk/by-id name, or a disk image file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("clone", help="copy a disk (or a volume) onto another disk or file")
+    p.add_argument("source", help="disk, partition device or disk image file to read")
+    p.add_argument("target", help="disk, partition device or image file to overwrite")
+    p.add_argument(
+        "--grow",
+        choices=["proportional", "last", "none"],
+        default="proportional",
+        help="how partitions use a larger target (default: proportional)",
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip reading the target back")
+    p.add_argument("--dry-run", action="store_true", help="show the plan and write nothing")
+    p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.set_defaults(func=_cmd_clone)

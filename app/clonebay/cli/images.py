@@ -1,0 +1,152 @@
+"""Commands about images: save, restore, verify, convert, info."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+from clonebay.cli.common import emit_result, stdin_stream, stdout_stream
+from clonebay.errors import VerifyError
+from clonebay.progress_view import ProgressView
+from clonebay.units import human_size
+
+
+def _cmd_save(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    if args.dry_run:
+        plan = jobs.save_plan(args.source, args.partition)
+        emit_result(args, plan.as_dict(), plan.text())
+        return 0
+    options = jobs.SaveOptions(
+        partition=args.partition,
+        pack_limit=args.pack_limit << 20,
+        codec=args.codec,
+        overwrite=args.overwrite,
+    )
+    with contextlib.ExitStack() as stack:
+        image = stack.enter_context(stdout_stream()) if args.image == "-" else args.image
+        view = ProgressView(args.json)
+        try:
+            manifest = jobs.save(args.source, image, options, progress=view)
+        finally:
+            view.close()
+        summary = jobs.manifest_summary(manifest)
+        name = "stdout" if args.image == "-" else args.image
+        emit_result(args, summary, jobs.summary_text(name, summary, view.elapsed()))
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+    from clonebay.engine.plan import Grow
+
+    options = jobs.RestoreOptions(region=args.region, verify=args.verify, grow=Grow(args.grow))
+    image = stdin_stream() if args.image == "-" else args.image
+    if args.dry_run:
+        plan = jobs.restore_plan(image, args.target, args.region)
+        emit_result(args, plan.as_dict(), plan.text())
+        return 0
+    view = ProgressView(args.json)
+    try:
+        warnings = jobs.restore(image, args.target, options, progress=view)
+    finally:
+        view.close()
+    verified = " and verified" if args.verify else ""
+    text = f"restored {args.image} to {args.target}{verified} in {view.elapsed():.1f} s"
+    text += "".join(f"\nwarning: {w}" for w in warnings)
+    emit_result(args, {"target": args.target, "verified": args.verify, "warnings": warnings}, text)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    image = stdin_stream() if args.image == "-" else args.image
+    view = ProgressView(args.json)
+    try:
+        report = jobs.verify_image(image, progress=view)
+    finally:
+        view.close()
+    problems = [str(p) for p in report.problems]
+    text = f"{args.image}: {report.frames} frames, {human_size(report.raw_bytes)} checked:" + (
+        " OK" if report.ok else f" {len(problems)} problem(s)\n  " + "\n  ".join(problems)
+    )
+    result = {"ok": report.ok, "frames": report.frames, "raw_bytes": report.raw_bytes}
+    emit_result(args, result | {"problems": problems}, text)
+    return 0 if report.ok else VerifyError.exit_code
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    with contextlib.ExitStack() as stack:
+        source = stdin_stream() if args.source == "-" else args.source
+        target = stack.enter_context(stdout_stream()) if args.target == "-" else args.target
+        view = ProgressView(args.json)
+        try:
+            manifest = jobs.convert(source, target, overwrite=args.overwrite, progress=view)
+        finally:
+            view.close()
+        summary = jobs.manifest_summary(manifest)
+        text = (
+            f"converted {args.source} into {args.target}: {summary['regions']} regions,"
+            f" {human_size(summary['copied_bytes'])} of data,"
+            f" {human_size(summary['stored_bytes'])} of frames, in {view.elapsed():.1f} s"
+        )
+        emit_result(args, summary, text)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+
+    info = jobs.image_info(args.image)
+    emit_result(args, info, jobs.info_text(args.image, info))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add save, restore, verify, convert and info to the ``clonebay`` parser."""
+    p = sub.add_parser("save", help="save a disk or partition into an image")
+    p.add_argument("source", help="disk, partition device or disk image file to read")
+    p.add_argument("image", help="image directory to create, or - for a stream on stdout")
+    p.add_argument("--partition", type=int, help="save only this partition number of SOURCE")
+    p.add_argument("--codec", choices=["lz4", "stored"], default="lz4")
+    p.add_argument("--pack-limit", type=int, default=1024, metavar="MIB", help="pack size limit")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing image")
+    p.add_argument("--dry-run", action="store_true", help="show what would be saved")
+    p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.set_defaults(func=_cmd_save)
+
+    p = sub.add_parser("restore", help="write an image to a disk, partition or image file")
+    p.add_argument("image", help="image directory, image stream file, or - for a stream on stdin")
+    p.add_argument("target", help="disk, partition or image file to write (created if absent)")
+    p.add_argument("--region", help="restore only this region (e.g. p2) at the target's start")
+    p.add_argument("--verify", action="store_true", help="re-read the target and compare")
+    p.add_argument(
+        "--grow",
+        choices=["none", "proportional", "last"],
+        default="none",
+        help="on a larger target, grow partitions like clone does (default: keep the layout)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show where everything would go")
+    p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser("verify", help="re-read every frame of an image and check its hash")
+    p.add_argument("image", help="image directory, image stream file, or - (stdin)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("convert", help="image stream <-> image directory, frames kept as they are")
+    p.add_argument("source", help="image stream file or - (stdin), or an image directory")
+    p.add_argument("target", help="image directory for a stream; stream file or - for a directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("info", help="what an image holds")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
