@@ -195,17 +195,33 @@ def test_restore_region_of_whole_disk_image_into_file(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="growing filesystems uses loop devices")
-@pytest.mark.parametrize("kind", ["gpt", "mbr"])
+@pytest.mark.parametrize(("kind", "form"), [("gpt", "directory"), ("mbr", "stream")])
 def test_restore_grows_onto_a_larger_disk(
-    saved: dict[str, tuple[disks.BuiltDisk, Path]], kind: str, tmp_path: Path
+    saved: dict[str, tuple[disks.BuiltDisk, Path]],
+    kind: str,
+    form: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     built, image = saved[kind]
+    if form == "stream":
+        stream = tmp_path / "disk.cbs"
+        assert cli.main(["convert", str(image), str(stream)]) == 0
+        image = stream
     target = sparse_file(tmp_path / "double.img", built.size * 2)
-    assert cli.main(["restore", "--verify", "--grow", "proportional", str(image), str(target)]) == 0
+    capsys.readouterr()
+    grow = ["--grow", "proportional"]
+    assert cli.main(["restore", "--dry-run", "--json", *grow, str(image), str(target)]) == 0
+    planned = json.loads(capsys.readouterr().out)["regions"]
+    assert cli.main(["restore", "--verify", *grow, str(image), str(target)]) == 0
     original = inspect_disk(str(built.path))
     restored = inspect_disk(str(target))
     layout = {p.number: (p.start, p.size) for p in restored.table.partitions}
     assert_disk_matches(target, built, tmp_path, layout)
+    # the dry run said where every partition would go and at what size
+    plan = {r["name"]: (r["offset"], r["size"]) for r in planned if r["name"].startswith("p")}
+    assert plan == {f"p{n}": place for n, place in layout.items() if f"p{n}" in plan}
+    assert any("grows from" in r["note"] for r in planned)
     assert restored.table.disk_id == original.table.disk_id
     grown = [
         pr

@@ -213,7 +213,7 @@ class RecordedServices(Services):
     def save_plan(self, source: str) -> JobPlan:
         return JobPlan(f"save {source}", _plan_lines(REPORTS[source]))
 
-    def restore_plan(self, image: str, target: str) -> JobPlan:
+    def restore_plan(self, image: str, target: str, grow: Grow) -> JobPlan:
         return JobPlan(f"restore {image}", _plan_lines(REPORTS[NVME.path]))
 
     def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:

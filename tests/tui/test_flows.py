@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import Button, RadioSet
 
 from clonebay.engine import jobs
 from clonebay.engine.inspect import inspect_disk
+from clonebay.engine.plan import Grow
 from clonebay.testdisks import disks
 from clonebay.tui.app import ClonebayApp
 from clonebay.tui.jobs import JobRequest, Outcome, TickSink
@@ -149,7 +151,13 @@ def test_restore_flow(
         await until(pilot, "the image list", lambda: bool(picker.entries))
         await pilot.press("enter")
         await pick_disk(pilot, picker, row=1)
-        await start_plan(pilot)
+        plan = await screen_of(pilot, PlanScreen)
+        await until(pilot, "the plan", lambda: plan.view is not None)
+        plan.query_one("#grow", RadioSet).focus()
+        await pilot.press("down", "down", "enter")  # keep the sizes: the image's own layout
+        start = plan.query_one("#start", Button)
+        await until(pilot, "the new plan", lambda: plan.grow() is Grow.NONE and not start.disabled)
+        await pilot.press("ctrl+s")
         await confirm_yes(pilot)
         seen["outcome"] = await outcome_of(pilot)
 
@@ -160,6 +168,65 @@ def test_restore_flow(
     problems = jobs.verify_target(str(demo_image), str(blank_target))
     assert [p for p in problems if not p.startswith("region area")] == []
     assert_disk_matches(blank_target, demo_disk, tmp_path, target_layout(blank_target))
+
+
+def test_restore_stream_grown_then_power_off(
+    demo_disk: disks.BuiltDisk, demo_image: Path, tmp_path: Path
+) -> None:
+    """A stream image in the picker, restored onto a disk twice the size with the plan's
+    default (grow in proportion), and "power off when done": the countdown ends, the power-off
+    command runs (here one that leaves a mark) and the app exits."""
+    images = tmp_path / "images"
+    images.mkdir()
+    stream = images / "demo.cbs"
+    jobs.convert(str(demo_image), str(stream))
+    target = tmp_path / "double.img"
+    with open(target, "wb") as f:
+        f.truncate(demo_disk.size * 2)
+    mark = tmp_path / "powered-off"
+    services = Services(
+        [str(demo_disk.path), str(target)],
+        machine_disks=False,
+        image_dir=str(images),
+        power_off_command=("touch", str(mark)),
+        power_off_delay=1,
+    )
+    app = make_app([], images, services)
+    seen: dict[str, Any] = {}
+
+    async def script(pilot: Pilot[Any]) -> None:
+        await screen_of(pilot, HomeScreen)
+        await pilot.press("r")
+        picker = await screen_of(pilot, ImagePickerScreen)
+        await until(pilot, "the image list", lambda: bool(picker.entries))
+        seen["entries"] = list(picker.entries.values())
+        await pilot.press("enter")
+        await pick_disk(pilot, picker, row=1)
+        plan = await screen_of(pilot, PlanScreen)
+        await until(pilot, "the plan", lambda: plan.view is not None)
+        assert plan.view is not None
+        seen["planned"] = {row.name: (row.start, row.size) for row in plan.view.right.rows}
+        await pilot.click("#power-off")
+        await pilot.press("ctrl+s")
+        await confirm_yes(pilot)
+        result = await screen_of(pilot, ResultScreen)
+        seen["outcome"] = result.outcome
+        await until(pilot, "the power-off", mark.exists)
+
+    run(app, script)
+    [entry] = seen["entries"]
+    assert entry.path == str(stream) and entry.problem == ""
+    assert entry.stored_bytes == stream.stat().st_size
+    outcome = seen["outcome"]
+    assert outcome.ok and outcome.verify.startswith("Verified"), outcome
+    layout = target_layout(target)
+    assert_disk_matches(target, demo_disk, tmp_path, layout)
+    original = target_layout(demo_disk.path)
+    grown = [n for n, (_, size) in layout.items() if size > original[n][1]]
+    assert grown, f"nothing grew: {layout} from {original}"
+    for n, place in layout.items():  # the plan showed where each partition went
+        assert seen["planned"][f"p{n}"] == place
+    assert app.return_code == 0
 
 
 class GatedServices(Services):

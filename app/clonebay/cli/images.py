@@ -44,7 +44,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     options = jobs.RestoreOptions(region=args.region, verify=args.verify, grow=Grow(args.grow))
     image = stdin_stream() if args.image == "-" else args.image
     if args.dry_run:
-        plan = jobs.restore_plan(image, args.target, args.region)
+        plan = jobs.restore_plan(image, args.target, args.region, Grow(args.grow))
         emit_result(args, plan.as_dict(), plan.text())
         return 0
     view = ProgressView(args.json)

@@ -15,9 +15,11 @@ from typing import IO, Any
 
 from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
+from clonebay.engine.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
-from clonebay.engine.restore import RestoreOptions, plan_restore
+from clonebay.engine.restore import RestoreOptions, grown_placements, plan_restore
 from clonebay.engine.restore import restore as restore_directory
+from clonebay.engine.restore_grow import growth_plan
 from clonebay.engine.restore_stream import restore_stream
 from clonebay.engine.save import SaveOptions, save
 from clonebay.engine.verify import verify_image as verify_directory
@@ -34,6 +36,7 @@ __all__ = [
     "RestoreOptions",
     "SaveOptions",
     "convert",
+    "image_head_info",
     "image_info",
     "info_text",
     "manifest_summary",
@@ -113,8 +116,11 @@ def save_plan(source: str, partition: int | None = None) -> JobPlan:
     )
 
 
-def restore_plan(image: str | IO[bytes], target: str, region: str | None = None) -> JobPlan:
+def restore_plan(
+    image: str | IO[bytes], target: str, region: str | None = None, grow: Grow = Grow.NONE
+) -> JobPlan:
     """Where ``restore`` would write each region (checks the target's size; writes nothing).
+    With ``grow`` and a larger target, partitions get the places and sizes of engine/plan.py.
 
     A stream's plan needs only its MANIFEST record (the rest of the stream is not read)."""
     manifest = _manifest_before_data(image)
@@ -127,20 +133,34 @@ def restore_plan(image: str | IO[bytes], target: str, region: str | None = None)
     else:
         size = int(manifest.source.get("size", 0) or 0)
     placements = plan_restore(manifest, size, region)
+    grown = growth_plan(manifest, size, grow) if region is None else None
+    sizes: dict[str, int] = {}
+    notes: list[str] = []
+    if grown is not None:
+        placements = grown_placements(placements, grown)
+        sizes = {f"p{m.number}": m.target_size for m in grown.moves}
+        notes.extend(grown.fixups)
+        notes.append("the partition table is written anew for the larger disk, last")
+    elif region is None:
+        notes.append("raw areas (partition tables) are written last")
     lines = tuple(
         PlanLine(
             p.region.name,
             p.target_offset,
-            p.region.size,
+            sizes.get(p.region.name, p.region.size),
             p.region.copy,
             p.region.fstype,
             p.region.stats.copied_bytes or p.region.used_bytes,
+            _grow_note(p.region.size, sizes.get(p.region.name, p.region.size)),
         )
         for p in placements
     )
-    notes = ("raw areas (partition tables) are written last",) if region is None else ()
     name = image if isinstance(image, str) else "-"
-    return JobPlan(f"restore {name} -> {target} ({human_size(size)})", lines, notes)
+    return JobPlan(f"restore {name} -> {target} ({human_size(size)})", lines, tuple(notes))
+
+
+def _grow_note(before: int, after: int) -> str:
+    return f"grows from {human_size(before)}" if after > before else ""
 
 
 def _manifest_before_data(image: str | IO[bytes]) -> Manifest:
@@ -233,6 +253,18 @@ def image_info(image: str) -> dict[str, Any]:
             return _info(image, end.manifest)
     with ImageReader(image) as reader:
         return _info(image, reader.manifest)
+
+
+def image_head_info(image: str) -> dict[str, Any]:
+    """What ``image_info`` says, read cheaply: a stream file's MANIFEST record only (its region
+    counters are still empty; ``stored_bytes`` is the file's size), an image directory's manifest
+    (checked on open). For listing images; restore and verify still read every record."""
+    if not is_stream_file(image):
+        return image_info(image)
+    info = _info(image, _manifest_before_data(image))
+    info["totals"]["stored_bytes"] = os.path.getsize(image)
+    info["form"] = "stream"
+    return info
 
 
 def _info(image: str, m: Manifest) -> dict[str, Any]:

@@ -163,7 +163,7 @@ def restore(
             placements = plan_restore(manifest, dev.size, region)
             grown = growth_plan(manifest, dev.size, options.grow) if region is None else None
             if grown is not None:
-                placements = _grown_placements(placements, grown)
+                placements = grown_placements(placements, grown)
             try:
                 warnings = _write(
                     reader,
@@ -185,15 +185,25 @@ def restore(
                 ]
                 problems = verify_records(target, placed, progress=progress, cancel=cancel)
                 _check_problems(target, problems)
-            if grown is not None:
-                warnings += apply_table_and_fixups(target, dev, grown)
-                if is_block_device(target):
-                    _reread_partitions(target)
-            elif region is None:
-                warnings += finish_target(target, dev, needed, manifest)
-            elif is_block_device(target):
-                _reread_partitions(target)
+            warnings += finish_restore(target, dev, manifest, grown, region)
     return warnings
+
+
+def finish_restore(
+    target: str, dev: TargetDevice, manifest: Manifest, grown: Plan | None, region: str | None
+) -> list[str]:
+    """After the data is written and verified: the grown layout's table and fixups, or the
+    image's own layout finished (backup GPT at the end), then the kernel re-reads the table."""
+    if grown is not None:
+        done = apply_table_and_fixups(target, dev, grown)
+        if is_block_device(target):
+            _reread_partitions(target)
+        return done
+    if region is None:
+        return finish_target(target, dev, needed_size(manifest, None), manifest)
+    if is_block_device(target):
+        _reread_partitions(target)
+    return []
 
 
 def incomplete_note(target: str, region: str | None) -> str:
@@ -201,7 +211,7 @@ def incomplete_note(target: str, region: str | None) -> str:
     return f"\nthe restore stopped: {target} is incomplete{cleared}"
 
 
-def _grown_placements(placements: list[Placement], plan: Plan) -> list[Placement]:
+def grown_placements(placements: list[Placement], plan: Plan) -> list[Placement]:
     """Partitions at their planned starts; of the raw areas only the head (boot code, post-MBR
     gap): the partition table and EBRs are written anew by sfdisk for the new layout."""
     starts = {f"p{m.number}": m.target_start for m in plan.moves}

@@ -29,7 +29,8 @@ import xxhash
 from clonebay.engine.restore import (
     Placement,
     RestoreOptions,
-    finish_target,
+    finish_restore,
+    grown_placements,
     incomplete_note,
     needed_size,
     plan_restore,
@@ -37,6 +38,7 @@ from clonebay.engine.restore import (
     single_partition,
     wipe_tables,
 )
+from clonebay.engine.restore_grow import growth_plan
 from clonebay.engine.verify import PlacedRecords, VerifyError, verify_records
 from clonebay.errors import CancelledError, ClonebayError, DeviceError
 from clonebay.imaging import stream
@@ -70,6 +72,9 @@ def restore_stream(
         refuse_mounted(target)
     with TargetDevice(target, size=needed) as dev:
         placements = plan_restore(manifest, dev.size, region)
+        grown = growth_plan(manifest, dev.size, options.grow) if region is None else None
+        if grown is not None:  # raw areas other than the head are left out: a new table follows
+            placements = grown_placements(placements, grown)
         apply = _Apply(reader, dev, placements, whole_disk=region is None)
         try:
             end = apply.run(progress, cancel)
@@ -88,10 +93,7 @@ def restore_stream(
                     f"verification of {target} failed: {len(problems)} chunk(s) differ from the"
                     f" stream; first: {problems[0]}"
                 )
-        warnings = apply.warnings
-        if region is None:
-            warnings += finish_target(target, dev, needed, manifest)
-    return warnings
+        return apply.warnings + finish_restore(target, dev, manifest, grown, region)
 
 
 class _Apply:

@@ -29,13 +29,16 @@ from clonebay.imaging.spec import (
     REGION_KINDS,
     ImageError,
     NewerFormatError,
+    index_name,
     valid_pack_name,
     valid_region_name,
 )
 
 CHECKSUM_KEY = "checksum"
 CHECKSUM_PREFIX = HASH_NAME + ":"
-KNOWN_FEATURES: frozenset[str] = frozenset()  # v1 readers need nothing beyond format 1 itself
+# Features an image may name in "requires" that this reader supports (docs/format.md §9, §11).
+FEATURE_INDEX_REVISIONS = "index-revisions"  # an edited image: REGION.rN.idx, superseded frames
+KNOWN_FEATURES: frozenset[str] = frozenset({FEATURE_INDEX_REVISIONS})
 COUNTER_NAMES = (
     "records", "frames", "raw_bytes", "zero_bytes", "unreadable_bytes", "dedup_bytes",
     "stored_bytes",
@@ -87,6 +90,7 @@ class RegionEntry:
     reason: str = ""
     notes: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    index_revision: int = 0  # > 0: the index an edit committed (file REGION.rN.idx)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ class Manifest:
     warnings: tuple[str, ...] = ()
     unreadable: tuple[UnreadableRange, ...] = ()
     format_version: int = FORMAT_VERSION
+    requires: tuple[str, ...] = ()
+    revision: int = 0  # edits committed so far (docs/format.md §11); 0 for a saved image
+    revisions: tuple[Mapping[str, Any], ...] = ()  # one history record per committed edit
 
     def region(self, name: str) -> RegionEntry:
         for entry in self.regions:
@@ -150,7 +157,7 @@ def to_json(manifest: Manifest) -> bytes:
     body: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": manifest.format_version,
-        "requires": [],
+        "requires": list(manifest.requires),
         "tool": manifest.tool,
         "created": manifest.created,
         "image_id": manifest.image_id,
@@ -169,17 +176,23 @@ def to_json(manifest: Manifest) -> bytes:
         ],
         "totals": manifest.totals.as_dict(),
     }
+    if manifest.revision:  # absent from a saved image, so its manifest is as format 1 began
+        body["revision"] = manifest.revision
+        body["revisions"] = [dict(r) for r in manifest.revisions]
     _check_no_floats(body, "manifest")
     body[CHECKSUM_KEY] = CHECKSUM_PREFIX + xxhash.xxh3_128_hexdigest(canonical(body))
     return json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n"
 
 
 def _region_json(r: RegionEntry) -> dict[str, Any]:
+    index: dict[str, Any] = {"file": r.index_file, "size": r.index_size, "xxh3": r.index_xxh3}
+    if r.index_revision:
+        index["revision"] = r.index_revision
     return {
         "name": r.name, "kind": r.kind, "disk_offset": r.disk_offset, "size": r.size,
         "fstype": r.fstype, "label": r.label, "uuid": r.uuid, "state": r.state, "copy": r.copy,
         "used_bytes": r.used_bytes, "reason": r.reason, "notes": list(r.notes),
-        "index": {"file": r.index_file, "size": r.index_size, "xxh3": r.index_xxh3},
+        "index": index,
         "stats": r.stats.as_dict(), "extra": dict(r.extra),
     }  # fmt: skip
 
@@ -263,10 +276,17 @@ def parse(raw: bytes, file: str) -> Manifest:
     image_id = top.text("image_id")
     if len(image_id) != 32 or not all(c in "0123456789abcdef" for c in image_id):
         raise top.fail("image_id", "must be 32 lower-case hex digits")
+    requires = top.texts("requires")
+    revision = top.integer("revision", default=0)
     regions = tuple(
-        _parse_region(_Fields(r, f"manifest.regions[{i}]", file))
+        _parse_region(_Fields(r, f"manifest.regions[{i}]", file), revision)
         for i, r in enumerate(top.items("regions"))
     )
+    if revision and FEATURE_INDEX_REVISIONS not in requires:
+        raise top.fail("revision", f"is {revision} but requires lacks {FEATURE_INDEX_REVISIONS!r}")
+    revisions = top.items("revisions")
+    if not all(isinstance(r, dict) for r in revisions):
+        raise top.fail("revisions", "must be a list of objects")
     if len({r.name for r in regions}) != len(regions):
         raise top.fail("regions", "has two regions with the same name")
     packs = tuple(
@@ -291,6 +311,9 @@ def parse(raw: bytes, file: str) -> Manifest:
             _parse_unreadable(_Fields(u, f"manifest.unreadable[{i}]", file))
             for i, u in enumerate(top.items("unreadable"))
         ),
+        requires=requires,
+        revision=revision,
+        revisions=tuple(revisions),
     )
 
 
@@ -314,13 +337,14 @@ def _parse_counters(f: _Fields) -> Counters:
     return Counters(**{name: f.integer(name) for name in COUNTER_NAMES})
 
 
-def _parse_region(f: _Fields) -> RegionEntry:
+def _parse_region(f: _Fields, image_revision: int) -> RegionEntry:
     name = f.text("name")
     if not valid_region_name(name):
         raise f.fail("name", f"{name!r} is not a valid region name")
     index = f.sub("index")
-    if index.text("file") != name + ".idx":
-        raise index.fail("file", f"must be {name + '.idx'!r}")
+    revision = index.integer("revision", 0, image_revision, default=0)
+    if index.text("file") != index_name(name, revision):
+        raise index.fail("file", f"must be {index_name(name, revision)!r}")
     xxh3 = index.text("xxh3")
     if len(xxh3) != 32:
         raise index.fail("xxh3", "must be 32 hex digits")
@@ -342,6 +366,7 @@ def _parse_region(f: _Fields) -> RegionEntry:
         reason=f.text("reason"),
         notes=f.texts("notes"),
         extra=f.mapping("extra"),
+        index_revision=revision,
     )
 
 

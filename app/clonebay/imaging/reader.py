@@ -48,6 +48,26 @@ class Problem:
 
 
 @dataclass
+class ReadStats:
+    """What random reads have cost so far: browsing asserts "a handful of frames", not a clock.
+
+    ``frames_decoded`` counts frames read from a pack, checked and decoded (cache misses);
+    ``cache_hits`` counts frames served from the decoded-frame cache; ``stored_bytes_read`` is
+    frame headers + payloads read from packs; ``raw_bytes_decoded`` is what those frames decoded
+    to; ``reads`` counts ``read_at`` calls.
+    """
+
+    reads: int = 0
+    frames_decoded: int = 0
+    cache_hits: int = 0
+    stored_bytes_read: int = 0
+    raw_bytes_decoded: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
 class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     frames: int = 0  # distinct frames decoded and hash-checked
@@ -100,8 +120,13 @@ class _Packs:
 class ImageReader:
     """An opened, checked image directory; use as a context manager or call close()."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, cache_frames: int = FRAME_CACHE) -> None:
+        """Open and check ``path``; ``cache_frames`` decoded frames are kept for random reads
+        (a browsing view keeps more: a filesystem driver returns to its metadata often)."""
         self.path = Path(path)
+        self.cache_frames = max(1, cache_frames)
+        self.stats = ReadStats()
+        self._stats_lock = threading.Lock()
         self.manifest = _load_manifest(self.path)
         self.regions: tuple[RegionEntry, ...] = self.manifest.regions
         pack_sizes = [p.size for p in self.manifest.packs]
@@ -223,6 +248,8 @@ class ImageReader:
         if offset < 0 or length < 0:
             raise ValueError(f"negative offset {offset} or length {length}")
         end = min(offset + length, size)
+        with self._stats_lock:
+            self.stats.reads += 1
         records, pieces, pos = self._records[name], list[Buffer](), offset
         i = max(bisect.bisect_right(self._offsets[name], offset) - 1, 0)
         while pos < end and i < len(records) and records[i].offset < end:
@@ -270,11 +297,12 @@ class ImageReader:
             data = self._cache.get(key)
             if data is not None:
                 self._cache.move_to_end(key)
+                self.stats.cache_hits += 1
                 return data
         data = self._frame(name, rec)
         with self._cache_lock:
             self._cache[key] = data
-            while len(self._cache) > FRAME_CACHE:
+            while len(self._cache) > self.cache_frames:
                 self._cache.popitem(last=False)
         return data
 
@@ -287,6 +315,10 @@ class ImageReader:
             raw = self._packs.pread(rec.pack, want, rec.pack_offset)
         except OSError as exc:
             raise ImageError(f"{at}: read failed ({exc.strerror or exc})") from None
+        with self._stats_lock:
+            self.stats.frames_decoded += 1
+            self.stats.stored_bytes_read += len(raw)
+            self.stats.raw_bytes_decoded += rec.length
         if len(raw) < want:
             raise ImageError(f"{at}: pack truncated (needs {want} bytes, found {len(raw)})")
         header = spec.parse_frame_header(raw, at)
@@ -357,14 +389,22 @@ class ImageReader:
             file = str(self._packs.paths[number])
             frames = sorted(by_pack.get(number, []))
             pos = spec.PACK_HEADER.size
-            for start, size in frames:
+            superseded = 0
+            for start, size in [*frames, (entry.size, 0)]:
+                if start > pos and self.manifest.revision:
+                    # An edited image: frames that an index revision replaced stay in their
+                    # pack (docs/format.md §11); they must still tile it, header by header.
+                    walked, pos = self._walk_superseded(number, pos, start, report)
+                    superseded += walked
+                if start == entry.size and size == 0:
+                    break
                 if start != pos:
                     what = "not referenced by any index" if start > pos else "overlap"
                     report.problems.append(
                         Problem(file, None, None, f"{file}: pack offset {pos} to {start}: {what}")
                     )
                 pos = max(pos, start + size)
-            if pos != entry.size or len(frames) != entry.frames:
+            if pos != entry.size or len(frames) + superseded != entry.frames:
                 report.problems.append(
                     Problem(
                         file,
@@ -374,6 +414,26 @@ class ImageReader:
                         f" the manifest says {entry.frames} frames in {entry.size} bytes",
                     )
                 )
+
+    def _walk_superseded(
+        self, number: int, pos: int, stop: int, report: VerifyReport
+    ) -> tuple[int, int]:
+        """Step over frames no index uses any more, from ``pos`` to ``stop`` of pack ``number``;
+        returns (frames walked, where the walk ended). Their payloads are not decoded."""
+        file = str(self._packs.paths[number])
+        walked = 0
+        while pos < stop:
+            at = f"{file}: superseded frame at pack offset {pos}"
+            try:
+                head = spec.parse_frame_header(
+                    self._packs.pread(number, spec.FRAME_HEADER.size, pos), at
+                )
+            except (ImageError, OSError) as exc:
+                report.problems.append(Problem(file, None, None, str(exc)))
+                return walked, stop
+            pos += spec.FRAME_HEADER.size + head.stored_length
+            walked += 1
+        return walked, pos
 
     def close(self) -> None:
         self._packs.close()

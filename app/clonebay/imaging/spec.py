@@ -108,8 +108,10 @@ def pack_name(number: int) -> str:
     return f"{number:06d}.pack"
 
 
-def index_name(region: str) -> str:
-    return f"{region}.idx"
+def index_name(region: str, revision: int = 0) -> str:
+    """``REGION.idx`` as saved; ``REGION.rN.idx`` for the index an edit committed as revision N
+    (docs/format.md §11): a new name, so the old index stays valid until the manifest switches."""
+    return f"{region}.idx" if revision == 0 else f"{region}.r{revision}.idx"
 
 
 class PackHeader(NamedTuple):

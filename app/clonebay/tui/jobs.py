@@ -52,6 +52,7 @@ class JobRequest:
     grow: Grow = Grow.PROPORTIONAL
     verify: bool = True
     totals: tuple[tuple[str, int], ...] = ()
+    power_off: bool = False  # after a job that ended well
 
     @property
     def title(self) -> str:
@@ -204,7 +205,7 @@ def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outco
 
 def _restore(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
     meter = OverallMeter({"write": "Writing", "read": "Verifying"}, sink)
-    options = jobs.RestoreOptions(verify=request.verify)
+    options = jobs.RestoreOptions(verify=request.verify, grow=request.grow)
     warnings = jobs.restore(request.source, request.target, options, progress=meter, cancel=cancel)
     verify = (
         "Verified: every chunk read back from the target matches the image."

@@ -27,12 +27,15 @@ from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.jobs import JobPlan
 from clonebay.engine.plan import Grow, Plan
 from clonebay.errors import ClonebayError, SafetyError
+from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk
 from clonebay.system import guard, hotplug, udev
 from clonebay.system.blockdev import FileSource
+from clonebay.system.run import run
 from clonebay.tui.jobs import JobKind, JobRequest, Outcome, OverallMeter, TickSink, run_job
 
 MANIFEST = "manifest.json"
+POWER_OFF = ("systemctl", "poweroff")  # what "power off when done" runs
 
 # Reading a partition table goes through pyparted, which must not run in two threads at once:
 # everything that reads one runs under this lock, jobs included (they inspect their source
@@ -89,11 +92,19 @@ class Services:
     """Real disks, guards, images and jobs (see the module docstring)."""
 
     def __init__(
-        self, disk_paths: Sequence[str] = (), *, machine_disks: bool = True, image_dir: str = "."
+        self,
+        disk_paths: Sequence[str] = (),
+        *,
+        machine_disks: bool = True,
+        image_dir: str = ".",
+        power_off_command: Sequence[str] = POWER_OFF,
+        power_off_delay: int = 30,
     ) -> None:
         self.disk_paths = list(disk_paths)
         self.machine_disks = machine_disks
         self.image_dir = image_dir
+        self.power_off_command = tuple(power_off_command)
+        self.power_off_delay = power_off_delay
         self._reports: dict[str, DiskReport] = {}
         self._lock = threading.Lock()
 
@@ -156,25 +167,28 @@ class Services:
     # --- images --------------------------------------------------------------------------
 
     def images(self, folder: str) -> list[ImageEntry]:
-        """Image directories in ``folder`` and one level below, by name."""
+        """Images in ``folder`` and one level below, by name: image directories, and stream
+        files (a single file that starts with the stream magic, e.g. ``disk.cbs``)."""
         base = Path(folder)
-        candidates = [base, *sorted(p for p in base.iterdir() if p.is_dir())]
+        candidates = [base, *sorted(base.iterdir())]
         found = []
         for cand in candidates:
-            if (cand / MANIFEST).is_file():
+            if cand.is_dir() and (cand / MANIFEST).is_file():
                 found.append(self.image_entry(str(cand)))
-            elif (cand / "packs").is_dir():
+            elif cand.is_dir() and (cand / "packs").is_dir():
                 found.append(
                     ImageEntry(
                         str(cand), cand.name, problem="incomplete: no manifest.json (not finished)"
                     )
                 )
+            elif cand != base and is_stream_file(cand):
+                found.append(self.image_entry(str(cand)))
         return found
 
     def image_entry(self, path: str) -> ImageEntry:
         name = Path(path).name
         try:
-            info = jobs.image_info(path)
+            info = jobs.image_head_info(path)
         except ClonebayError as exc:
             return ImageEntry(path, name, problem=exc.message)
         src = info["source"]
@@ -190,7 +204,7 @@ class Services:
         )
 
     def image_info(self, path: str) -> dict[str, Any]:
-        return jobs.image_info(path)
+        return jobs.image_head_info(path)
 
     def verify_image(self, path: str, sink: TickSink) -> str:
         """Re-read every frame; returns a one-line verdict (problems are not raised)."""
@@ -214,9 +228,13 @@ class Services:
             _readable(source)
             return jobs.save_plan(source)
 
-    def restore_plan(self, image: str, target: str) -> JobPlan:
+    def restore_plan(self, image: str, target: str, grow: Grow) -> JobPlan:
         with PARTED:
-            return jobs.restore_plan(image, target)
+            return jobs.restore_plan(image, target, grow=grow)
+
+    def power_off(self) -> None:
+        """Power the machine off (the job ended well and the technician asked for it)."""
+        run(list(self.power_off_command))
 
     def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
         """Run the job (in a worker thread); nothing else reads a partition table meanwhile."""

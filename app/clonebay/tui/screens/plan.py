@@ -3,9 +3,9 @@
 Source and target side by side, each as a bar and a table: for a clone, where every partition
 goes, what grows and what moves, what is copied raw and why, and the fixups that follow; for a
 save, what of each region is read into the image; for a restore, where each region of the image
-lands on the target. The options (grow mode for a clone, verify for every job) are here; a new
-grow mode makes a new plan. A plan the engine refuses (target too small, a guard) shows the
-refusal in the error modal and cannot be started.
+lands on the target. The options are here: grow mode (clone and restore, for a larger target),
+verify, and power off when done; a new grow mode makes a new plan. A plan the engine refuses
+(target too small, a guard) shows the refusal in the error modal and cannot be started.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Footer, Header, Label, RadioButton, RadioSet, Static
 
 from clonebay.engine.plan import Grow
@@ -57,7 +57,7 @@ def make_view(
         left, right = save_layouts(source, job, target)
         return PlanView(left, right, tuple((ln.name, ln.bytes_to_copy) for ln in job.lines))
     info = services.image_info(source)
-    job = services.restore_plan(source, target)
+    job = services.restore_plan(source, target, grow)
     left, right = restore_layouts(info, job, target, target_size)
     return PlanView(left, right, ())
 
@@ -101,7 +101,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             right = ("#", "Size", "FS", "Copy") if self.kind is JobKind.SAVE else TARGET
             yield LayoutView(columns=right, id="plan-right")
         with Horizontal(id="plan-options"):
-            if self.kind is JobKind.CLONE:
+            if self.kind is not JobKind.SAVE:
                 with RadioSet(id="grow"):
                     for i, (_, words) in enumerate(GROW_LABELS):
                         yield RadioButton(words, value=i == 0)
@@ -110,7 +110,9 @@ class PlanScreen(BaseScreen[JobRequest | None]):
                 JobKind.SAVE: "Re-read the image after saving (verify)",
                 JobKind.RESTORE: "Read the target back and compare with the image (verify)",
             }[self.kind]
-            yield Checkbox(verify, value=True, id="verify")
+            with Vertical(id="plan-checks"):
+                yield Checkbox(verify, value=True, id="verify")
+                yield Checkbox("Power off when done (only if all went well)", id="power-off")
         yield Static("", id="plan-status")
         with Horizontal(classes="buttons"):
             yield Button("Back", id="back")
@@ -125,7 +127,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         self.plan(Grow.PROPORTIONAL)
 
     def grow(self) -> Grow:
-        if self.kind is not JobKind.CLONE:
+        if self.kind is JobKind.SAVE:
             return Grow.PROPORTIONAL
         index = self.query_one("#grow", RadioSet).pressed_index
         return GROW_LABELS[max(index, 0)][0]
@@ -177,9 +179,14 @@ class PlanScreen(BaseScreen[JobRequest | None]):
     def action_start(self) -> None:
         if self.view is None:
             return
-        verify = self.query_one("#verify", Checkbox).value
         request = JobRequest(
-            self.kind, self.source, self.target, self.grow(), verify, self.view.totals
+            self.kind,
+            self.source,
+            self.target,
+            self.grow(),
+            self.query_one("#verify", Checkbox).value,
+            self.view.totals,
+            self.query_one("#power-off", Checkbox).value,
         )
         if self.confirm is None:
             self.dismiss(request)

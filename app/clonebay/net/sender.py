@@ -1,0 +1,345 @@
+"""The multicast sender: one session, many receivers, every datagram sent once where possible.
+
+A session has three phases (docs/multicast.md §5):
+
+1. **Waiting.** The sender announces the session on the group twice a second (session id, the
+   TCP port of its back channel, how many receivers joined) and accepts receivers: each
+   connects, gets the catalog, and says READY once its target passed the restore's checks. The
+   session starts when ``min_receivers`` are ready, when ``wait`` seconds have passed with at
+   least one ready, or when the operator says so (the ``start`` event).
+2. **Running.** The first pass sends every object's slices in sequence order at the paced
+   rate. Between any two new datagrams, repairs come first: datagrams that some receiver NAKed
+   as lost in flight (the union of all NAKs, each sequence number queued once however many
+   receivers lack it). Datagrams that a late joiner missed because it was not there yet are
+   queued apart and sent only after the first pass, so a late joiner never slows the others.
+3. **Done.** When every receiver that joined has reported its outcome (or dropped its
+   connection), the sender announces DONE a few times and returns every receiver's outcome.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clonebay.errors import CancelledError, ClonebayError
+from clonebay.net import protocol as p
+from clonebay.net.pacing import Pacer, RateControl, congested
+from clonebay.net.peers import Peers, ReceiverState, catalog_message
+
+DEFAULT_GROUP = "239.255.67.66"  # administratively scoped (RFC 2365): stays inside the site
+DEFAULT_PORT = 7766
+ANNOUNCE_EVERY = 0.25  # seconds; also how soon a receiver that joins late finds the session
+CONTROL_EVERY = 0.5  # seconds between rate updates and status callbacks
+BODY_CACHE = 64 << 20  # object bodies kept for slicing (repairs revisit recent objects)
+DONE_ANNOUNCES = 5
+
+
+class NoReceiversError(ClonebayError):
+    """Nobody joined the session in time."""
+
+    title = "No receivers"
+    exit_code = 10
+
+
+class ObjectSource(Protocol):
+    """What the engine offers: a catalog (opaque here) and objects read on demand."""
+
+    catalog: bytes
+    sizes: Sequence[int]
+
+    def body(self, number: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    key: bytes
+    group: str = DEFAULT_GROUP
+    port: int = DEFAULT_PORT
+    control_port: int = 0  # 0: any free port (it is announced)
+    interface: str = ""  # local IPv4 address to send from; "" lets the routing table choose
+    ttl: int = 1  # one hop: the LAN segment
+    rate: float = 40e6  # bytes per second, the cap
+    min_receivers: int = 1
+    wait: float | None = None  # start after this many seconds with at least one receiver
+
+
+@dataclass
+class SessionStatus:
+    """A snapshot for progress displays and the final report."""
+
+    state: str
+    receivers: list[ReceiverState]
+    image_bytes: int
+    datagrams: int
+    position: int
+    sent: int = 0
+    repairs: int = 0
+    wire_bytes: int = 0
+    rate: float = 0.0
+    naks: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "receivers": [r.as_dict() for r in self.receivers],
+            "image_bytes": self.image_bytes,
+            "datagrams": self.datagrams,
+            "position": self.position,
+            "sent": self.sent,
+            "repairs": self.repairs,
+            "wire_bytes": self.wire_bytes,
+            "rate": round(self.rate),
+            "naks": self.naks,
+            "rejected_connections": self.rejected,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+class Sender:
+    """Runs one session for ``source``; ``run`` returns when every receiver has finished."""
+
+    def __init__(
+        self,
+        config: SendConfig,
+        source: ObjectSource,
+        status: Callable[[SessionStatus], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.status_cb = status
+        self.session = secrets.randbits(63)
+        self.firsts: list[int] = []
+        total = 0
+        for size in source.sizes:
+            self.firsts.append(total)
+            total += -(-size // p.PAYLOAD_SIZE)
+        self.datagrams = total
+        self.peers = Peers(
+            config.key, self.session, catalog_message(source.catalog, source.sizes, total)
+        )
+        self.state = p.STATE_WAITING
+        self.position = 0  # next sequence number of the first pass
+        self.sent = self.repairs = self.wire_bytes = 0
+        self.control = RateControl(config.rate)
+        self.cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self.cached_bytes = 0
+        self.started = time.monotonic()
+        self.udp = self._udp_socket()
+        self.listener = socket.create_server(("", config.control_port), backlog=128)
+        self.listener.settimeout(0.2)
+        self.control_port = self.listener.getsockname()[1]
+
+    def _udp_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.config.ttl)
+        if self.config.interface:
+            sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.config.interface)
+            )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        return sock
+
+    # -- the session -----------------------------------------------------------------------
+
+    def run(
+        self, start: threading.Event | None = None, cancel: threading.Event | None = None
+    ) -> SessionStatus:
+        start = start or threading.Event()
+        cancel = cancel or threading.Event()
+        acceptor = threading.Thread(target=self._accept, name="clonebay-accept", daemon=True)
+        acceptor.start()
+        try:
+            self._wait_for_receivers(start, cancel)
+            self.state = p.STATE_RUNNING
+            self.started = time.monotonic()
+            self._transmit(cancel)
+            self.state = p.STATE_DONE
+            for _ in range(DONE_ANNOUNCES):
+                self._announce()
+                time.sleep(0.05)
+        finally:
+            self.state = p.STATE_DONE
+            self.peers.closing = True
+            acceptor.join()
+            self.listener.close()
+            for channel in self.peers.channels:
+                channel.close()
+            self.udp.close()
+        return self.status()
+
+    def status(self) -> SessionStatus:
+        return SessionStatus(
+            p.STATE_NAMES[self.state],
+            self.peers.snapshot(),
+            sum(self.source.sizes),
+            self.datagrams,
+            self.position,
+            self.sent,
+            self.repairs,
+            self.wire_bytes,
+            self.control.rate,
+            self.peers.naks,
+            self.peers.rejected,
+            time.monotonic() - self.started,
+        )
+
+    def _wait_for_receivers(self, start: threading.Event, cancel: threading.Event) -> None:
+        began = time.monotonic()
+        wait = self.config.wait
+        while True:
+            if cancel.is_set():
+                raise CancelledError("send cancelled before the session started")
+            self._announce()
+            self._report()
+            ready = self.peers.count(("ready",))
+            waited = time.monotonic() - began
+            if ready >= self.config.min_receivers or (ready and start.is_set()):
+                return
+            if wait is not None and waited >= wait:
+                if ready:
+                    return
+                if not self.peers.count(("joined",)):
+                    raise NoReceiversError(
+                        f"no receiver joined within {wait:.0f} s: are they on the same network"
+                        " segment, and do they use the same group and port?"
+                    )
+            if start.is_set():  # the operator's word, but nobody is ready yet
+                time.sleep(0.1)
+            else:
+                start.wait(ANNOUNCE_EVERY * 2)
+
+    def _transmit(self, cancel: threading.Event) -> None:
+        pacer = Pacer(self.control.rate)
+        next_announce = next_control = 0.0
+        while True:
+            if cancel.is_set():
+                raise CancelledError("send cancelled: the receivers are incomplete")
+            now = time.monotonic()
+            if now >= next_announce:
+                self._announce()
+                next_announce = now + ANNOUNCE_EVERY
+            if now >= next_control:
+                pacer.rate = self._adapt_rate()
+                self._report()
+                next_control = now + CONTROL_EVERY
+                if self.peers.all_finished():
+                    return
+            first_pass_done = self.position >= self.datagrams
+            repair = self.peers.next_repair(first_pass_done)
+            if repair is not None:
+                seq, flags = repair[0], 1
+                self.repairs += 1
+            elif not first_pass_done:
+                seq, flags = self.position, 0
+                self.position += 1
+            else:
+                if self.peers.all_finished():
+                    return
+                self.peers.wake.wait(0.05)
+                self.peers.wake.clear()
+                continue
+            sent = self._send_data(seq, flags)
+            pacer.wait(sent)
+
+    def _send_data(self, seq: int, flags: int) -> int:
+        number = bisect.bisect_right(self.firsts, seq) - 1
+        body = self._body(number)
+        at = (seq - self.firsts[number]) * p.PAYLOAD_SIZE
+        datagram = p.pack_datagram(
+            self.config.key,
+            p.T_DATA,
+            self.session,
+            seq,
+            memoryview(body)[at : at + p.PAYLOAD_SIZE],
+            flags,
+        )
+        self.udp.sendto(datagram, (self.config.group, self.config.port))
+        self.sent += 1
+        self.wire_bytes += len(datagram) + 28  # + IPv4 and UDP headers
+        return len(datagram) + 28
+
+    def _body(self, number: int) -> bytes:
+        body = self.cache.get(number)
+        if body is not None:
+            self.cache.move_to_end(number)
+            return body
+        body = self.source.body(number)
+        if len(body) != self.source.sizes[number]:
+            raise ClonebayError(
+                f"object {number} is {len(body)} bytes, the catalog says"
+                f" {self.source.sizes[number]}: did the source change during the session?"
+            )
+        self.cache[number] = body
+        self.cached_bytes += len(body)
+        while self.cached_bytes > BODY_CACHE and len(self.cache) > 1:
+            _, old = self.cache.popitem(last=False)
+            self.cached_bytes -= len(old)
+        return body
+
+    def _announce(self) -> None:
+        announce = p.Announce(
+            self.state,
+            self.control_port,
+            min(len(self.peers.receivers), 0xFFFF),
+            len(self.source.sizes),
+            self.datagrams,
+            self.position,
+            int(self.control.rate),
+        )
+        datagram = p.pack_datagram(
+            self.config.key, p.T_ANNOUNCE, self.session, 0, p.pack_announce(announce)
+        )
+        try:
+            self.udp.sendto(datagram, (self.config.group, self.config.port))
+        except OSError:
+            if self.state == p.STATE_DONE:
+                return
+            raise
+        self.wire_bytes += len(datagram) + 28
+
+    def _adapt_rate(self) -> float:
+        """Feed each running receiver's loss counters since the last update to the controller."""
+        active = hot = 0
+        for r in self.peers.snapshot():
+            if r.state != "running":
+                continue
+            c = r.counters
+            now = (c.get("received", 0), c.get("gaps", 0), c.get("overflow", 0))
+            delta = [a - b for a, b in zip(now, r.last, strict=True)]
+            r.last = now
+            active += 1
+            hot += congested(*delta)
+        return self.control.update(hot, active) if active else self.control.rate
+
+    def _report(self) -> None:
+        if self.status_cb is not None:
+            self.status_cb(self.status())
+
+    def _accept(self) -> None:
+        while not self.peers.closing:
+            try:
+                conn, addr = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.state == p.STATE_DONE:
+                conn.close()
+                continue
+            conn.settimeout(None)
+            threading.Thread(
+                target=self.peers.serve,
+                args=(conn, addr[0], self.peers.wake.set),
+                name="clonebay-peer",
+                daemon=True,
+            ).start()
