@@ -1,18 +1,26 @@
-"""``make demo``: build the two standard test disks, then do what a technician does with them.
+"""``make demo``: build the demo disks, take the command line tour, then start the TUI on them.
 
 The disks are real: filesystems made by mkfs.fat, mkntfs + ntfs-3g, mkfs.ext4 and mkswap, laid
 out by sgdisk and sfdisk, in sparse files under ./out/demo (kept between runs; delete the folder
-to rebuild). Then: list this machine's disks, probe both images, save the GPT disk into a
+to rebuild). The tour: list this machine's disks, probe both disks, save the GPT disk into a
 compressed image, show and verify the image, restore it onto a new, larger disk image with
-verification, and probe the result. On a terminal it then starts the TUI on the same disks
-and a blank target (``--no-tui`` skips that).
+verification, and probe the result (``--no-tour`` skips it).
+
+Then, on a terminal, the TUI starts on the GPT disk, the MBR disk and an empty disk twice the
+GPT disk's size (``--no-tui`` skips it). As root the three files are attached as loop devices
+first, so the TUI shows them as the block devices a technician would see (with partitions,
+guards and hotplug); they are detached when the TUI exits, and by the kernel should the demo
+be killed (system/loopdev.py). Without root the TUI is given the image files themselves.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from clonebay import cli
@@ -35,20 +43,22 @@ def _build(path: Path, maker: str) -> None:
     )
 
 
-def main() -> int:
-    out = Path("out/demo")
-    out.mkdir(parents=True, exist_ok=True)
-    gpt, mbr = out / "gpt-disk.img", out / "mbr-disk.img"
-    _build(gpt, "gpt")
-    _build(mbr, "mbr")
+def _fresh(path: Path, size: int) -> None:
+    """An empty (sparse, all-zero) disk file of ``size`` bytes in place of whatever was there."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def tour(out: Path, gpt: Path, mbr: Path) -> int:
+    """The command line tour on the demo disks; returns the first failing exit code, or 0."""
     image, restored = out / "gpt-disk.image", out / "restored-disk.img"
-    for old in (image, restored):
-        if old.is_dir():
-            shutil.rmtree(old)
-        elif old.exists():
-            old.unlink()
-    with open(restored, "wb") as f:  # a bigger blank target disk
-        f.truncate(gpt.stat().st_size + (256 << 20))
+    if image.is_dir():
+        shutil.rmtree(image)
+    _fresh(restored, gpt.stat().st_size + (256 << 20))  # a bigger blank target disk
     steps = [
         ["list"],
         ["probe", str(gpt)],
@@ -65,15 +75,47 @@ def main() -> int:
         code = cli.main(argv)
         if code:
             return code
-    if sys.stdin.isatty() and sys.stdout.isatty() and "--no-tui" not in sys.argv:
-        blank = out / "blank-target.img"
-        with open(blank, "wb") as f:  # an empty disk to clone or restore onto
-            f.truncate(gpt.stat().st_size * 2)
-        input("\nPress Enter to try the same disks in the TUI (q quits)... ")
-        from clonebay.tui.app import run_tui
-
-        return run_tui([str(gpt), str(mbr), str(blank)], image_dir=str(out))
     return 0
+
+
+def tui(out: Path, disk_files: list[Path]) -> int:
+    """The TUI on ``disk_files``: as loop devices when root, as files otherwise."""
+    from clonebay.tui.app import run_tui
+
+    paths = [str(p) for p in disk_files]
+    if os.geteuid() != 0:
+        print("not root: the TUI gets the disk image files themselves")
+        return run_tui(paths, image_dir=str(out))
+    from clonebay.system.loopdev import attached
+
+    with attached(paths) as devices:
+        for path, dev in zip(paths, devices, strict=True):
+            print(f"{path} is attached as {dev}")
+        return run_tui(devices, image_dir=str(out))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clonebay.demo", description=__doc__)
+    parser.add_argument("--out", default="out/demo", help="folder for the demo disks and images")
+    parser.add_argument("--no-tour", action="store_true", help="skip the command line tour")
+    parser.add_argument("--no-tui", action="store_true", help="do not start the TUI")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gpt, mbr = out / "gpt-disk.img", out / "mbr-disk.img"
+    _build(gpt, "gpt")
+    if not args.no_tour:
+        _build(mbr, "mbr")
+        code = tour(out, gpt, mbr)
+        if code:
+            return code
+    if args.no_tui or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return 0
+    blank = out / "blank-target.img"
+    _fresh(blank, gpt.stat().st_size * 2)  # an empty disk to clone or restore onto
+    if not args.no_tour:
+        input("\nPress Enter to try the same disks in the TUI (q quits)... ")
+    return tui(out, [p for p in (gpt, mbr, blank) if p.exists()])
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 
 from clonebay.engine import jobs
 from clonebay.testdisks import disks
+from tests.tui.terminal import Terminal
 
 MIB = 1 << 20
 
@@ -51,3 +52,11 @@ def attached_loops() -> Iterator[list[str]]:
     yield attached
     for dev in reversed(attached):
         run_tool(["losetup", "-d", dev], check=False)
+
+
+@pytest.fixture
+def terminal_factory() -> Iterator[list[Terminal]]:
+    opened: list[Terminal] = []
+    yield opened
+    for term in opened:
+        term.close()

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 from clonebay.engine.plan import Move
 from clonebay.errors import CommandError, DeviceError
+from clonebay.system import loopdev
 from clonebay.system.blockdev import TargetDevice
 from clonebay.system.run import run
 
@@ -65,26 +66,11 @@ def _read(dev: TargetDevice, at: int, length: int) -> bytes:
 @contextmanager
 def partition_loop(target: str, start: int, size: int) -> Iterator[str]:
     """A loop device over ``size`` bytes at ``start`` of ``target``; detached afterwards."""
-    dev = (
-        run(
-            [
-                "losetup",
-                "--find",
-                "--show",
-                "--offset",
-                str(start),
-                "--sizelimit",
-                str(size),
-                target,
-            ]
-        )
-        .stdout.decode()
-        .strip()
-    )
+    dev = loopdev.attach(target, offset=start, size=size)
     try:
         yield dev
     finally:
-        run(["losetup", "--detach", dev], check=False)
+        loopdev.detach(dev)
 
 
 def grow_filesystem(target: str, move: Move) -> str:
