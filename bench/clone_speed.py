@@ -1,6 +1,6 @@
 """Volume-to-volume copy speed: `clonebay clone` against `partclone.<fs> -b` and `dd`, on the same
 half-full ext4 and NTFS bench volumes (bench/volumes.py), in the same run, caches dropped before
-every run. Targets are fresh files of the volume's size; every tool writes only what it copies
+every run. Targets are fresh sparse files of the volume's size; every tool writes only what it copies
 (partclone -b and clonebay the used blocks, dd everything). clonebay also reads every chunk back
 to verify it (its default); the `--no-verify` row shows the copy alone.
 
@@ -31,6 +31,13 @@ def methods(src: str, dst: Path, partclone: str) -> list[tuple[str, Command]]:
     ]
 
 
+def fresh_target(path: Path, size: int) -> None:
+    """An empty sparse target of the volume's size (partclone -b refuses a smaller one)."""
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-gib", type=int, default=4)
@@ -47,7 +54,7 @@ def main() -> None:
         for name, cmd in methods(vol.path, dst, vol.partclone):
             result = Result(name, cmd.text())
             for _ in range(args.runs):
-                dst.unlink(missing_ok=True)
+                fresh_target(dst, vol.size)
                 drop_caches()
                 result.samples.append(run_pipeline(cmd, out / "log"))
             results.append(result)
