@@ -18,6 +18,7 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.plan import Grow
 from clonebay.errors import SafetyError, TargetTooSmallError
 from clonebay.fs.probe import probe_volume
+from clonebay.model import Progress
 from clonebay.system.blockdev import FileSource
 from clonebay.system.run import output, run
 from clonebay.testdisks import disks, ext
@@ -95,8 +96,12 @@ def test_clone_between_loop_devices(
     before = digest(source)
     target_file = sparse_file(tmp_path / "target.img", built.size * factor)
     target = loop(target_file)
-    result = clone(source, target, CloneOptions(grow=grow))
+    events: list[Progress] = []
+    result = clone(source, target, CloneOptions(grow=grow), progress=events.append)
     assert digest(source) == before, "the source was written"
+    verify = [e for e in events if e.region == "verify"]  # the read-back reports its progress
+    assert verify and verify[-1].done == verify[-1].total > 0
+    assert events[-1] is verify[-1], "verify is the last phase"
     assert output(["blockdev", "--getro", source]).strip() == "0", "BLKROSET not restored"
     assert result.verified_chunks > 0
     src_layout, dst_layout = layout_of(source), layout_of(target)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.plan import Grow, Move, Plan, make_plan
 from clonebay.engine.table_write import write_table
-from clonebay.errors import ClonebayError, VerifyError
+from clonebay.errors import CancelledError, ClonebayError, VerifyError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
 from clonebay.model import CopyMethod, Extent, Partition, Progress
@@ -170,14 +171,33 @@ def _copy_areas(
         write_table(dev.path, plan.target_table)
 
 
-def _verify(dev: TargetDevice, written: list[Written], skip_head: bool) -> int:
-    """Read back every chunk written and compare hashes; returns the number checked."""
+def _verify(
+    dev: TargetDevice,
+    written: list[Written],
+    skip_head: bool,
+    progress: Callable[[Progress], None] | None,
+    cancel: threading.Event | None,
+) -> int:
+    """Read back every chunk written, from the medium (the page cache is dropped first), and
+    compare hashes; returns the number checked. Progress comes as region "verify", stage "read"."""
+    dev.drop_cache()
+    checked = [w for w in written if not (skip_head and w.target_offset < WIPE)]
+    # (chunks in the first MiB are rewritten by sfdisk on purpose when the layout changed)
+    total = sum(w.length for w in checked)
     bad = []
-    for w in written:
-        if skip_head and w.target_offset < WIPE:  # rewritten by sfdisk on purpose
-            continue
+    done = 0
+    started = last = time.monotonic()
+    for w in checked:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("cancelled while verifying the target")
         if xxhash.xxh3_128_digest(os.pread(dev.fd, w.length, w.target_offset)) != w.digest:
             bad.append(w)
+        done += w.length
+        now = time.monotonic()
+        if progress and (now - last > 0.5 or done == total):
+            last = now
+            rate = done / max(now - started, 1e-6)
+            progress(Progress("verify", done, total, rate, (total - done) / rate, "read"))
     if bad:
         raise VerifyError(
             f"{dev.path}: {len(bad)} chunk(s) read back differ from what was written, first at"
@@ -258,7 +278,7 @@ def _write_all(
         rewritten = report.whole_disk is None and not (
             plan.same_layout and plan.target_size == plan.source_size
         )
-        result.verified_chunks = _verify(dev, sink.written, skip_head=rewritten)
+        result.verified_chunks = _verify(dev, sink.written, rewritten, progress, cancel)
     sector = report.table.sector_size
     for move in plan.moves:
         fs = move.volume.fstype if move.volume else ""

@@ -121,6 +121,7 @@ def verify_records(
     The records may come from an image directory or from a stream's INDEX records."""
     problems: list[str] = []
     with FileSource(target) as dev:
+        dev.drop_cache()  # the medium, not the pages the restore just wrote
         total = sum(r.length for p in placed for r in p.records)
         done = 0
         started = last = time.monotonic()

@@ -8,6 +8,7 @@ with a message naming the source and offset rather than returning short data sil
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import fcntl
@@ -54,6 +55,13 @@ def sector_sizes(fd: int) -> tuple[int, int]:
     return int(logical), int(physical)
 
 
+def drop_cache(fd: int) -> None:
+    """Ask the kernel to forget the cached pages of ``fd`` (clean pages only: call after fsync).
+    Best effort: a pipe or an odd filesystem may refuse, and the read then comes from memory."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 class FileSource:
     """A window ``[offset, offset + size)`` of a file or block device, opened read-only."""
 
@@ -98,6 +106,10 @@ class FileSource:
         if len(data) != length:
             raise InputError(f"{self.name}: short read at offset {offset} (truncated?)")
         return data
+
+    def drop_cache(self) -> None:
+        """Read from the medium from now on, not from cached pages (see ``drop_cache``)."""
+        drop_cache(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -250,6 +262,12 @@ class TargetDevice:
             os.fsync(self.fd)
         except OSError as exc:
             raise DeviceError(f"flushing {self.path} failed: {exc.strerror}") from exc
+
+    def drop_cache(self) -> None:
+        """Flush, then drop this device's pages from the page cache, so that a read-back verify
+        reads the medium and not the copy of what was written still held in memory."""
+        self.sync()
+        drop_cache(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -150,7 +150,12 @@ def run_job(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Out
 
 def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
     options = CloneOptions(grow=request.grow, verify=request.verify)
-    meter = PerRegionMeter("Copying", dict(request.totals), sink)
+    copying = PerRegionMeter("Copying", dict(request.totals), sink)
+    verifying = OverallMeter({"read": "Verifying"}, sink)
+
+    def meter(p: Progress) -> None:  # the read-back verify reports as region "verify"
+        (verifying if p.region == "verify" else copying)(p)
+
     result = clone(request.source, request.target, options, progress=meter, cancel=cancel)
     verify = (
         f"Verified: all {result.verified_chunks} chunks read back from the target match."
