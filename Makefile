@@ -15,7 +15,7 @@ APT_PACKAGES := e2fsprogs ntfs-3g dosfstools mtools fdisk gdisk parted libparted
 .PHONY: help setup apt demo test test-fast lint typecheck bench clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 apt: $(APT_STAMP) ## install the Debian packages (as root; skipped otherwise)
 $(APT_STAMP):
@@ -51,3 +51,5 @@ bench: setup ## map a multi-GiB disk against partclone (see bench/)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) $(APT_STAMP) .pytest_cache .mypy_cache .ruff_cache
+
+include live-build/iso.mk

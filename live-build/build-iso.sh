@@ -92,6 +92,7 @@ mv -f "$ISO" "$OUT"
 # Kernel and initrd beside the ISO, for direct boots (tests, PXE-like lab setups).
 mkdir -p "$OUT.boot"
 cp -f "$WORK"/binary/live/vmlinuz "$WORK"/binary/live/initrd.img "$OUT.boot/"
+sed -n 's/^[[:space:]]*append //p' "$WORK"/binary/isolinux/live.cfg | head -1 >"$OUT.boot/cmdline"
 echo "$HASH" >"$OUT.inputs"
 SECS=$(($(date +%s) - START))
 echo "ISO: $OUT"

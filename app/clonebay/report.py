@@ -8,6 +8,7 @@ from typing import Any
 from clonebay.engine.inspect import DiskReport
 from clonebay.model import Disk, Volume
 from clonebay.system.parttypes import type_name
+from clonebay.system.tape import TapeDrive
 from clonebay.units import human_size
 
 
@@ -47,6 +48,30 @@ def format_disk_table(disks: Sequence[Disk]) -> str:
             )
         )
     return _table(rows)
+
+
+def format_tape_table(tapes: Sequence[TapeDrive]) -> str:
+    """Tape drives, as targets of the stream form (``clonebay save DISK /dev/nst0``)."""
+    rows = [("TAPE", "REWINDS", "MODEL", "SERIAL", "USE AS")]
+    for t in tapes:
+        model = " ".join(part for part in (t.vendor, t.model) if part) or "-"
+        rows.append((t.path, t.rewind_path, model, t.serial or "-", "image stream target"))
+    return _table(rows)
+
+
+def tapes_json(tapes: Sequence[TapeDrive]) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "tape",
+            "path": t.path,
+            "rewind_path": t.rewind_path,
+            "vendor": t.vendor,
+            "model": t.model,
+            "serial": t.serial,
+            "stream_target": True,
+        }
+        for t in tapes
+    ]
 
 
 def disks_json(disks: Sequence[Disk]) -> list[dict[str, Any]]:

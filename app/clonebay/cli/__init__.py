@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from clonebay import __version__
-from clonebay.cli import disks, images
+from clonebay.cli import browse, disks, images, job, net
 from clonebay.errors import ClonebayError, UsageError
 
-COMMAND_GROUPS = (disks, images)
+COMMAND_GROUPS = (disks, images, job, net, browse)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,18 +7,29 @@ import json
 
 from clonebay.cli.common import emit_result
 from clonebay.progress_view import ProgressView
-from clonebay.report import disk_json, disks_json, format_disk_report, format_disk_table
+from clonebay.report import (
+    disk_json,
+    disks_json,
+    format_disk_report,
+    format_disk_table,
+    format_tape_table,
+    tapes_json,
+)
 from clonebay.units import human_size
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from clonebay.system.tape import list_tapes
     from clonebay.system.udev import list_disks
 
     disks = list_disks()
+    tapes = list_tapes()  # stream targets only: listed after the disks, marked "kind": "tape"
     if args.json:
-        print(json.dumps(disks_json(disks), indent=2))
+        print(json.dumps(disks_json(disks) + tapes_json(tapes), indent=2))
     else:
         print(format_disk_table(disks))
+        if tapes:
+            print("\n" + format_tape_table(tapes))
     return 0
 
 

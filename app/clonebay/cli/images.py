@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+from typing import IO, cast
 
 from clonebay.cli.common import emit_result, stdin_stream, stdout_stream
 from clonebay.errors import VerifyError
 from clonebay.progress_view import ProgressView
+from clonebay.system.tape import TapeStream, is_stream_device
 from clonebay.units import human_size
+
+
+def open_stream_device(path: str) -> IO[bytes]:
+    """A character device (tape) as a binary stream written in whole records."""
+    return cast(IO[bytes], io.BufferedWriter(TapeStream(path), buffer_size=1 << 20))
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
@@ -25,7 +33,11 @@ def _cmd_save(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     with contextlib.ExitStack() as stack:
-        image = stack.enter_context(stdout_stream()) if args.image == "-" else args.image
+        image: str | IO[bytes] = args.image
+        if args.image == "-":
+            image = stack.enter_context(stdout_stream())
+        elif is_stream_device(args.image):  # a tape (/dev/nst0): the stream form, in records
+            image = stack.enter_context(open_stream_device(args.image))
         view = ProgressView(args.json)
         try:
             manifest = jobs.save(args.source, image, options, progress=view)
@@ -110,7 +122,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add save, restore, verify, convert and info to the ``clonebay`` parser."""
     p = sub.add_parser("save", help="save a disk or partition into an image")
     p.add_argument("source", help="disk, partition device or disk image file to read")
-    p.add_argument("image", help="image directory to create, or - for a stream on stdout")
+    p.add_argument(
+        "image",
+        help="image directory to create, - for a stream on stdout, or a tape (/dev/nst0)",
+    )
     p.add_argument("--partition", type=int, help="save only this partition number of SOURCE")
     p.add_argument("--codec", choices=["lz4", "stored"], default="lz4")
     p.add_argument("--pack-limit", type=int, default=1024, metavar="MIB", help="pack size limit")

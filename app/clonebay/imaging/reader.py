@@ -306,8 +306,25 @@ class ImageReader:
                 self._cache.popitem(last=False)
         return data
 
+    def read_payload(self, name: str, rec: Record) -> bytes:
+        """The stored payload of the frame ``rec`` points at, as it is in the pack (not
+        decoded), its frame header checked against the record: what multicast sends on. The
+        receiver decodes it and checks the hash."""
+        return self._read_frame(name, rec)[0][spec.FRAME_HEADER.size :]
+
     def _frame(self, name: str, rec: Record) -> Buffer:
         """Read, check and decode the frame ``rec`` points at; ImageError on any mismatch."""
+        raw, at = self._read_frame(name, rec)
+        try:
+            return decode_payload(
+                rec.codec, memoryview(raw)[spec.FRAME_HEADER.size :], rec.length, rec.digest
+            )
+        except DecodeError as exc:
+            raise ImageError(f"{at}: {exc}") from None
+
+    def _read_frame(self, name: str, rec: Record) -> tuple[bytes, str]:
+        """The frame (header + payload) ``rec`` points at, its header checked, and where it is
+        (for messages)."""
         path = str(self._packs.paths[rec.pack])
         at = f"{where(path, name, rec.offset)}: frame at pack offset {rec.pack_offset}"
         want = spec.FRAME_HEADER.size + rec.stored_length
@@ -329,12 +346,7 @@ class ImageReader:
                 f"{at}: frame header (codec, raw length, stored length, xxh3) does not match the"
                 f" index: expected {_fields(expected)}, found {_fields(found)}"
             )
-        try:
-            return decode_payload(
-                rec.codec, memoryview(raw)[spec.FRAME_HEADER.size :], rec.length, rec.digest
-            )
-        except DecodeError as exc:
-            raise ImageError(f"{at}: {exc}") from None
+        return raw, at
 
     # -- verify ----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from someone who does not know the key is refused and the connection dropped.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import socket
 import threading
@@ -34,11 +35,12 @@ class Channel:
         self.sent = 0
         self.received = 0
         self.lock = threading.Lock()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # NAKs must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, kind: int, body: bytes) -> None:
         with self.lock:
-            mac = control_tag(self.key, self.mine, self.sent, self.session, kind, body)
+            mac = control_tag(self.key, self.mine, (self.sent, self.session, kind), body)
             self.sent += 1
             head = CONTROL_HEADER.pack(1 + len(body) + TAG_SIZE, kind)
             self.sock.sendall(head + body + mac)
@@ -55,7 +57,7 @@ class Channel:
         if rest is None:
             raise ProtocolError("the connection closed in the middle of a message")
         body, got = rest[:-TAG_SIZE], rest[-TAG_SIZE:]
-        want = control_tag(self.key, self.theirs, self.received, self.session, kind, body)
+        want = control_tag(self.key, self.theirs, (self.received, self.session, kind), body)
         if not hmac.compare_digest(want, got):
             raise ProtocolError(
                 "a control message failed its authentication tag: the peer does not know the"
@@ -77,8 +79,6 @@ class Channel:
         return b"".join(parts)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()

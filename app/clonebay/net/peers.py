@@ -32,6 +32,7 @@ class ReceiverState:
     address: str
     name: str = ""
     state: str = "joined"  # joined, ready, running, ok, failed, lost
+    ready: bool = False  # its target passed the checks: it counts for the start
     done: int = 0
     total: int = 0
     message: str = ""
@@ -85,9 +86,14 @@ class Peers:
         with self.lock:
             return list(self.receivers)
 
-    def count(self, states: Sequence[str]) -> int:
+    def ready(self) -> int:
+        """Receivers ready to take data (and not finished)."""
         with self.lock:
-            return sum(1 for r in self.receivers if r.state in states)
+            return sum(1 for r in self.receivers if r.ready and not r.finished)
+
+    def joined(self) -> int:
+        with self.lock:
+            return len(self.receivers)
 
     def all_finished(self) -> bool:
         with self.lock:
@@ -141,7 +147,7 @@ class Peers:
 
     def _handle(self, state: ReceiverState, kind: int, body: bytes) -> None:
         if kind == p.M_READY:
-            state.state = "ready"
+            state.state, state.ready = "ready", True
         elif kind == p.M_STATUS:
             info = json.loads(body)
             state.done, state.total = int(info["done"]), int(info["total"])

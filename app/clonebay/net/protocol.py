@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 from clonebay.errors import InputError
 
+DEFAULT_GROUP = "239.255.67.66"  # administratively scoped (RFC 2365): stays inside the site
+DEFAULT_PORT = 7766
 MAGIC = b"CBMC"
 VERSION = 1
 DATAGRAM_HEADER = struct.Struct("<4sBBHQQ")  # magic, version, type, flags, session, seq
@@ -112,7 +114,7 @@ def tag(key: bytes, data: bytes | memoryview) -> bytes:
 
 
 def pack_datagram(
-    key: bytes, kind: int, session: int, seq: int, payload: bytes | memoryview, flags: int = 0
+    key: bytes, kind: int, session: int, seq: int, payload: bytes | memoryview, *, flags: int = 0
 ) -> bytes:
     head = DATAGRAM_HEADER.pack(MAGIC, VERSION, kind, flags, session, seq)
     body = head + payload
@@ -144,10 +146,9 @@ def parse_announce(payload: bytes | memoryview) -> Announce:
     return Announce(*ANNOUNCE.unpack(payload))
 
 
-def control_tag(
-    key: bytes, direction: bytes, counter: int, session: int, kind: int, body: bytes
-) -> bytes:
-    return tag(key, direction + struct.pack("<QQB", counter, session, kind) + body)
+def control_tag(key: bytes, direction: bytes, head: tuple[int, int, int], body: bytes) -> bytes:
+    """The tag of a control message; ``head``: (message counter, session id, type)."""
+    return tag(key, direction + struct.pack("<QQB", *head) + body)
 
 
 def pack_ranges(kind: int, ranges: list[tuple[int, int]]) -> bytes:
@@ -163,7 +164,5 @@ def parse_ranges(body: bytes) -> tuple[int, list[tuple[int, int]]]:
     kind, count = NAK_HEAD.unpack_from(body)
     if len(body) != NAK_HEAD.size + count * NAK_RANGE.size:
         raise ProtocolError(f"NAK message of {len(body)} bytes does not hold {count} ranges")
-    ranges = [
-        NAK_RANGE.unpack_from(body, NAK_HEAD.size + i * NAK_RANGE.size) for i in range(count)
-    ]
+    ranges = [NAK_RANGE.unpack_from(body, NAK_HEAD.size + i * NAK_RANGE.size) for i in range(count)]
     return kind, ranges

@@ -33,8 +33,6 @@ from clonebay.net import protocol as p
 from clonebay.net.pacing import Pacer, RateControl, congested
 from clonebay.net.peers import Peers, ReceiverState, catalog_message
 
-DEFAULT_GROUP = "239.255.67.66"  # administratively scoped (RFC 2365): stays inside the site
-DEFAULT_PORT = 7766
 ANNOUNCE_EVERY = 0.25  # seconds; also how soon a receiver that joins late finds the session
 CONTROL_EVERY = 0.5  # seconds between rate updates and status callbacks
 BODY_CACHE = 64 << 20  # object bodies kept for slicing (repairs revisit recent objects)
@@ -51,8 +49,11 @@ class NoReceiversError(ClonebayError):
 class ObjectSource(Protocol):
     """What the engine offers: a catalog (opaque here) and objects read on demand."""
 
-    catalog: bytes
-    sizes: Sequence[int]
+    @property
+    def catalog(self) -> bytes: ...
+
+    @property
+    def sizes(self) -> Sequence[int]: ...
 
     def body(self, number: int) -> bytes: ...
 
@@ -60,8 +61,8 @@ class ObjectSource(Protocol):
 @dataclass(frozen=True)
 class SendConfig:
     key: bytes
-    group: str = DEFAULT_GROUP
-    port: int = DEFAULT_PORT
+    group: str = p.DEFAULT_GROUP
+    port: int = p.DEFAULT_PORT
     control_port: int = 0  # 0: any free port (it is announced)
     interface: str = ""  # local IPv4 address to send from; "" lets the routing table choose
     ttl: int = 1  # one hop: the LAN segment
@@ -201,14 +202,14 @@ class Sender:
                 raise CancelledError("send cancelled before the session started")
             self._announce()
             self._report()
-            ready = self.peers.count(("ready",))
+            ready = self.peers.ready()
             waited = time.monotonic() - began
             if ready >= self.config.min_receivers or (ready and start.is_set()):
                 return
             if wait is not None and waited >= wait:
                 if ready:
                     return
-                if not self.peers.count(("joined",)):
+                if not self.peers.joined():
                     raise NoReceiversError(
                         f"no receiver joined within {wait:.0f} s: are they on the same network"
                         " segment, and do they use the same group and port?"
@@ -261,7 +262,7 @@ class Sender:
             self.session,
             seq,
             memoryview(body)[at : at + p.PAYLOAD_SIZE],
-            flags,
+            flags=flags,
         )
         self.udp.sendto(datagram, (self.config.group, self.config.port))
         self.sent += 1

@@ -20,12 +20,15 @@ import io
 import os
 import re
 import stat
-from collections.abc import Buffer
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from clonebay.errors import DeviceError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 SYS_CLASS_TAPE = Path("/sys/class/scsi_tape")
 RECORD_SIZE = 64 * 1024
@@ -113,7 +116,7 @@ class TapeStream(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Buffer, /) -> int:
+    def write(self, data: ReadableBuffer, /) -> int:
         view = memoryview(data).cast("B")
         self._pending += view
         whole = len(self._pending) - len(self._pending) % self._record

@@ -1,0 +1,93 @@
+"""The process that serves a FUSE view, started by mounts.py and outliving ``clonebay mount``.
+
+``python -m clonebay.browse.daemon --ready-fd N parts IMAGE DIR [--scratch S]`` serves the
+partition files of IMAGE at DIR (writable, copy-on-write into S, when S is given);
+``... fat PARTFILE DIR`` serves the FAT volume in PARTFILE read-only (fatfs.py). The process
+runs libfuse's loop in the foreground of its own session; when the kernel's INIT request
+arrives the mount is live, and the daemon writes ``ready`` to fd N, so the starter waits on a
+pipe, not a clock. It ends when DIR is unmounted. Its stderr is the view's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+FUSE_THREADS = 8  # requests served at once (libfuse3's default max_threads is 10)
+
+
+def _prefer_fuse3() -> None:
+    """mfusepy loads libfuse 2 when both are installed; fuse3 is the one Debian keeps current
+    (and the only one with a setuid helper on the live system)."""
+    if "FUSE_LIBRARY_NAME" not in os.environ and ctypes.util.find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+
+
+def _signal_ready(fd: int | None) -> None:
+    if fd is not None:
+        os.write(fd, b"ready\n")
+        os.close(fd)
+
+
+def serve(operations: Any, mountpoint: str, *, ready_fd: int | None, writable: bool) -> None:
+    """Run the FUSE loop for ``operations`` until ``mountpoint`` is unmounted."""
+    import mfusepy
+
+    original_init = getattr(operations, "init", None)
+
+    def init(path: str) -> None:
+        if original_init is not None:
+            original_init(path)
+        _signal_ready(ready_fd)
+
+    operations.init = init
+    options: dict[str, Any] = {"foreground": True, "fsname": "clonebay", "allow_other": True}
+    options["ro" if not writable else "rw"] = True
+    if mfusepy.fuse_version_major == 3:
+        options["max_threads"] = FUSE_THREADS
+    mfusepy.FUSE(operations, mountpoint, **options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clonebay-view")
+    parser.add_argument("--ready-fd", type=int)
+    sub = parser.add_subparsers(dest="kind", required=True)
+    p = sub.add_parser("parts")
+    p.add_argument("image")
+    p.add_argument("mountpoint")
+    p.add_argument("--scratch")
+    f = sub.add_parser("fat")
+    f.add_argument("partition")
+    f.add_argument("mountpoint")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s clonebay-view %(levelname)s: %(message)s"
+    )
+    logging.getLogger("mfusepy").setLevel(logging.CRITICAL)  # it logs every EIO with a trace
+    _prefer_fuse3()
+    if args.kind == "parts":
+        from clonebay.browse.cow import Overlay
+        from clonebay.browse.fusefs import CACHE_FRAMES, PartitionsFS
+        from clonebay.imaging.reader import ImageReader
+
+        reader = ImageReader(args.image, cache_frames=CACHE_FRAMES)
+        overlay = Overlay(reader, Path(args.scratch)) if args.scratch else None
+        operations: Any = PartitionsFS(reader, overlay)
+        writable = overlay is not None
+    else:
+        from clonebay.browse.fatfs import FatFS
+
+        operations = FatFS(args.partition)
+        writable = False
+    serve(operations, args.mountpoint, ready_fd=args.ready_fd, writable=writable)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

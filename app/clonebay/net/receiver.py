@@ -1,0 +1,425 @@
+"""The multicast receiver: join a session, collect every object, hand each one on as it completes.
+
+The receiver listens on the group, takes the first authentic ANNOUNCE, connects to the
+sender's back channel and gets the catalog (every object's size; the rest is the engine's).
+Then every DATA datagram is placed by its sequence number: objects complete in any order
+(first pass, repairs, catch-up after a late join) and each complete object goes to the sink at
+once, so nothing but the objects still in flight is held in memory.
+
+What it lacks it asks for in NAKs on the back channel (docs/multicast.md §6): a datagram counts
+as lost once the first pass is past it; missing datagrams are sent as ranges, one message per
+interval for all objects (aggregated), with a random jitter and an interval that grows with the
+number of receivers, and an object asked for is not asked for again until its retry time has
+passed, which doubles each time (backoff) and is never shorter than the sender needs to send
+what was asked. Datagrams sent before this receiver joined are asked for as *catch-up*, which the
+sender serves after its first pass.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clonebay import __version__
+from clonebay.errors import CancelledError, ClonebayError
+from clonebay.net import protocol as p
+from clonebay.net.control import Channel
+from clonebay.net.peers import parse_catalog_message
+
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: SO_RCVBUF past rmem_max, for root
+SO_RXQ_OVFL = 40  # <asm-generic/socket.h>: the kernel's drop count as ancillary data
+REORDER = 64  # datagrams behind the newest one before a missing one counts as lost
+NAK_EVERY = 0.1  # seconds, times a jitter in [0.5, 1.5), times receivers / 16 (at least 1)
+STATUS_EVERY = 0.5
+MIN_RETRY = 0.3  # seconds before an object is asked for again; doubles up to MAX_RETRY
+MAX_RETRY = 4.0
+MAX_NAK_RANGES = 16384  # 256 KiB of ranges in one message; the rest waits for the next
+RCVBUF = 16 << 20  # ~11,000 datagrams: a 0.3 s stall at 50 MB/s loses nothing
+
+
+class ObjectSink(Protocol):
+    """Where complete objects go (the engine's restore-as-it-arrives)."""
+
+    def prepare(self, catalog: bytes, sizes: Sequence[int]) -> None: ...
+
+    def put(self, number: int, body: bytearray) -> None: ...
+
+    def finish(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class ReceiveConfig:
+    key: bytes
+    group: str = p.DEFAULT_GROUP
+    port: int = p.DEFAULT_PORT
+    interface: str = ""  # local IPv4 address to join on; "" lets the kernel choose
+    name: str = ""
+    join_timeout: float | None = None  # give up when no session is announced in this time
+
+
+@dataclass
+class ReceiveStatus:
+    state: str  # searching, joined, receiving, finishing, ok, failed
+    done: int = 0
+    total: int = 0
+    objects_done: int = 0
+    objects: int = 0
+    sender: str = ""
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "objects_done": self.objects_done,
+            "objects": self.objects,
+            "sender": self.sender,
+            "counters": dict(self.counters),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+class _Partial:
+    """An object some of whose slices have arrived."""
+
+    __slots__ = ("buf", "have", "missing")
+
+    def __init__(self, size: int, count: int) -> None:
+        self.buf = bytearray(size)
+        self.have = bytearray(count)
+        self.missing = count
+
+
+class Receiver:
+    """One receiver; ``run`` returns the final status or raises after reporting the failure."""
+
+    def __init__(
+        self, config: ReceiveConfig, status: Callable[[ReceiveStatus], None] | None = None
+    ) -> None:
+        self.config = config
+        self.status_cb = status
+        self.counters = dict.fromkeys(
+            ("received", "repairs", "duplicates", "rejected", "gaps", "overflow", "naks"), 0
+        )
+        self.state = "searching"
+        self.started = time.monotonic()
+        self.sender = ""
+        self.sizes: list[int] = []
+        self.firsts: list[int] = []
+        self.done_flags = bytearray()
+        self.partial: dict[int, _Partial] = {}
+        self.retry_at: dict[int, float] = {}
+        self.retry: dict[int, float] = {}
+        self.remaining = 0
+        self.done_bytes = 0
+        self.low = 0  # every object below is complete
+        self.newest = -1  # highest first-pass sequence number seen
+        self.join = 0  # first-pass position when this receiver joined
+        self.announce: p.Announce | None = None
+        self.session = 0
+        self.sender_gone = threading.Event()
+        self.sock = self._udp_socket()
+
+    def _udp_socket(self) -> socket.socket:
+        c = self.config
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:  # as root, past net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        sock.bind((c.group, c.port))
+        iface = socket.inet_aton(c.interface or "0.0.0.0")
+        sock.setsockopt(
+            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(c.group) + iface
+        )
+        # A kernel receive timeout (SO_RCVTIMEO) rather than Python's settimeout, which polls
+        # before every recv: one system call per datagram instead of two.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 50_000))
+        return sock
+
+    # -- the session -----------------------------------------------------------------------
+
+    def run(self, sink: ObjectSink, cancel: threading.Event | None = None) -> ReceiveStatus:
+        cancel = cancel or threading.Event()
+        try:
+            session, port = self._find_session(cancel)
+            channel = self._connect(port, session)
+            try:
+                self._take_part(channel, sink, cancel)
+            finally:
+                channel.close()
+        finally:
+            self.sock.close()
+        return self.status()
+
+    def _take_part(self, channel: Channel, sink: ObjectSink, cancel: threading.Event) -> None:
+        warnings: list[str] = []
+        try:
+            message = channel.recv()
+            if message is None or message[0] != p.M_CATALOG:
+                raise p.ProtocolError("the sender did not send its catalog")
+            sizes, _, catalog = parse_catalog_message(message[1])
+            self._setup(sizes)
+            self.state = "joined"
+            sink.prepare(catalog, sizes)
+            channel.send(p.M_READY, b"")
+            threading.Thread(target=self._watch, args=(channel,), daemon=True).start()
+            self.state = "receiving"
+            self._receive(channel, sink, cancel)
+            self.state = "finishing"
+            self._report(channel)
+            warnings = sink.finish()
+        except ClonebayError as exc:
+            self.state = "failed"
+            self._result(channel, False, exc.message, exc.exit_code, [])
+            raise
+        except Exception as exc:
+            self.state = "failed"
+            self._result(channel, False, f"internal error: {exc!r}", 1, [])
+            raise
+        self.state = "ok"
+        self._result(channel, True, "", 0, warnings)
+
+    def _find_session(self, cancel: threading.Event) -> tuple[int, int]:
+        """Wait for an authentic ANNOUNCE of a session that is not over: (session id, port)."""
+        buf = bytearray(2048)
+        deadline = None if self.config.join_timeout is None else time.monotonic()
+        while True:
+            if cancel.is_set():
+                raise CancelledError("receive cancelled while waiting for a sender")
+            if deadline is not None and time.monotonic() - deadline > (
+                self.config.join_timeout or 0
+            ):
+                raise p.ProtocolError(
+                    f"no sender announced a session on {self.config.group}:{self.config.port}"
+                    f" within {self.config.join_timeout:.0f} s (is the key right? datagrams"
+                    f" refused: {self.counters['rejected']})"
+                )
+            self._report(None)
+            try:
+                n, addr = self.sock.recvfrom_into(buf)
+            except BlockingIOError:  # the receive timeout: nothing came
+                continue
+            d = p.parse_datagram(self.config.key, memoryview(buf)[:n])
+            if d is None:
+                self.counters["rejected"] += 1
+                continue
+            if d.kind != p.T_ANNOUNCE:
+                continue
+            announce = p.parse_announce(d.payload)
+            if announce.state == p.STATE_DONE:
+                continue
+            self.announce = announce
+            self.sender = addr[0]
+            self.join = announce.position
+            return d.session, announce.port
+
+    def _connect(self, port: int, session: int) -> Channel:
+        try:
+            sock = socket.create_connection((self.sender, port), timeout=10)
+        except OSError as exc:
+            raise p.ProtocolError(
+                f"cannot reach the sender's back channel at {self.sender}:{port}: {exc}"
+            ) from exc
+        sock.settimeout(None)
+        channel = Channel(sock, self.config.key, session, p.FROM_RECEIVER, p.FROM_SENDER)
+        self.session = session
+        hello = {"name": self.config.name or socket.gethostname(), "version": __version__}
+        channel.send(p.M_HELLO, json.dumps(hello).encode())
+        return channel
+
+    def _setup(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+        total = 0
+        for size in sizes:
+            self.firsts.append(total)
+            total += -(-size // p.PAYLOAD_SIZE)
+        self.firsts.append(total)  # sentinel: the end
+        self.done_flags = bytearray(len(sizes))
+        self.remaining = len(sizes)
+
+    def _watch(self, channel: Channel) -> None:
+        """Notice when the sender goes away (its end of the back channel closes)."""
+        try:
+            while channel.recv() is not None:
+                pass
+        except (OSError, ClonebayError):
+            pass
+        self.sender_gone.set()
+
+    def _receive(self, channel: Channel, sink: ObjectSink, cancel: threading.Event) -> None:
+        buf = bytearray(2048)
+        view = memoryview(buf)
+        ancillary = socket.CMSG_SPACE(4)
+        next_nak = next_status = 0.0
+        while self.remaining:
+            if cancel.is_set():
+                raise CancelledError("receive cancelled")
+            if self.sender_gone.is_set():
+                raise p.ProtocolError(
+                    f"the sender ({self.sender}) closed the session before this receiver had"
+                    f" everything ({self.remaining} of {len(self.sizes)} objects missing)"
+                )
+            try:
+                n, anc, _, _ = self.sock.recvmsg_into([buf], ancillary)
+            except BlockingIOError:
+                n, anc = 0, []
+            if n:
+                for level, kind, data in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                        self.counters["overflow"] = struct.unpack_from("=I", data)[0]
+                self._datagram(view[:n], sink)
+            now = time.monotonic()
+            if now >= next_nak:
+                self._nak(channel, now)
+                receivers = self.announce.receivers if self.announce else 1
+                next_nak = now + NAK_EVERY * random.uniform(0.5, 1.5) * max(1, receivers / 16)
+            if now >= next_status:
+                self._report(channel)
+                next_status = now + STATUS_EVERY
+
+    def _datagram(self, raw: memoryview, sink: ObjectSink) -> None:
+        d = p.parse_datagram(self.config.key, raw)
+        if d is None:
+            self.counters["rejected"] += 1
+            return
+        if d.session != self.session:
+            return
+        if d.kind == p.T_ANNOUNCE:
+            self.announce = p.parse_announce(d.payload)
+            if self.announce.state == p.STATE_DONE and self.remaining:
+                raise p.ProtocolError("the sender ended the session before this receiver was done")
+            return
+        seq = d.seq
+        if d.kind != p.T_DATA or seq >= self.firsts[-1]:
+            return
+        if not d.flags:
+            if self.newest >= 0 and seq > self.newest + 1:
+                self.counters["gaps"] += seq - self.newest - 1
+            self.newest = max(self.newest, seq)
+        number = bisect.bisect_right(self.firsts, seq) - 1
+        if self.done_flags[number]:
+            self.counters["duplicates"] += 1
+            return
+        part = self.partial.get(number)
+        size = self.sizes[number]
+        if part is None:
+            part = self.partial[number] = _Partial(
+                size, self.firsts[number + 1] - self.firsts[number]
+            )
+        k = seq - self.firsts[number]
+        at = k * p.PAYLOAD_SIZE
+        if part.have[k] or len(d.payload) != min(p.PAYLOAD_SIZE, size - at):
+            self.counters["duplicates"] += 1
+            return
+        part.buf[at : at + len(d.payload)] = d.payload
+        part.have[k] = 1
+        part.missing -= 1
+        self.counters["received"] += 1
+        self.counters["repairs"] += d.flags & 1
+        if part.missing == 0:
+            del self.partial[number]
+            self.done_flags[number] = 1
+            self.remaining -= 1
+            self.done_bytes += size
+            sink.put(number, part.buf)
+
+    def _nak(self, channel: Channel, now: float) -> None:
+        """Ask for every datagram the first pass has gone past and that has not arrived."""
+        horizon = self.newest + 1 - REORDER
+        if self.announce is not None:
+            horizon = max(horizon, self.announce.position)
+        while self.low < len(self.sizes) and self.done_flags[self.low]:
+            self.low += 1
+        gaps: list[tuple[int, int]] = []
+        catchup: list[tuple[int, int]] = []
+        asked: list[int] = []
+        number = self.low
+        while number < len(self.sizes) and self.firsts[number] < horizon:
+            if len(gaps) + len(catchup) >= MAX_NAK_RANGES:
+                break
+            if not self.done_flags[number] and self.retry_at.get(number, 0.0) <= now:
+                first, end = self.firsts[number], self.firsts[number + 1]
+                into = catchup if end <= self.join else gaps
+                before = len(into)
+                _missing(into, first, min(end, horizon), self.partial.get(number))
+                if len(into) > before:
+                    asked.append(number)
+            number += 1
+        if not asked:
+            return
+        for kind, ranges in ((p.NAK_GAP, gaps), (p.NAK_CATCHUP, catchup)):
+            if ranges:
+                channel.send(p.M_NAK, p.pack_ranges(kind, ranges))
+                self.counters["naks"] += 1
+        requested = sum(c for _, c in gaps) + sum(c for _, c in catchup)
+        rate = self.announce.rate if self.announce and self.announce.rate else 10e6
+        drain = 1.5 * requested * p.MAX_DATAGRAM / rate  # time the sender needs to send it all
+        for number in asked:
+            retry = min(MAX_RETRY, self.retry.get(number, MIN_RETRY / 2) * 2)
+            self.retry[number] = retry
+            self.retry_at[number] = now + max(retry, drain)
+
+    def status(self) -> ReceiveStatus:
+        return ReceiveStatus(
+            self.state,
+            self.done_bytes,
+            sum(self.sizes),
+            len(self.sizes) - self.remaining,
+            len(self.sizes),
+            self.sender,
+            dict(self.counters),
+            time.monotonic() - self.started,
+        )
+
+    def _report(self, channel: Channel | None) -> None:
+        status = self.status()
+        if channel is not None:
+            body = {"done": status.done, "total": status.total, "counters": status.counters}
+            channel.send(p.M_STATUS, json.dumps(body).encode())
+        if self.status_cb is not None:
+            self.status_cb(status)
+
+    def _result(
+        self, channel: Channel, ok: bool, message: str, code: int, warnings: list[str]
+    ) -> None:
+        body = {
+            "ok": ok,
+            "message": message,
+            "exit_code": code,
+            "warnings": warnings,
+            "done": self.done_bytes,
+            "counters": self.counters,
+        }
+        # the sender may be gone; the local result still says what happened
+        with contextlib.suppress(OSError):
+            channel.send(p.M_RESULT, json.dumps(body).encode())
+        if self.status_cb is not None:
+            self.status_cb(self.status())
+
+
+def _missing(into: list[tuple[int, int]], first: int, upto: int, part: _Partial | None) -> None:
+    """Append the ranges of [first, upto) that have not arrived."""
+    if part is None:
+        into.append((first, upto - first))
+        return
+    limit = upto - first
+    k = part.have.find(0, 0, limit)
+    while k != -1:
+        j = part.have.find(1, k, limit)
+        j = limit if j == -1 else j
+        into.append((first + k, j - k))
+        k = part.have.find(0, j, limit)

@@ -1,0 +1,66 @@
+"""The live ISO, built once per test session by the script `make iso` runs, and the small test
+disks the QEMU guests get (disk factory, QUICK scale, sparse).
+
+CLONEBAY_ISO=/path/to.iso uses an ISO built before (its .boot/ folder beside it) instead.
+The build is skipped when the ISO is up to date with its inputs (build-iso.sh decides).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from clonebay.testdisks import disks
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_ISO = Path(os.environ.get("CLONEBAY_ISO_BUILD", "/var/tmp/clonebay-iso")) / (
+    "clonebay-live-amd64.iso"
+)
+HOST_TOOLS = ("qemu-system-x86_64", "lb", "xorriso", "mkfs.vfat", "mcopy")
+
+
+def _skip_unless_possible() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("building the live ISO needs root (live-build), and so do the test disks")
+    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+    if missing and not os.environ.get("CLONEBAY_ISO"):
+        pytest.skip(f"missing {', '.join(missing)}: make apt installs them (live-build/iso.mk)")
+
+
+@pytest.fixture(scope="session")
+def live_iso() -> Path:
+    """The ISO, built (or found up to date) by live-build/build-iso.sh."""
+    _skip_unless_possible()
+    given = os.environ.get("CLONEBAY_ISO")
+    if given:
+        return Path(given)
+    done = subprocess.run(
+        ["nice", "-n", "10", str(REPO / "live-build" / "build-iso.sh"), str(DEFAULT_ISO)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"ISO build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return DEFAULT_ISO
+
+
+@pytest.fixture(scope="session")
+def iso_disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, disks.BuiltDisk]:
+    """A GPT and an MBR disk from the disk factory at QUICK scale (sparse, a few hundred MiB)."""
+    _skip_unless_possible()
+    work = tmp_path_factory.mktemp("iso-disks")
+    return {
+        "gpt": disks.gpt_disk(work / "gpt.img", disks.QUICK, work=work),
+        "mbr": disks.mbr_disk(work / "mbr.img", disks.QUICK, work=work),
+    }
+
+
+def blank(path: Path, size: int) -> Path:
+    """A sparse, all-zero disk image of ``size`` bytes."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path

@@ -1,0 +1,161 @@
+"""The live ISO under SeaBIOS, booted as a CD through its boot menu (timeout), with disks on four
+buses. One guest serves every check of this module, in order: the disk list, a GPT clone onto a
+larger NVMe disk, an MBR disk through the stream form onto a USB disk, a tape as a stream target,
+the TUI on tty1 and on the serial console; then the guest powers off and the host checks every
+file of both copies against the disk factory's record."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyte
+import pytest
+
+from clonebay.engine.inspect import inspect_disk
+from clonebay.testdisks import disks
+from tests.diskcheck import assert_disk_matches
+from tests.iso.conftest import blank
+from tests.iso.qemu import Disk, Guest
+
+MIB = 1 << 20
+BOOT_TIMEOUT = 600  # TCG on 2 cores: ~2 min; generous for a loaded CI machine
+SERIALS = {"SRC-GPT": "virtio", "DST-NVME": "nvme", "SRC-MBR": "sata", "DST-USB": "usb"}
+
+
+@pytest.fixture(scope="module")
+def guest(
+    live_iso: Path,
+    iso_disks: dict[str, disks.BuiltDisk],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Guest]:
+    work = tmp_path_factory.mktemp("bios")
+    gpt, mbr = iso_disks["gpt"], iso_disks["mbr"]
+    vm = Guest(
+        workdir=work,
+        iso=live_iso,
+        firmware="bios",
+        boot="cdrom",
+        disks=[
+            Disk(gpt.path, "virtio", "SRC-GPT", readonly=True),
+            Disk(blank(work / "nvme.img", gpt.size + 256 * MIB), "nvme", "DST-NVME"),
+            Disk(mbr.path, "sata", "SRC-MBR", readonly=True),
+            Disk(blank(work / "usb.img", mbr.size + 64 * MIB), "usb", "DST-USB"),
+        ],
+    )
+    vm.start()
+    try:
+        vm.wait_event("boot-ready", BOOT_TIMEOUT)
+        vm.shell(BOOT_TIMEOUT)
+        yield vm
+    finally:
+        vm.close()
+
+
+def _by_serial(vm: Guest) -> dict[str, dict[str, object]]:
+    listing = json.loads(vm.check("clonebay list --json"))
+    return {str(d["serial"]): d for d in listing if d.get("kind", "disk") != "tape"}
+
+
+def test_list_sees_every_bus_with_serials(guest: Guest) -> None:
+    found = _by_serial(guest)
+    for serial, transport in SERIALS.items():
+        assert serial in found, f"{serial} missing from clonebay list: {sorted(found)}"
+        assert found[serial]["transport"] == transport
+        assert not found[serial]["in_use"], f"{serial} was mounted or assembled: {found[serial]}"
+    # The CD and the squashfs loop device on it are the live system; no test disk is.
+    listing = json.loads(guest.check("clonebay list --json"))
+    live = sorted(str(d["path"]) for d in listing if d["live_medium"])
+    assert live == ["/dev/loop0", "/dev/sr0"], live
+    # The hands-off rules: nothing mounted from the test disks, no md/dm devices made.
+    assert guest.check("ls /dev/md* /dev/dm-* 2>/dev/null | wc -l") == "0"
+    text = guest.check("clonebay list")
+    assert "SRC-GPT" in text and "DST-USB" in text
+
+
+def test_clone_gpt_onto_a_larger_nvme_disk(guest: Guest) -> None:
+    found = _by_serial(guest)
+    src, dst = found["SRC-GPT"]["path"], found["DST-NVME"]["path"]
+    out = guest.check(f"clonebay clone --grow proportional {src} {dst}", timeout=900)
+    assert "cloned" in out
+
+
+def test_mbr_disk_through_the_stream_form_onto_a_usb_disk(guest: Guest) -> None:
+    found = _by_serial(guest)
+    src, dst = found["SRC-MBR"]["path"], found["DST-USB"]["path"]
+    guest.check(
+        f"set -o pipefail; clonebay save {src} - | clonebay restore --verify - {dst}", timeout=900
+    )
+
+
+def test_a_tape_drive_is_a_stream_target(guest: Guest) -> None:
+    """QEMU has no tape: scsi_debug with ptype=1 gives the st driver a real (RAM) tape."""
+    guest.check("modprobe scsi_debug ptype=1 dev_size_mb=64 && udevadm settle")
+    listing = json.loads(guest.check("clonebay list --json"))
+    tapes = [d for d in listing if d.get("kind") == "tape"]
+    assert [t["path"] for t in tapes] == ["/dev/nst0"], listing
+    assert "/dev/nst0" in guest.check("clonebay list")
+    src = _by_serial(guest)["SRC-MBR"]["path"]
+    # Partition 6 is the small FAT12 logical partition: it fits the 64 MiB RAM tape.
+    guest.check(f"mt -f /dev/nst0 rewind; clonebay save --partition 6 {src} /dev/nst0", 300)
+    guest.check("mt -f /dev/nst0 rewind; dd if=/dev/nst0 bs=64k status=none | clonebay verify -")
+
+
+def test_tui_is_up_on_tty1(guest: Guest) -> None:
+    guest.wait_event("tui-start /dev/tty1", 120)
+    deadline = time.monotonic() + 180
+    screen = ""
+    while time.monotonic() < deadline:  # the first start imports textual: tens of s under TCG
+        screen = guest.check("cat /dev/vcs1 | tr -s ' ' | tr -d '\\0'")
+        if "Clone disk" in screen:
+            break
+        guest.check("sleep 5")
+    assert "Clone disk" in screen and "Restore image" in screen, screen
+
+
+def test_tui_is_usable_on_the_serial_console(guest: Guest) -> None:
+    cols, rows = 100, 30
+    start = len(guest.output)
+    guest.send(f"stty rows {rows} cols {cols}; TERM=xterm-256color clonebay; echo __RC_$?__\n")
+    screen = pyte.Screen(cols, rows)
+    stream = pyte.ByteStream(screen)
+    fed = start
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        guest.wait_output(rb".", 30, fed)
+        stream.feed(bytes(guest.output[fed:]))
+        fed = len(guest.output)
+        if "Clone disk" in "\n".join(screen.display):
+            break
+        time.sleep(1)
+    text = "\n".join(screen.display)
+    assert "Clone disk" in text and "Save image" in text, text
+    guest.send("d")  # the Disks screen lists the machine's disks by serial
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "SRC-GPT" not in "\n".join(screen.display):
+        time.sleep(1)
+        stream.feed(bytes(guest.output[fed:]))
+        fed = len(guest.output)
+    assert "SRC-GPT" in "\n".join(screen.display), "\n".join(screen.display)
+    guest.send("\x11")  # ctrl+q quits from any screen
+    match = guest.wait_output(rb"__RC_(\d+)__", 120, start)
+    assert match.group(1) == b"0"
+    guest.run("stty sane -echo cols 200 rows 50; clear")
+
+
+def test_copies_hold_every_file_after_power_off(
+    guest: Guest, iso_disks: dict[str, disks.BuiltDisk], tmp_path: Path
+) -> None:
+    guest.send("sync; poweroff\n")
+    assert guest.wait_exit(timeout=300) == 0
+    work = guest.workdir
+    gpt, mbr = iso_disks["gpt"], iso_disks["mbr"]
+    table = inspect_disk(str(work / "nvme.img")).table
+    layout = {p.number: (p.start, p.size) for p in table.partitions}
+    assert_disk_matches(work / "nvme.img", gpt, tmp_path, layout)
+    assert max(end for end in (s + z for s, z in layout.values())) > gpt.size - 2 * MIB
+    assert_disk_matches(work / "usb.img", mbr, tmp_path)
+    assert re.search(rb"clonebay", bytes(guest.output))

@@ -1,0 +1,213 @@
+"""Multicast end to end: ``clonebay send`` and ``clonebay receive`` as real processes in network
+namespaces on a private bridge. Every receiver's target must be byte-identical to the source
+disk (and the first one is checked by each filesystem's fsck and every file's hash), with loss
+injected on the receivers, with a receiver joining mid-stream, with one killed mid-stream, and
+with a stray sender using another key on the same group."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.diskcheck import assert_disk_matches, sha256_range
+from tests.net import session
+from tests.net.conftest import SentImage
+from tests.net.netns import lan
+
+
+def check_targets(sent: SentImage, targets: list[Path], work: Path) -> None:
+    """Every target holds exactly the source disk; the first passes fsck and file hashes."""
+    size = sent.built.size
+    for target in targets:
+        assert sha256_range(target, 0, size) == sent.sha256, f"{target} differs from the source"
+    assert_disk_matches(targets[0], sent.built, work)
+
+
+def check_sender(result: dict[str, object], names: list[str]) -> None:
+    receivers = result["receivers"]
+    assert isinstance(receivers, list)
+    outcome = {r["name"]: r["state"] for r in receivers}
+    assert outcome == dict.fromkeys(names, "ok"), outcome
+
+
+@contextlib.contextmanager
+def loop_device(path: Path, size: int) -> Iterator[Path]:
+    """A loop device over a new sparse file of ``size`` bytes."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        yield Path(dev)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+@pytest.mark.parametrize("count", [1, 4, 8])
+def test_one_sender_many_receivers(sent_image: SentImage, tmp_path: Path, count: int) -> None:
+    """All receivers join before the start; with 4, one of them writes a loop device."""
+    with contextlib.ExitStack() as stack:
+        net = stack.enter_context(lan(count + 1))
+        sender_node, *nodes = net.nodes
+        targets = [tmp_path / f"target{i}.img" for i in range(count)]
+        written = list(targets)  # what each receiver writes: the last of 4 a loop device
+        if count == 4:
+            written[3] = stack.enter_context(loop_device(targets[3], sent_image.built.size))
+        receivers = [
+            session.receive(node, target, tmp_path / f"r{i}.log")
+            for i, (node, target) in enumerate(zip(nodes, written, strict=True))
+        ]
+        for r in receivers:
+            stack.callback(r.stop)
+        sender = session.send(
+            sender_node, sent_image.image, tmp_path / "s.log", "--min-receivers", str(count)
+        )
+        stack.callback(sender.stop)
+        assert sender.wait() == 0, sender.log.read_text()[-3000:]
+        for r in receivers:
+            assert r.wait() == 0, r.log.read_text()[-3000:]
+            assert r.result()["state"] == "ok"
+        result = sender.result()
+        check_sender(result, [n.name for n in nodes])
+        assert result["repairs"] == 0 or count > 1 or result["naks"] > 0
+    check_targets(sent_image, targets, tmp_path)  # the loop device's file, once detached
+
+
+@pytest.mark.parametrize("loss", [0.01, 0.05])
+def test_receivers_losing_datagrams_finish_identical(
+    sent_image: SentImage, tmp_path: Path, loss: float
+) -> None:
+    """4 receivers, each dropping ``loss`` of the incoming datagrams at random (iptables)."""
+    with lan(5) as net:
+        sender_node, *nodes = net.nodes
+        for node in nodes:
+            node.drop(loss)
+        targets = [tmp_path / f"target{i}.img" for i in range(len(nodes))]
+        receivers = [
+            session.receive(n, t, tmp_path / f"r{i}.log")
+            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
+        ]
+        sender = session.send(
+            sender_node, sent_image.image, tmp_path / "s.log", "--min-receivers", "4"
+        )
+        try:
+            assert sender.wait() == 0, sender.log.read_text()[-3000:]
+            for r in receivers:
+                assert r.wait() == 0, r.log.read_text()[-3000:]
+            dropped = [n.dropped() for n in nodes]
+        finally:
+            for proc in [sender, *receivers]:
+                proc.stop()
+        result = sender.result()
+        check_sender(result, [n.name for n in nodes])
+        for r, lost in zip(receivers, dropped, strict=True):
+            assert lost > 0  # the loss rule did drop datagrams ...
+            assert r.result()["counters"]["repairs"] > 0  # ... and repairs replaced them
+        assert isinstance(result["repairs"], int) and result["repairs"] > 0
+    check_targets(sent_image, targets, tmp_path)
+
+
+def test_late_joiner_gets_the_rest_then_what_it_missed(
+    sent_image: SentImage, tmp_path: Path
+) -> None:
+    with lan(4) as net:
+        sender_node, early1, early2, late = net.nodes
+        targets = [tmp_path / f"target{i}.img" for i in range(3)]
+        procs = [
+            session.receive(early1, targets[0], tmp_path / "r0.log"),
+            session.receive(early2, targets[1], tmp_path / "r1.log"),
+        ]
+        sender = session.send(
+            sender_node,
+            sent_image.image,
+            tmp_path / "s.log",
+            "--min-receivers",
+            "2",
+            "--rate",
+            "8M",
+        )
+        procs.append(sender)
+        try:
+            session.wait_for(sender, session.first_pass_at(0.3))
+            procs.append(session.receive(late, targets[2], tmp_path / "r2.log"))
+            assert sender.wait() == 0, sender.log.read_text()[-3000:]
+            for r in procs[:2] + procs[3:]:
+                assert r.wait() == 0, r.log.read_text()[-3000:]
+        finally:
+            for proc in procs:
+                proc.stop()
+        check_sender(sender.result(), [early1.name, early2.name, late.name])
+        late_result = procs[3].result()
+        # it missed at least the first 30 % of the first pass and got it from repairs
+        assert late_result["counters"]["repairs"] >= 0.3 * sender.result()["datagrams"]
+        early = procs[0].result()
+        assert early["counters"]["repairs"] < late_result["counters"]["repairs"]
+    check_targets(sent_image, targets, tmp_path)
+
+
+def test_killed_receiver_does_not_stop_the_others(sent_image: SentImage, tmp_path: Path) -> None:
+    with lan(4) as net:
+        sender_node, *nodes = net.nodes
+        targets = [tmp_path / f"target{i}.img" for i in range(3)]
+        receivers = [
+            session.receive(n, t, tmp_path / f"r{i}.log")
+            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
+        ]
+        sender = session.send(
+            sender_node,
+            sent_image.image,
+            tmp_path / "s.log",
+            "--min-receivers",
+            "3",
+            "--rate",
+            "8M",
+        )
+        try:
+            session.wait_for(sender, session.first_pass_at(0.2))
+            receivers[1].process.kill()
+            assert sender.wait() == 10, sender.log.read_text()[-3000:]  # done with errors
+            for r in (receivers[0], receivers[2]):
+                assert r.wait() == 0, r.log.read_text()[-3000:]
+        finally:
+            for proc in [sender, *receivers]:
+                proc.stop()
+        events = sender.events()
+        final = next(e for e in reversed(events) if e.get("event") == "result")
+        states = {r["name"]: r["state"] for r in final["receivers"]}
+        assert states == {nodes[0].name: "ok", nodes[1].name: "lost", nodes[2].name: "ok"}
+        assert any(e.get("error") == "Done with errors" for e in events)
+    check_targets(sent_image, [targets[0], targets[2]], tmp_path)
+
+
+def test_packets_with_a_wrong_key_are_ignored_and_counted(
+    sent_image: SentImage, tmp_path: Path
+) -> None:
+    """A stray sender with another key announces on the same group first: the receiver counts
+    its datagrams as refused, joins the real session, and ends identical."""
+    with lan(3) as net:
+        sender_node, stray_node, node = net.nodes
+        target = tmp_path / "target.img"
+        stray = session.send(stray_node, sent_image.image, tmp_path / "stray.log", key="wrong")
+        receiver = session.receive(node, target, tmp_path / "r.log")
+        sender = None
+        try:
+            session.wait_for(receiver, lambda e: e.get("event") == "progress", timeout=30)
+            session.wait_for(stray, lambda e: e.get("event") == "session" and e["seconds"] >= 1)
+            sender = session.send(sender_node, sent_image.image, tmp_path / "s.log")
+            assert sender.wait() == 0, sender.log.read_text()[-3000:]
+            assert receiver.wait() == 0, receiver.log.read_text()[-3000:]
+            stray_events = stray.events()
+        finally:
+            for proc in [stray, receiver, *([sender] if sender else [])]:
+                proc.stop()
+        result = receiver.result()
+        assert result["counters"]["rejected"] > 0
+        assert sender.result()["receivers"][0]["state"] == "ok"
+        stray_sessions = [e for e in stray_events if e.get("event") == "session"]
+        assert stray_sessions[-1]["receivers"] == []  # nobody joined the stray sender
+    check_targets(sent_image, [target], tmp_path)
