@@ -36,9 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.net.netns import Lan, Node, lan  # noqa: E402
+
 from clonebay.engine import jobs  # noqa: E402
 from clonebay.testdisks import disks  # noqa: E402
-from tests.net.netns import Lan, Node, lan  # noqa: E402
 
 CLONEBAY = [sys.executable, "-m", "clonebay"]
 KEY = "bench-key"
@@ -71,17 +72,18 @@ def sha256(path: Path) -> str:
 
 def udp_drop(node: Node, loss: float) -> None:
     """Drop ``loss`` of every incoming UDP datagram (both tools' data and UDP control)."""
-    subprocess.run(
-        node.argv(["iptables", "-A", "INPUT", "-p", "udp", "-m", "statistic"])
-        + ["--mode", "random", "--probability", str(loss), "-j", "DROP"],
-        check=True,
-    )
+    rule = ["iptables", "-A", "INPUT", "-p", "udp", "-m", "statistic", "--mode", "random"]
+    rule += ["--probability", str(loss), "-j", "DROP"]
+    subprocess.run(node.argv(rule), check=True)
 
 
 def session(net: Lan, receive: list[list[str]], send: list[str], work: Path) -> float:
     """Start the receivers, then the sender; seconds until every receiver has exited."""
     sender, *nodes = net.nodes
-    procs = [n.popen(argv, work / f"r{i}.log") for i, (n, argv) in enumerate(zip(nodes, receive))]
+    procs = [
+        n.popen(argv, work / f"r{i}.log")
+        for i, (n, argv) in enumerate(zip(nodes, receive, strict=True))
+    ]
     time.sleep(1.5)  # every receiver is listening before the sender starts
     started = time.monotonic()
     sp = sender.popen(send, work / "s.log")
@@ -100,7 +102,9 @@ def session(net: Lan, receive: list[list[str]], send: list[str], work: Path) -> 
     return seconds
 
 
-def run_clonebay(image: Path, disk: Path, n: int, loss: float, rate: str, work: Path) -> Row:
+def run_clonebay(  # noqa: PLR0917
+    image: Path, disk: Path, n: int, loss: float, rate: str, work: Path
+) -> Row:
     want = sha256(disk)
     targets = [work / f"t{i}.img" for i in range(n)]
     for t in targets:

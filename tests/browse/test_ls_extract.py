@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clonebay import cli
+from clonebay.errors import UsageError
 from clonebay.testdisks import disks
 from tests.browse.conftest import Saved, needs_root
 from tests.browse.truth import comparable, truth, walk
@@ -121,3 +122,22 @@ def test_ls_refuses_paths_that_climb_out(
     _, image = saved_images["gpt"]
     assert cli.main(["ls", f"{image}:p5", "../etc"]) == 2
     assert "'..' is not allowed" in capsys.readouterr().err
+
+
+@needs_root
+def test_a_stream_is_refused_with_the_way_out(
+    saved_images: dict[str, Saved], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stream has no index to seek by: ls, extract and mount say so and name `convert`."""
+    stream = tmp_path / "disk.cbs"
+    assert cli.main(["convert", str(saved_images["gpt"][1]), str(stream)]) == 0
+    capsys.readouterr()
+    for argv in (
+        ["ls", str(stream)],
+        ["extract", f"{stream}:p5", "etc", str(tmp_path / "out")],
+        ["mount", str(stream), str(tmp_path / "mnt")],
+    ):
+        assert cli.main(argv) == UsageError.exit_code, argv
+        err = capsys.readouterr().err
+        assert "image stream" in err and "clonebay convert" in err, err
+    assert not (tmp_path / "out").exists()

@@ -15,9 +15,11 @@ when it reaches its panic within 30 s; otherwise TCG (``-accel tcg -cpu max``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -106,7 +108,9 @@ class Guest:
         if self.kernel:
             vmlinuz, initrd, cmdline = self.kernel
             argv += ["-kernel", str(vmlinuz), "-initrd", str(initrd), "-append", cmdline]
-        live = Disk(self.iso, "cdrom" if self.boot == "cdrom" else "usb", "CLONEBAY-LIVE", True, 0)
+        bus = "cdrom" if self.boot == "cdrom" else "usb"
+        # -kernel boots through an option ROM that takes boot index 0 itself.
+        live = Disk(self.iso, bus, "CLONEBAY-LIVE", True, None if self.kernel else 0)
         for index, disk in enumerate([live, *self.disks]):
             argv += _disk_args(index, disk)
         return argv
@@ -132,7 +136,12 @@ class Guest:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "qemu.log", "wb")  # noqa: SIM115 - lives as long as QEMU
-        self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.argv(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - it only calls prctl()
+        )
         self._serial = _connect(self.workdir / "serial.sock", self.process)
         events = _connect(self.workdir / "events.sock", self.process)
         self._spawn(self._read_serial)
@@ -214,7 +223,7 @@ class Guest:
     def shell(self, timeout: float = 300) -> None:
         """Wait for the serial root shell and make it quiet and scriptable."""
         self.wait_output(rb"root@clonebay[^\n]*# ", timeout)
-        self.run("stty -echo cols 200 rows 50; dmesg -n 1; export PS1='$ ' TERM=dumb", 60)
+        self.run("stty -echo cols 200 rows 50; dmesg -n 1; export PS1='' PS2='' TERM=dumb", 60)
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, str]:
         """Run ``command`` in the serial shell; its exit code and output (CR removed)."""
@@ -231,6 +240,13 @@ class Guest:
         code, out = self.run(command, timeout)
         assert code == 0, f"{command!r} exited {code}:\n{out}"
         return out
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL QEMU when the test process dies (PR_SET_PDEATHSIG),
+    so that a killed or crashed test run leaves no guest behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _disk_args(index: int, disk: Disk) -> list[str]:

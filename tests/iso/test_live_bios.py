@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyte
 import pytest
 
 from clonebay.engine.inspect import inspect_disk
@@ -117,6 +116,7 @@ def test_tui_is_up_on_tty1(guest: Guest) -> None:
 
 
 def test_tui_is_usable_on_the_serial_console(guest: Guest) -> None:
+    pyte = pytest.importorskip("pyte", reason="pyte (a terminal emulator) reads the TUI's screen")
     cols, rows = 100, 30
     start = len(guest.output)
     guest.send(f"stty rows {rows} cols {cols}; TERM=xterm-256color clonebay; echo __RC_$?__\n")

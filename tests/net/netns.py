@@ -83,7 +83,7 @@ class Lan:
         sh("ip", "-n", self.hub, "link", "add", port, "type", "veth", "peer", "eth0", "netns", name)
         sh("ip", "-n", self.hub, "link", "set", port, "master", "br0", "up")
         sh("ip", "-n", name, "link", "set", "lo", "up")
-        sh("ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
+        sh("ip", "-n", name, "addr", "add", f"{address}/24", "brd", "+", "dev", "eth0")
         sh("ip", "-n", name, "link", "set", "eth0", "up")
         sh("ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "eth0")
         return node

@@ -22,7 +22,15 @@ from clonebay.errors import CancelledError, DeviceError
 from clonebay.model import CopyMethod, Disk, Extent, Partition, PartitionTable, Volume
 from clonebay.model import VolumeState as State
 from clonebay.tui.jobs import JobKind, JobRequest, Outcome, Tick, TickSink
-from clonebay.tui.services import ImageEntry, Role, Services
+from clonebay.tui.services import (
+    ExtractSummary,
+    ExtractTick,
+    FileEntry,
+    ImageEntry,
+    ImagePartition,
+    Role,
+    Services,
+)
 
 MIB, GIB = 1 << 20, 1 << 30
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -149,6 +157,58 @@ def image_info() -> dict[str, Any]:
     }
 
 
+# What browsing the workstation image shows (engine/browse_jobs.partitions, browse/listing.py).
+PARTITIONS = [
+    ImagePartition("p1", "p1-SYSTEM", "fat32", "SYSTEM", 260 * MIB, True),
+    ImagePartition("p2", "p2-empty-msr", "empty-msr", "", 16 * MIB, False),
+    ImagePartition("p3", "p3-Windows", "ntfs", "Windows", 930 * GIB, True),
+    ImagePartition("p4", "p4-Recovery", "ntfs", "Recovery", 768 * MIB, True),
+]
+WINDOWS = PARTITIONS[2]
+MTIME = 1_741_944_600_000_000_000  # 2025-03-14 09:30 UTC
+HOME = "Users/Jörg Müller"
+
+
+def _entry(path: str, kind: str = "file", size: int = 0, minutes: int = 0) -> FileEntry:
+    mode = 0o777 if kind == "dir" else 0o644
+    return FileEntry(path, kind, mode, size, MTIME + minutes * 60 * 10**9, 0, 0, 1)
+
+
+FOLDERS = {
+    "": [
+        _entry("Program Files", "dir"),
+        _entry("ProgramData", "dir"),
+        _entry("Users", "dir"),
+        _entry("Windows", "dir"),
+        _entry("pagefile.sys", size=8 * GIB),
+        _entry("hiberfil.sys", size=6 * GIB),
+    ],
+    "Users": [_entry("Users/Public", "dir"), _entry(HOME, "dir")],
+    HOME: [
+        _entry(f"{HOME}/AppData", "dir", minutes=-9000),
+        _entry(f"{HOME}/Desktop", "dir", minutes=-30),
+        _entry(f"{HOME}/Documents", "dir", minutes=-60),
+        _entry(f"{HOME}/Pictures", "dir", minutes=-3000),
+        _entry(f"{HOME}/NTUSER.DAT", size=3 * MIB, minutes=-2),
+        _entry(f"{HOME}/Steuererklärung 2024.pdf", size=1_843_200, minutes=-20000),
+        _entry(f"{HOME}/Angebot Müller GmbH.docx", size=48_213, minutes=-4000),
+        _entry(f"{HOME}/notes.txt", size=2_310, minutes=-120),
+    ],
+}
+EXTRACTED = ExtractSummary(
+    "/mnt/usb/recovered",
+    412,
+    37,
+    0,
+    1_523 * MIB,
+    ((f"{HOME}/Documents/Buchhaltung/2024.xlsx", "Input/output error"),),
+    (
+        f"read of p3 at 81604378624 (+65536): {IMAGE}/packs/000012.pack, region p3,"
+        " offset 81604378624: frame at pack offset 30867456: lz4 payload does not decode",
+    ),
+)
+
+
 def _plan_lines(report: DiskReport) -> tuple[PlanLine, ...]:
     lines = []
     for r in source_regions(report):
@@ -215,6 +275,25 @@ class RecordedServices(Services):
 
     def restore_plan(self, image: str, target: str, grow: Grow) -> JobPlan:
         return JobPlan(f"restore {image}", _plan_lines(REPORTS[NVME.path]))
+
+    def partitions(self, image: str) -> list[ImagePartition]:
+        return list(PARTITIONS)
+
+    def list_dir(self, image: str, region: str, path: str) -> list[FileEntry]:
+        return list(FOLDERS.get(path, []))
+
+    def extract(
+        self,
+        image: str,
+        region: str,
+        paths: Any,
+        dest: str,
+        *,
+        sink: Any,
+        cancel: threading.Event,
+    ) -> ExtractSummary:
+        sink(ExtractTick(f"{HOME}/Documents/Rechnung.pdf", 200, 20, 700 * MIB, 1_525 * MIB, 1))
+        return EXTRACTED
 
     def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
         for tick in [*TICKS, FROZEN]:

@@ -23,6 +23,7 @@ from clonebay.progress_view import ProgressView
 from clonebay.units import human_rate, human_size
 
 KEY_ENV = "CLONEBAY_KEY"
+DEFAULT_TCP_PORT = 7767  # as net/tcp.py (the parser is built without importing net/)
 SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
@@ -68,16 +69,21 @@ def _print_event(args: argparse.Namespace, event: dict[str, Any], text: str) -> 
         print("\r" + text.ljust(100), end="", file=sys.stderr, flush=True)
 
 
+def _show_key(args: argparse.Namespace, shown: str) -> None:
+    if shown and args.json:
+        print(json.dumps({"event": "key", "key": shown}), file=sys.stderr, flush=True)
+    elif shown:
+        print(f"session key: {shown}  (type it on every receiver)", file=sys.stderr)
+
+
 def _cmd_send(args: argparse.Namespace) -> int:
     from clonebay.engine import multicast
     from clonebay.net.sender import SendConfig, SessionStatus
 
     key, shown = _key(args, sender=True)
-    if shown:
-        if args.json:
-            print(json.dumps({"event": "key", "key": shown}), file=sys.stderr, flush=True)
-        else:
-            print(f"session key: {shown}  (type it on every receiver)", file=sys.stderr)
+    _show_key(args, shown)
+    if args.to:
+        return _send_tcp(args, key)
     config = SendConfig(
         key=key,
         group=args.group,
@@ -133,12 +139,62 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send_tcp(args: argparse.Namespace, key: bytes) -> int:
+    """The unicast fallback: the source to each --to receiver in turn."""
+    from clonebay.engine import unicast
+
+    outcomes = []
+    for host in args.to:
+        view = ProgressView(args.json)
+        try:
+            result = unicast.send_to(args.image, host, key, progress=view)
+        except ClonebayError as exc:
+            result = {"ok": False, "message": exc.message, "exit_code": exc.exit_code}
+        finally:
+            view.close()
+        outcomes.append({"host": host, "seconds": round(view.elapsed(), 1), **result})
+    rows = [
+        f"  {o['host']:<21} {'ok' if o['ok'] else 'failed'} {o.get('message', '')}"
+        for o in outcomes
+    ]
+    text = f"sent {args.image} over TCP to {len(outcomes)} receiver(s)\n" + "\n".join(rows)
+    emit_result(args, {"receivers": outcomes}, text)
+    bad = [o for o in outcomes if not o["ok"]]
+    if bad:
+        raise ReceiversFailedError(
+            f"{len(bad)} of {len(outcomes)} receivers did not finish: "
+            + "; ".join(f"{o['host']}: {o.get('message', '')}" for o in bad)
+        )
+    return 0
+
+
+def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
+    from clonebay.engine import unicast
+    from clonebay.engine.restore import RestoreOptions
+
+    view = ProgressView(args.json)
+    try:
+        warnings = unicast.receive_from_sender(
+            args.target, key, args.listen, RestoreOptions(verify=args.verify), progress=view
+        )
+    finally:
+        view.close()
+    verified = " and verified" if args.verify else ""
+    text = f"received over TCP onto {args.target}{verified} in {view.elapsed():.1f} s"
+    text += "".join(f"\nwarning: {w}" for w in warnings)
+    result = {"target": args.target, "verified": args.verify, "warnings": warnings}
+    emit_result(args, result | {"state": "ok"}, text)
+    return 0
+
+
 def _cmd_receive(args: argparse.Namespace) -> int:
     from clonebay.engine import multicast
     from clonebay.engine.restore import RestoreOptions
     from clonebay.net.receiver import ReceiveConfig
 
     key, _ = _key(args, sender=False)
+    if args.listen:
+        return _receive_tcp(args, key)
     config = ReceiveConfig(
         key=key,
         group=args.group,
@@ -180,7 +236,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add send and receive to the ``clonebay`` parser."""
     p = sub.add_parser("send", help="multicast an image to many receivers at once")
-    p.add_argument("image", help="image directory to send")
+    p.add_argument("image", help="image directory to send (with --to also a stream file or disk)")
+    p.add_argument(
+        "--to",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="send over TCP to a receiver started with --listen (repeatable; no multicast)",
+    )
     p.add_argument("--min-receivers", type=int, default=1, metavar="N", help="start at N ready")
     p.add_argument("--wait", type=float, metavar="S", help="start after S seconds anyway")
     p.add_argument("--rate", default="40M", help="bytes per second at most (default 40M)")
@@ -193,5 +255,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", default="", help="how the sender lists this receiver")
     p.add_argument("--timeout", type=float, metavar="S", help="give up if no session in S s")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
+    p.add_argument(
+        "--listen",
+        type=int,
+        nargs="?",
+        const=DEFAULT_TCP_PORT,
+        metavar="PORT",
+        help=f"wait for a sender on TCP (default port {DEFAULT_TCP_PORT}) instead of multicast",
+    )
     _common(p)
     p.set_defaults(func=_cmd_receive)

@@ -10,18 +10,20 @@ folder and always unmount it (browse/mounts.py), so nothing is left mounted behi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clonebay.browse import mounts
 from clonebay.browse.drivers import for_fstype
-from clonebay.browse.extract import ExtractReport
+from clonebay.browse.extract import ExtractReport, planned_bytes
 from clonebay.browse.extract import extract as extract_files
 from clonebay.browse.listing import Entry, list_path
 from clonebay.errors import UsageError
 from clonebay.imaging.manifest import RegionEntry
 from clonebay.imaging.reader import ImageReader
+from clonebay.imaging.stream_convert import is_stream_file
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,18 @@ def split_target(text: str) -> tuple[str, str | None]:
     return image, part or None
 
 
+def refuse_stream(image: str) -> None:
+    """Browsing needs random access through the image's index: a stream file has none."""
+    if is_stream_file(image):
+        raise UsageError(
+            f"{image} is an image stream, which is read front to back and cannot be browsed:"
+            f" convert it into an image directory first (clonebay convert {image} DIR)"
+        )
+
+
 def partitions(image: str) -> list[Partition]:
     """The image's partitions (and whole-disk regions), with the folder each mounts at."""
+    refuse_stream(image)
     with ImageReader(image) as reader:
         regions = [r for r in reader.regions if r.kind in ("partition", "disk")]
     return [_partition(r) for r in regions]
@@ -121,21 +133,42 @@ class Extracted:
     errors: list[str]  # what the image view said about damaged frames
 
 
-def extract(image: str, part: str | None, paths: list[str], dest: str) -> Extracted:
-    """Copy ``paths`` of one partition into the folder ``dest``."""
+# After each file, link or folder copied: its path, the counts so far, the bytes planned in all.
+ExtractProgress = Callable[[str, ExtractReport, int], None]
+
+
+def extract(
+    image: str,
+    part: str | None,
+    paths: list[str],
+    dest: str,
+    progress: ExtractProgress | None = None,
+) -> Extracted:
+    """Copy ``paths`` of one partition into the folder ``dest``; ``progress`` may raise to stop
+    between two files (the mount is undone all the same)."""
     located = [_locate(image, part, p) for p in paths]
     partition = located[0][0]
     if any(p.region != partition.region for p, _ in located):
         raise UsageError("extract from one partition at a time")
     with mounts.temporary_mount(image, [partition.region]) as state:
         root = _mounted_root(state, partition)
-        report = extract_files(root, [inner or "." for _, inner in located], Path(dest))
+        inners = [inner or "." for _, inner in located]
+        hook = None if progress is None else _with_total(progress, planned_bytes(root, inners))
+        report = extract_files(root, inners, Path(dest), hook)
         errors = list(mounts.view_stats(state)["last_errors"])
     return Extracted(partition, report, errors)
 
 
+def _with_total(progress: ExtractProgress, total: int) -> Callable[[str, ExtractReport], None]:
+    def hook(path: str, report: ExtractReport) -> None:
+        progress(path, report, total)
+
+    return hook
+
+
 def mount(image: str, mountpoint: str, *, edit: bool = False) -> mounts.MountState:
     """Mount every filesystem of ``image`` under ``mountpoint`` (the view stays running)."""
+    refuse_stream(image)
     return mounts.mount_image(image, mountpoint, edit=edit)
 
 

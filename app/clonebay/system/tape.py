@@ -17,6 +17,7 @@ reads the tape with the same record size: ``dd if=/dev/nst0 bs=64k | clonebay re
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import stat
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 SYS_CLASS_TAPE = Path("/sys/class/scsi_tape")
 RECORD_SIZE = 64 * 1024
+log = logging.getLogger(__name__)
 _NO_REWIND = re.compile(r"nst(\d+)")
 
 
@@ -144,8 +146,14 @@ class TapeStream(io.RawIOBase):
                 self._write_all(memoryview(self._pending))
                 self._pending.clear()
         finally:
-            os.close(self._fd)  # st writes a filemark when a written device is closed
+            fd, self._fd = self._fd, -1
             super().close()
+            try:
+                os.close(fd)  # st writes a filemark when a written device is closed
+            except OSError as exc:
+                # Every record is on the tape and the stream ends with its own trailer, so a
+                # missing filemark only matters for `mt fsf`: a warning, not a failed save.
+                log.warning("%s: the closing filemark was not written: %s", self._path, exc)
 
     def __exit__(
         self,

@@ -4,6 +4,7 @@
     save:    source disk → where to save → plan → progress → result
     restore: image → target disk → plan (→ confirm, over the plan) → progress → result
     disks:   disk list → details of one disk
+    browse:  image → partition → folder tree (→ extract the marked files, over the tree)
 
 Each flow runs as an async worker of the app and awaits each screen's answer; Escape (None or
 False) goes one step back, and back from the first step returns to Home. Nothing here touches
@@ -18,6 +19,8 @@ from textual.app import App
 
 from clonebay.model import Disk
 from clonebay.tui.jobs import JobKind, JobRequest
+from clonebay.tui.screens.browse_parts import BrowsePartsScreen
+from clonebay.tui.screens.browse_tree import BrowseTreeScreen
 from clonebay.tui.screens.disk_details import DiskDetailsScreen
 from clonebay.tui.screens.disk_picker import DiskPickerScreen
 from clonebay.tui.screens.image_picker import ImagePickerScreen
@@ -25,7 +28,7 @@ from clonebay.tui.screens.plan import PlanScreen
 from clonebay.tui.screens.progress import ProgressScreen
 from clonebay.tui.screens.result import ResultScreen
 from clonebay.tui.screens.save_target import SaveTargetScreen
-from clonebay.tui.services import ImageEntry, Role, Services
+from clonebay.tui.services import ImageEntry, ImagePartition, Role, Services
 
 MAX_STEPS = 1000  # a flow is a handful of screens; this only bounds the loop
 
@@ -141,9 +144,35 @@ async def disks_flow(app: App[Any], services: Services) -> None:
         await app.push_screen_wait(DiskDetailsScreen(services, disk))
 
 
+async def browse_flow(app: App[Any], services: Services) -> None:
+    image: ImageEntry | None = None
+    part: ImagePartition | None = None
+    step = 0
+    for _ in range(MAX_STEPS):
+        if step == 0:
+            image = await app.push_screen_wait(
+                ImagePickerScreen(
+                    services,
+                    services.image_dir,
+                    heading="Pick the image to look into.",
+                    use="opened",
+                )
+            )
+            if image is None:
+                return
+            step = 1
+        elif step == 1 and image is not None:
+            part = await app.push_screen_wait(BrowsePartsScreen(services, image))
+            step = 0 if part is None else 2
+        elif step == 2 and image is not None and part is not None:
+            await app.push_screen_wait(BrowseTreeScreen(services, image, part))
+            step = 1
+
+
 FLOWS = {
     "clone": clone_flow,
     "save": save_flow,
     "restore": restore_flow,
     "disks": disks_flow,
+    "browse": browse_flow,
 }

@@ -1,4 +1,5 @@
-"""The TUI's one door to the machine: disks, what is on them, guards, images, plans and jobs.
+"""The TUI's one door to the machine: disks, what is on them, guards, images, plans, jobs, and
+the files inside images (browsing).
 
 Screens never call the engine or system/ themselves; they call a Services object from a worker
 thread. This one does it for real. Keeping the door narrow means the snapshot tests can hand the
@@ -21,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clonebay.engine import jobs
+from clonebay.browse.extract import ExtractReport
+from clonebay.browse.listing import Entry
+from clonebay.engine import browse_jobs, jobs
+from clonebay.engine.browse_jobs import Partition
 from clonebay.engine.clone import CloneOptions, clone_plan
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.jobs import JobPlan
 from clonebay.engine.plan import Grow, Plan
-from clonebay.errors import ClonebayError, SafetyError
+from clonebay.errors import CancelledError, ClonebayError, SafetyError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk
 from clonebay.system import guard, hotplug, udev
@@ -73,6 +77,35 @@ class ImageEntry:
     stored_bytes: int = 0
     regions: int = 0
     problem: str = ""
+
+
+FileEntry = Entry  # one file, folder or link of a partition in an image (browse/listing.py)
+ImagePartition = Partition  # a partition of an image as browsing shows it (engine/browse_jobs.py)
+
+
+@dataclass(frozen=True)
+class ExtractTick:
+    """Progress of an extraction, after each file, link or folder copied."""
+
+    path: str  # the entry just done, relative to the partition's root
+    files: int
+    folders: int
+    bytes: int
+    total: int  # bytes of all the files to copy
+    failed: int
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What an extraction copied, and each file it could not read with the reason."""
+
+    dest: str
+    files: int
+    folders: int
+    links: int
+    bytes: int
+    failed: tuple[tuple[str, str], ...]  # (path, why), e.g. ("Users/a.doc", "Input/output error")
+    image_errors: tuple[str, ...]  # what the image reader said: file, region, offset of damage
 
 
 def file_disk(path: str) -> Disk:
@@ -215,6 +248,52 @@ class Services:
 
     def free_space(self, folder: str) -> int:
         return shutil.disk_usage(folder).free
+
+    # --- files inside images -------------------------------------------------------------
+    # Each call mounts the one partition it needs read-only in a temporary folder and unmounts
+    # it before returning, also on errors (engine/browse_jobs.py): about 0.2 s per folder on the
+    # demo disk, and nothing stays mounted while the technician looks at the screen.
+
+    def partitions(self, image: str) -> list[ImagePartition]:
+        """The image's partitions; ``mountable`` is False for swap, raw and unknown data."""
+        return browse_jobs.partitions(image)
+
+    def list_dir(self, image: str, region: str, path: str) -> list[FileEntry]:
+        """The entries of the folder ``path`` ("" for the root) of partition ``region``."""
+        listing = browse_jobs.ls(image, region, path)
+        return [] if listing is None else listing.entries
+
+    def extract(
+        self,
+        image: str,
+        region: str,
+        paths: Sequence[str],
+        dest: str,
+        *,
+        sink: Callable[[ExtractTick], None],
+        cancel: threading.Event,
+    ) -> ExtractSummary:
+        """Copy ``paths`` of partition ``region`` into the folder ``dest`` (in a worker thread).
+        A file that cannot be read is named in the summary and the others are copied; ``cancel``
+        stops between two files with CancelledError (the partition is unmounted all the same)."""
+
+        def progress(path: str, report: ExtractReport, total: int) -> None:
+            if cancel.is_set():
+                raise CancelledError(
+                    f"cancelled by the user after {report.files} files;"
+                    f" what was copied so far is in {dest}"
+                )
+            sink(
+                ExtractTick(
+                    path, report.files, report.folders, report.bytes, total, len(report.failed)
+                )
+            )
+
+        done = browse_jobs.extract(image, region, list(paths), dest, progress)
+        r = done.report
+        return ExtractSummary(
+            dest, r.files, r.folders, r.links, r.bytes, tuple(r.failed), tuple(done.errors)
+        )
 
     # --- plans and jobs ------------------------------------------------------------------
 

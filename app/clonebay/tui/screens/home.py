@@ -23,7 +23,7 @@ ENTRIES = (
     ("restore", "Restore image", "write an image back onto a disk", False),
     ("disks", "Disks", "what is on each disk of this machine", False),
     ("multicast", "Multicast", "send to or receive from many machines (coming later)", True),
-    ("browse", "Browse image", "look into an image and pull files out (coming later)", True),
+    ("browse", "Browse image", "look into an image and copy files out of it", False),
     ("quit", "Quit", "", False),
 )
 
@@ -36,7 +36,7 @@ def _prompt(title: str, words: str, key: str) -> Text:
     return text
 
 
-KEYS = {"clone": "c", "save": "s", "restore": "r", "disks": "d", "quit": "q"}
+KEYS = {"clone": "c", "save": "s", "restore": "r", "disks": "d", "browse": "b", "quit": "q"}
 
 
 class HomeScreen(BaseScreen[None]):
@@ -47,6 +47,7 @@ class HomeScreen(BaseScreen[None]):
         Binding("s", "choose('save')", "Save"),
         Binding("r", "choose('restore')", "Restore"),
         Binding("d", "choose('disks')", "Disks"),
+        Binding("b", "choose('browse')", "Browse"),
         Binding("q", "choose('quit')", "Quit"),
     ]
 

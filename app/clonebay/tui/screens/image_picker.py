@@ -1,4 +1,4 @@
-"""Image picker: choose the image to restore from a folder (a USB stick, a network share).
+"""Image picker: choose an image (to restore, to browse) from a folder (a USB stick, a share).
 
 Every image directory in the folder and one level below is listed with the disk it was saved
 from, when, the disk's size and the space the image takes; images that cannot be read (no
@@ -29,7 +29,8 @@ COLUMNS = ("Image", "Saved from", "Created", "Disk size", "Image size", "Status"
 
 
 class ImagePickerScreen(BaseScreen[ImageEntry | None]):
-    """Dismisses with the chosen ImageEntry, or None on Escape."""
+    """Dismisses with the chosen ImageEntry, or None on Escape. ``heading`` says what the image is
+    picked for, ``use`` what an unreadable image cannot be ("restored", "opened")."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -37,17 +38,25 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
         Binding("r", "rescan", "Rescan"),
     ]
 
-    def __init__(self, services: Services, folder: str) -> None:
+    def __init__(
+        self,
+        services: Services,
+        folder: str,
+        heading: str = "Pick the image to restore.",
+        use: str = "restored",
+    ) -> None:
         super().__init__()
         self.services = services
         self.folder = folder
+        self.heading = heading
+        self.use = use
         self.entries: dict[str, ImageEntry] = {}
         self.verdicts: dict[str, str] = {}
         self.infos: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Label("Pick the image to restore.", classes="screen-heading")
+        yield Label(self.heading, classes="screen-heading")
         yield Input(self.folder, placeholder="folder with images", id="image-folder")
         yield DataTable(id="images", cursor_type="row", zebra_stripes=True)
         yield Static("", id="image-status")
@@ -68,7 +77,7 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
         style = "dim" if entry.problem else ""
         verdict = self.verdicts.get(entry.path, "")
         if entry.problem:
-            status = Text("✘ cannot be restored", style="#e5484d")
+            status = Text(f"✘ cannot be {self.use}", style="#e5484d")
         elif verdict.startswith("OK"):
             status = Text("✔ verified", style="#46a758")
         elif verdict and not verdict.startswith("checking"):
@@ -157,7 +166,7 @@ class ImagePickerScreen(BaseScreen[ImageEntry | None]):
         if entry is None:
             return
         if entry.problem:
-            self.notify(entry.problem, title="This image cannot be restored", severity="warning")
+            self.notify(entry.problem, title=f"This image cannot be {self.use}", severity="warning")
             return
         self.dismiss(entry)
 

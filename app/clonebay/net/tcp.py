@@ -1,0 +1,134 @@
+"""Unicast fallback over TCP, for networks that block multicast (docs/multicast.md §9).
+
+The receiver listens (``clonebay receive --listen``); the sender connects (``clonebay send
+--to HOST``) and writes the image in the stream form (docs/format.md §10), which the receiver
+restores as it arrives, exactly like ``clonebay restore -``. The bytes travel in authenticated
+chunks on a back-channel ``Channel`` (net/control.py): the receiver opens with 8 random bytes
+that become the connection's session id, so every chunk's tag is bound to this connection and
+its position in it; a peer without the key, or a replayed connection, is refused before a byte
+reaches the disk. The receiver answers with one RESULT message.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import socket
+import struct
+from typing import Any
+
+from clonebay.net import protocol as p
+from clonebay.net.control import Channel
+
+DEFAULT_TCP_PORT = 7767
+CHUNK = 1 << 20  # bytes of stream per message
+M_STREAM = 7  # sender -> receiver: the next bytes of the image stream
+M_END = 8  # sender -> receiver: the stream is complete
+NONCE = struct.Struct("<Q")
+
+
+class ChannelReader(io.RawIOBase):
+    """The stream bytes a sender writes, as a binary file object (for the stream restore)."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.buffer = b""
+        self.ended = False
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, into: Any) -> int:
+        view = memoryview(into).cast("B")
+        while not self.buffer and not self.ended:
+            message = self.channel.recv()
+            if message is None:
+                raise p.ProtocolError("the sender closed the connection before the stream ended")
+            kind, body = message
+            if kind == M_END:
+                self.ended = True
+            elif kind == M_STREAM:
+                self.buffer = body
+                self.received += len(body)
+            else:
+                raise p.ProtocolError(f"unexpected message type {kind} in the stream")
+        n = min(len(view), len(self.buffer))
+        view[:n] = self.buffer[:n]
+        self.buffer = self.buffer[n:]
+        return n
+
+
+class ChannelWriter(io.RawIOBase):
+    """A binary file object whose bytes go to the receiver in CHUNK-sized messages."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.pending = bytearray()
+        self.sent = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.pending += view
+        while len(self.pending) >= CHUNK:
+            self._send(bytes(self.pending[:CHUNK]))
+            del self.pending[:CHUNK]
+        return len(view)
+
+    def finish(self) -> None:
+        if self.pending:
+            self._send(bytes(self.pending))
+            self.pending.clear()
+        self.channel.send(M_END, b"")
+
+    def _send(self, chunk: bytes) -> None:
+        self.channel.send(M_STREAM, chunk)
+        self.sent += len(chunk)
+
+
+def listen(key: bytes, port: int = DEFAULT_TCP_PORT, address: str = "") -> Channel:
+    """Wait for one sender to connect; the channel to read its stream from."""
+    with socket.create_server((address, port), reuse_port=False) as server:
+        conn, _ = server.accept()
+    session = secrets.randbits(63)
+    conn.sendall(NONCE.pack(session))
+    return Channel(conn, key, session, p.FROM_RECEIVER, p.FROM_SENDER)
+
+
+def connect(key: bytes, host: str, port: int = DEFAULT_TCP_PORT) -> Channel:
+    try:
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.settimeout(None)
+        head = b""
+        while len(head) < NONCE.size:
+            piece = sock.recv(NONCE.size - len(head))
+            if not piece:
+                raise p.ProtocolError(f"{host}:{port} closed the connection at once")
+            head += piece
+    except OSError as exc:
+        raise p.ProtocolError(f"cannot connect to the receiver at {host}:{port}: {exc}") from exc
+    (session,) = NONCE.unpack(head)
+    return Channel(sock, key, session, p.FROM_SENDER, p.FROM_RECEIVER)
+
+
+def send_result(channel: Channel, result: dict[str, Any]) -> None:
+    channel.send(p.M_RESULT, json.dumps(result).encode())
+
+
+def wait_result(channel: Channel) -> dict[str, Any]:
+    """The receiver's RESULT after the stream's end."""
+    message = channel.recv()
+    if message is None or message[0] != p.M_RESULT:
+        raise p.ProtocolError("the receiver closed the connection without a result")
+    result: dict[str, Any] = json.loads(message[1])
+    return result
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """'host' or 'host:port' -> (host, port)."""
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    return host, int(port) if port else DEFAULT_TCP_PORT
