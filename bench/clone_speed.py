@@ -1,8 +1,8 @@
 """Volume-to-volume copy speed: `clonebay clone` against `partclone.<fs> -b` and `dd`, on the same
 half-full ext4 and NTFS bench volumes (bench/volumes.py), in the same run, caches dropped before
-every run. Targets are fresh sparse files of the volume's size; every tool writes only what it copies
-(partclone -b and clonebay the used blocks, dd everything). clonebay also reads every chunk back
-to verify it (its default); the `--no-verify` row shows the copy alone.
+every run. Targets are fresh sparse files of the volume's size; every tool writes only what it
+copies (partclone -b and clonebay the used blocks, dd everything). clonebay also reads every chunk
+back to verify it (its default); the `--no-verify` row shows the copy alone.
 
     .venv/bin/python bench/clone_speed.py [--size-gib 4] [--runs 3] [--work DIR]
 """

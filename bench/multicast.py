@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import signal
 import statistics
 import subprocess
 import sys
@@ -180,6 +181,8 @@ def main() -> int:
     parser.add_argument("--receivers", type=int, nargs="+", default=list(RECEIVERS))
     parser.add_argument("--losses", type=float, nargs="+", default=list(LOSSES))
     args = parser.parse_args()
+    # SIGTERM (timeout, CI) -> SystemExit, so that every LAN's namespaces are deleted on the way
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = args.work or Path(tempfile.mkdtemp(prefix="cb-mcast-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     scale = disks.QUICK if args.scale == "quick" else disks.TEST

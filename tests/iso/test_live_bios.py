@@ -91,16 +91,23 @@ def test_mbr_disk_through_the_stream_form_onto_a_usb_disk(guest: Guest) -> None:
 
 
 def test_a_tape_drive_is_a_stream_target(guest: Guest) -> None:
-    """QEMU has no tape: scsi_debug with ptype=1 gives the st driver a real (RAM) tape."""
+    """QEMU has no tape: scsi_debug with ptype=1 gives the st driver a tape drive. Its emulation
+    (Linux 6.12) accepts writes but stores no tape data and refuses WRITE FILEMARKS, so this
+    checks discovery and the write path (records accepted, the filemark failure only a warning);
+    the record layout itself is checked in tests/unit/test_tape.py."""
     guest.check("modprobe scsi_debug ptype=1 dev_size_mb=64 && udevadm settle")
     listing = json.loads(guest.check("clonebay list --json"))
     tapes = [d for d in listing if d.get("kind") == "tape"]
     assert [t["path"] for t in tapes] == ["/dev/nst0"], listing
-    assert "/dev/nst0" in guest.check("clonebay list")
+    assert tapes[0]["model"] == "scsi_debug"
+    assert "image stream target" in guest.check("clonebay list")
     src = _by_serial(guest)["SRC-MBR"]["path"]
     # Partition 6 is the small FAT12 logical partition: it fits the 64 MiB RAM tape.
-    guest.check(f"mt -f /dev/nst0 rewind; clonebay save --partition 6 {src} /dev/nst0", 300)
-    guest.check("mt -f /dev/nst0 rewind; dd if=/dev/nst0 bs=64k status=none | clonebay verify -")
+    out = guest.check(f"mt -f /dev/nst0 rewind; clonebay save --partition 6 {src} /dev/nst0", 300)
+    assert "into /dev/nst0" in out, out
+    assert guest.check("mt -f /dev/nst0 status | grep -o 'block number=[0-9]*'") != (
+        "block number=0"
+    )
 
 
 def test_tui_is_up_on_tty1(guest: Guest) -> None:
@@ -140,7 +147,14 @@ def test_tui_is_usable_on_the_serial_console(guest: Guest) -> None:
         stream.feed(bytes(guest.output[fed:]))
         fed = len(guest.output)
     assert "SRC-GPT" in "\n".join(screen.display), "\n".join(screen.display)
-    guest.send("\x11")  # ctrl+q quits from any screen
+    guest.send("\x11")  # ctrl+q quits from any screen, after asking (with "Stay" focused)
+    while time.monotonic() < deadline and "Leave clonebay?" not in "\n".join(screen.display):
+        time.sleep(1)
+        stream.feed(bytes(guest.output[fed:]))
+        fed = len(guest.output)
+    guest.send("\t")  # focus "Quit"
+    time.sleep(2)  # one key at a time: Textual reads a burst of bytes as one escape sequence
+    guest.send("\r")
     match = guest.wait_output(rb"__RC_(\d+)__", 120, start)
     assert match.group(1) == b"0"
     guest.run("stty sane -echo cols 200 rows 50; clear")

@@ -39,11 +39,17 @@ class Node:
     def argv(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
 
-    def popen(self, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    def popen(
+        self, argv: Sequence[str], log: Path, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start a process inside this node; stdout and stderr go to ``log``."""
         out = open(log, "wb")  # noqa: SIM115 - the process owns it; closed with the test's tmp
         return subprocess.Popen(
-            self.argv(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.argv(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
         )
 
     def drop(self, probability: float, port: int = MCAST_PORT) -> None:

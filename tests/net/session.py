@@ -14,6 +14,8 @@ from typing import Any
 
 from tests.net.netns import Node
 
+__all__ = ["Node", "Proc", "receive", "send", "wait_for"]
+
 CLONEBAY = [sys.executable, "-m", "clonebay"]
 KEY = "test-session-key"
 TIMEOUT = 240  # seconds a whole session may take before the test gives up (never asserted)

@@ -8,8 +8,10 @@ import pytest
 
 from clonebay.net import protocol as p
 from clonebay.net.control import Channel
+from clonebay.net.pacing import RateControl, congested
 from clonebay.net.peers import catalog_message, parse_catalog_message
 from clonebay.net.ranges import RangeSet
+from clonebay.net.repair import Partial, Retries, missing_ranges
 
 KEY = p.derive_key("abcd-efgh")
 
@@ -81,3 +83,45 @@ def test_range_set_merges_and_pops_in_order() -> None:
     assert rs.ranges() == [(10, 12), (30, 1)] and len(rs) == 13
     assert [rs.pop_first() for _ in range(13)] == [*range(10, 22), 30]
     assert not rs
+
+
+def test_rate_drops_when_a_quarter_of_receivers_are_congested_and_recovers() -> None:
+    control = RateControl(40e6)
+    assert control.update(congested=1, active=8) == 40e6  # one in eight: left to repairs
+    assert control.update(congested=2, active=8) == pytest.approx(28e6)
+    assert control.update(congested=8, active=8) == pytest.approx(19.6e6)
+    for _ in range(100):
+        control.update(congested=0, active=8)
+    assert control.rate == 40e6  # back at the cap, never above
+    for _ in range(100):
+        control.update(congested=4, active=4)
+    assert control.rate == control.floor > 0
+
+
+def test_what_counts_as_congested() -> None:
+    assert congested(received=1000, lost=0, overflow=1)  # the socket buffer overflowed
+    assert not congested(received=950, lost=50, overflow=0)  # 5 % random loss: repairs
+    assert congested(received=700, lost=300, overflow=0)
+    assert not congested(received=0, lost=0, overflow=0)
+
+
+def test_missing_ranges_of_a_partial_object() -> None:
+    part = Partial(10 * 1432, 10)
+    for k in (0, 1, 4, 9):
+        part.have[k] = 1
+    into: list[tuple[int, int]] = []
+    missing_ranges(into, 100, 110, part)
+    assert into == [(102, 2), (105, 4)]
+    missing_ranges(into, 200, 203, None)  # nothing arrived: all of it
+    assert into[-1] == (200, 3)
+
+
+def test_retries_back_off_and_wait_for_the_sender_to_drain() -> None:
+    r = Retries()
+    assert r.due(7, now=0.0)
+    r.asked([7], now=0.0, datagrams=1, rate=40e6)
+    assert not r.due(7, now=0.2) and r.due(7, now=0.31)
+    r.asked([7], now=1.0, datagrams=1, rate=40e6)  # second ask: twice as long
+    assert not r.due(7, now=1.5) and r.due(7, now=1.61)
+    r.asked([8], now=0.0, datagrams=100_000, rate=10e6)  # 147 MB at 10 MB/s: ~15 s, x 1.5
+    assert not r.due(8, now=20.0) and r.due(8, now=23.0)

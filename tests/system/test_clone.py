@@ -181,7 +181,8 @@ def test_refusals_write_nothing(
     busy = loop(busy_file)
     run(["sgdisk", "-n1:1M:+64M", busy])
     rescan(busy)
-    run(["mkfs.ext4", "-q", "-F", f"{busy}p1"])
+    # no lazy init: the kernel would fill the inode tables in the background once mounted
+    run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", f"{busy}p1"])
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     run(["mount", f"{busy}p1", str(mnt)])

@@ -48,8 +48,8 @@ def test_home_lists_jobs_and_quits() -> None:
         await pilot.press("q")
 
     run_app(app, script)
-    assert seen["disabled"] == {"multicast"}
-    assert seen["enabled"] == {"clone", "save", "restore", "disks", "browse", "quit"}
+    assert seen["disabled"] == set()
+    assert seen["enabled"] == {"clone", "save", "restore", "disks", "multicast", "browse", "quit"}
     assert app.return_code == 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clonebay.report import format_tape_table, tapes_json
-from clonebay.system.tape import TapeDrive, TapeStream, is_stream_device, list_tapes
+from clonebay.system.tape import MTIOCTOP, TapeDrive, TapeStream, is_stream_device, list_tapes
 
 
 def _fake_sysfs(root: Path) -> Path:
@@ -45,8 +45,8 @@ def test_no_rewind_devices_are_listed_in_drive_order(tmp_path: Path) -> None:
     assert list_tapes(tmp_path / "absent") == []
 
 
-def test_a_stream_goes_out_in_whole_records_padded_at_the_end(tmp_path: Path) -> None:
-    """What reaches the device is a whole number of records: the payload, then zero padding."""
+def test_a_stream_goes_out_in_records_and_nothing_else(tmp_path: Path) -> None:
+    """What reaches the device is exactly the stream: a reader sees no padding after its end."""
     fifo = tmp_path / "tape"
     os.mkfifo(fifo)
     data = bytearray()
@@ -63,8 +63,27 @@ def test_a_stream_goes_out_in_whole_records_padded_at_the_end(tmp_path: Path) ->
         stream.write(payload[:10])
         stream.write(memoryview(payload)[10:])
     reader.join(timeout=10)
-    assert len(data) == 25 * 4096  # 100,000 bytes -> 25 records, the last one padded
-    assert bytes(data[: len(payload)]) == payload and not any(data[len(payload) :])
+    assert bytes(data) == payload  # 24 whole records and a short one, no padding
+
+
+def test_the_records_are_the_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each os.write() is one tape block: whole records, then the remainder."""
+    sizes: list[int] = []
+    real_write = os.write
+
+    def record_write(fd: int, data: bytes) -> int:
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", record_write)
+    with TapeStream(os.devnull, record=4096) as stream:
+        stream.write(bytes(5000))
+        stream.write(bytes(5000))
+    assert sizes == [4096, 4096, 1808]
+
+
+def test_mtiocop_is_the_kernel_number() -> None:
+    assert MTIOCTOP == 0x40086D01  # _IOW('m', 1, struct mtop) on x86-64
 
 
 def test_character_devices_are_stream_targets(tmp_path: Path) -> None:

@@ -115,7 +115,11 @@ def _cmd_send(args: argparse.Namespace) -> int:
         )
         _print_event(args, {"event": "session", **s.as_dict()}, text)
 
-    final = multicast.send(args.image, config, status=show, start=start)
+    view = ProgressView(args.json)  # a disk is mapped (read once) before the session starts
+    try:
+        final = multicast.send(args.image, config, status=show, start=start, progress=view)
+    finally:
+        view.close()
     if sys.stderr.isatty() and not args.json:
         print(file=sys.stderr)
     rows = [
@@ -172,10 +176,19 @@ def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
     from clonebay.engine import unicast
     from clonebay.engine.restore import RestoreOptions
 
+    def listening(port: int) -> None:
+        text = f"waiting for a sender on TCP port {port}"
+        _print_event(args, {"event": "listening", "port": port}, text)
+
     view = ProgressView(args.json)
     try:
         warnings = unicast.receive_from_sender(
-            args.target, key, args.listen, RestoreOptions(verify=args.verify), progress=view
+            args.target,
+            key,
+            args.tcp_port,
+            RestoreOptions(verify=args.verify),
+            progress=view,
+            listening=listening,
         )
     finally:
         view.close()
@@ -236,7 +249,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add send and receive to the ``clonebay`` parser."""
     p = sub.add_parser("send", help="multicast an image to many receivers at once")
-    p.add_argument("image", help="image directory to send (with --to also a stream file or disk)")
+    p.add_argument(
+        "image", metavar="IMAGE|DISK", help="image directory or disk (with --to also a stream file)"
+    )
     p.add_argument(
         "--to",
         action="append",
@@ -256,12 +271,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, metavar="S", help="give up if no session in S s")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
     p.add_argument(
-        "--listen",
+        "--listen", action="store_true", help="wait for a sender on TCP instead of multicast"
+    )
+    p.add_argument(
+        "--tcp-port",
         type=int,
-        nargs="?",
-        const=DEFAULT_TCP_PORT,
+        default=DEFAULT_TCP_PORT,
         metavar="PORT",
-        help=f"wait for a sender on TCP (default port {DEFAULT_TCP_PORT}) instead of multicast",
+        help=f"TCP port for --listen (default {DEFAULT_TCP_PORT})",
     )
     _common(p)
     p.set_defaults(func=_cmd_receive)

@@ -16,12 +16,14 @@ fails its hash stops the receive (its datagrams were authentic, so the sender's 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from clonebay.engine.multicast_catalog import Catalog, ImageObjects, parse_catalog
+from clonebay.engine.multicast_disk import DiskObjects
 from clonebay.engine.restore import (
     Placement,
     RestoreOptions,
@@ -33,11 +35,13 @@ from clonebay.engine.restore import (
     single_partition,
     wipe_tables,
 )
+from clonebay.engine.restore_stream import MAX_HELD
 from clonebay.engine.verify import PlacedRecords, VerifyError, verify_records
-from clonebay.errors import CancelledError, ClonebayError
+from clonebay.errors import CancelledError, ClonebayError, UsageError
 from clonebay.imaging.codec import Buffer, DecodeError, decode_payload
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.spec import FLAG_UNREADABLE, ImageError
+from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Progress
 from clonebay.net.receiver import ReceiveConfig, Receiver, ReceiveStatus
 from clonebay.net.sender import SendConfig, Sender, SessionStatus
@@ -49,19 +53,30 @@ __all__ = ["MulticastRestore", "ReceiveConfig", "SendConfig", "receive", "send"]
 
 
 def send(
-    image: str,
+    source: str,
     config: SendConfig,
     *,
     status: Callable[[SessionStatus], None] | None = None,
     start: threading.Event | None = None,
     cancel: threading.Event | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> SessionStatus:
-    """Send the image directory ``image`` to every receiver that joins; returns the session's
-    final status with every receiver's outcome."""
-    with ImageReader(image) as reader:
-        source = ImageObjects(reader)
-        sender = Sender(config, source, status)
-        return sender.run(start, cancel)
+    """Send ``source``, an image directory or a disk (read live: engine/multicast_disk.py), to
+    every receiver that joins; returns the session's final status with every receiver's
+    outcome. ``progress`` reports the disk's mapping pass."""
+    if os.path.isdir(source):
+        with ImageReader(source) as reader:
+            return Sender(config, ImageObjects(reader), status).run(start, cancel)
+    if os.path.isfile(source) and is_stream_file(source):
+        raise UsageError(
+            f"{source} is an image stream: convert it into an image directory first"
+            " (clonebay convert), or send it over TCP with --to"
+        )
+    disk = DiskObjects(source, progress)
+    try:
+        return Sender(config, disk, status).run(start, cancel)
+    finally:
+        disk.close()
 
 
 def receive(
@@ -111,6 +126,7 @@ class MulticastRestore:
         # object -> where it goes: (target offset, region name, region offset, held?)
         self.places: list[list[tuple[int, str, int, bool]]] = []
         self.held: dict[int, Buffer] = {}
+        self.held_bytes = 0
         self.jobs: queue.Queue[tuple[int, bytearray] | None] = queue.Queue(WRITE_QUEUE)
         self.error: BaseException | None = None
         self.writer: threading.Thread | None = None
@@ -239,11 +255,18 @@ class MulticastRestore:
             raise ImageError(
                 f"frame of region {where[0]} offset {where[1]} from the sender: {exc}"
             ) from None
-        for at, _, _, held in self.places[number]:
-            if held:
-                self.held[number] = data
-            else:
+        for at, region, _, held in self.places[number]:
+            if not held:
                 self.dev.write_at(memoryview(data), at)
+            elif number not in self.held:
+                self.held[number] = data
+                self.held_bytes += len(data)
+                if self.held_bytes > MAX_HELD:
+                    raise ImageError(
+                        f"more than {MAX_HELD >> 20} MiB of data outside the partitions (region"
+                        f" {region}): a receiver holds it in memory until the partitions are"
+                        " written. Restore this image from a directory instead"
+                    )
 
     def _write_held(self, place: Placement) -> None:
         assert self.dev is not None and self.catalog is not None

@@ -46,6 +46,34 @@ class Catalog:
     uses: dict[str, list[int]]  # per region, the object of each record (-1: ZERO/UNREADABLE)
 
 
+class CatalogBuilder:
+    """Collects records and objects, region by region; ``catalog()`` gives the bytes to send."""
+
+    def __init__(self) -> None:
+        self.objects: list[list[Any]] = []
+        self.regions: dict[str, list[list[int]]] = {}
+        self.sizes: list[int] = []
+
+    def add(self, region: str, rec: Record, number: int) -> None:
+        """A record of ``region`` using object ``number`` (-1: ZERO / UNREADABLE)."""
+        self.regions.setdefault(region, []).append([rec.offset, rec.length, rec.flags, number])
+
+    def new_object(self, rec: Record) -> int:
+        """A new object for the frame ``rec`` describes; its number."""
+        self.sizes.append(rec.stored_length)
+        self.objects.append([rec.codec, rec.length, rec.digest.hex()])
+        return len(self.sizes) - 1
+
+    def catalog(self, manifest: Manifest) -> bytes:
+        body = {
+            "catalog_version": CATALOG_VERSION,
+            "manifest": manifest_json.to_json(manifest).decode(),
+            "objects": self.objects,
+            "regions": {r.name: self.regions.get(r.name, []) for r in manifest.regions},
+        }
+        return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+
+
 class ImageObjects:
     """An image directory as a multicast source: its frames are the objects."""
 
@@ -53,30 +81,19 @@ class ImageObjects:
         self.reader = reader
         first: dict[tuple[int, int], int] = {}
         self.where: list[tuple[str, Record]] = []
-        objects: list[list[Any]] = []
-        regions: dict[str, list[list[int]]] = {}
-        sizes: list[int] = []
+        build = CatalogBuilder()
         for region in reader.manifest.regions:
-            rows = regions[region.name] = []
             for rec in reader.records(region.name):
                 number = -1
                 if not rec.flags:
                     key = (rec.pack, rec.pack_offset)
                     if key not in first:
-                        first[key] = len(sizes)
-                        sizes.append(rec.stored_length)
-                        objects.append([rec.codec, rec.length, rec.digest.hex()])
+                        first[key] = build.new_object(rec)
                         self.where.append((region.name, rec))
                     number = first[key]
-                rows.append([rec.offset, rec.length, rec.flags, number])
-        body = {
-            "catalog_version": CATALOG_VERSION,
-            "manifest": manifest_json.to_json(reader.manifest).decode(),
-            "objects": objects,
-            "regions": regions,
-        }
-        self.catalog = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
-        self.sizes = sizes
+                build.add(region.name, rec, number)
+        self.catalog = build.catalog(reader.manifest)
+        self.sizes = build.sizes
 
     def body(self, number: int) -> bytes:
         name, rec = self.where[number]

@@ -66,9 +66,10 @@ def receive_from_sender(
     *,
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    listening: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Wait for a sender on TCP ``port`` and restore its stream onto ``target``."""
-    channel = tcp.listen(key, port)
+    channel = tcp.listen(key, port, listening)
     try:
         reader = io.BufferedReader(tcp.ChannelReader(channel), tcp.CHUNK)
         try:

@@ -197,16 +197,19 @@ class Sender:
     def _wait_for_receivers(self, start: threading.Event, cancel: threading.Event) -> None:
         began = time.monotonic()
         wait = self.config.wait
+        next_announce = 0.0
         while True:
             if cancel.is_set():
                 raise CancelledError("send cancelled before the session started")
-            self._announce()
-            self._report()
+            now = time.monotonic()
+            if now >= next_announce:
+                self._announce()
+                self._report()
+                next_announce = now + ANNOUNCE_EVERY
             ready = self.peers.ready()
-            waited = time.monotonic() - began
             if ready >= self.config.min_receivers or (ready and start.is_set()):
                 return
-            if wait is not None and waited >= wait:
+            if wait is not None and now - began >= wait:
                 if ready:
                     return
                 if not self.peers.joined():
@@ -214,10 +217,9 @@ class Sender:
                         f"no receiver joined within {wait:.0f} s: are they on the same network"
                         " segment, and do they use the same group and port?"
                     )
-            if start.is_set():  # the operator's word, but nobody is ready yet
-                time.sleep(0.1)
-            else:
-                start.wait(ANNOUNCE_EVERY * 2)
+            # a receiver's READY sets wake; the operator's word is seen within 0.1 s
+            self.peers.wake.wait(0.1)
+            self.peers.wake.clear()
 
     def _transmit(self, cancel: threading.Event) -> None:
         pacer = Pacer(self.control.rate)

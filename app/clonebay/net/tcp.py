@@ -16,6 +16,7 @@ import json
 import secrets
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from clonebay.net import protocol as p
@@ -90,9 +91,18 @@ class ChannelWriter(io.RawIOBase):
         self.sent += len(chunk)
 
 
-def listen(key: bytes, port: int = DEFAULT_TCP_PORT, address: str = "") -> Channel:
-    """Wait for one sender to connect; the channel to read its stream from."""
-    with socket.create_server((address, port), reuse_port=False) as server:
+def listen(
+    key: bytes, port: int = DEFAULT_TCP_PORT, listening: Callable[[int], None] | None = None
+) -> Channel:
+    """Wait for one sender to connect; the channel to read its stream from. ``listening`` is
+    called with the port once connections are accepted."""
+    try:
+        server = socket.create_server(("", port))
+    except OSError as exc:
+        raise p.ProtocolError(f"cannot listen on TCP port {port}: {exc.strerror}") from exc
+    with server:
+        if listening is not None:
+            listening(server.getsockname()[1])
         conn, _ = server.accept()
     session = secrets.randbits(63)
     conn.sendall(NONCE.pack(session))

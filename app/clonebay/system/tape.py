@@ -8,19 +8,22 @@ follow one another on a tape, separated by filemarks), and the ``l``, ``m``, ``a
 alternative modes. clonebay offers the non-rewinding ``nstN``; ``stN`` is shown beside it.
 
 Records: st in variable-block mode turns each write() into one tape block, and a write larger
-than the driver's buffer fails (EINVAL or ENOMEM). ``TapeStream`` therefore cuts the stream into
-fixed 64 KiB records (the common default of LTO drives and of tar's -b 128) and pads the last
-one with zero bytes, which the stream reader never reads (the trailer ends the stream). Restore
-reads the tape with the same record size: ``dd if=/dev/nst0 bs=64k | clonebay restore - DISK``.
+than the driver's buffer fails (EINVAL or ENOMEM). ``TapeStream`` therefore puts the drive in
+variable-block mode (MTSETBLK 0, the usual mode of LTO drives) and cuts the stream into 64 KiB
+records (tar's -b 128), the last one shorter: no padding, so what is read back is exactly the
+stream, whose trailer ends it. Restore reads the tape with the same record size:
+``dd if=/dev/nst0 bs=64k | clonebay restore - DISK``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +36,11 @@ if TYPE_CHECKING:
 
 SYS_CLASS_TAPE = Path("/sys/class/scsi_tape")
 RECORD_SIZE = 64 * 1024
+# <linux/mtio.h>: struct mtop { short mt_op; int mt_count; } and _IOW('m', 1, struct mtop)
+MTOP_FORMAT = "hi"
+MTIOCTOP = 0x40000000 | (struct.calcsize(MTOP_FORMAT) << 16) | (ord("m") << 8) | 1
+MTSETBLK = 20
+SCSI_TAPE_MAJOR = 9  # Documentation/admin-guide/devices.txt: st and nst
 log = logging.getLogger(__name__)
 _NO_REWIND = re.compile(r"nst(\d+)")
 
@@ -102,8 +110,20 @@ def is_stream_device(path: str) -> bool:
         return False
 
 
+def set_variable_blocks(fd: int) -> bool:
+    """Put a tape drive in variable-block mode (MTIOCTOP with MTSETBLK 0, <linux/mtio.h>).
+    False when ``fd`` is not a SCSI tape or the drive refuses: then it keeps its mode."""
+    try:
+        if os.major(os.fstat(fd).st_rdev) != SCSI_TAPE_MAJOR:
+            return False  # another character device: its ioctl numbers mean other things
+        fcntl.ioctl(fd, MTIOCTOP, struct.pack(MTOP_FORMAT, MTSETBLK, 0))
+    except OSError:
+        return False
+    return True
+
+
 class TapeStream(io.RawIOBase):
-    """A write-only stream that hands the device whole ``record``-byte records (see above)."""
+    """A write-only stream that hands the device ``record``-byte records (see above)."""
 
     def __init__(self, path: str, record: int = RECORD_SIZE) -> None:
         super().__init__()
@@ -114,6 +134,7 @@ class TapeStream(io.RawIOBase):
             self._fd = os.open(path, os.O_WRONLY)
         except OSError as exc:
             raise DeviceError(f"cannot open {path} for writing: {exc.strerror}") from exc
+        set_variable_blocks(self._fd)
 
     def writable(self) -> bool:
         return True
@@ -142,8 +163,7 @@ class TapeStream(io.RawIOBase):
             return
         try:
             if self._pending:
-                self._pending += bytes(self._record - len(self._pending))
-                self._write_all(memoryview(self._pending))
+                self._write_all(memoryview(self._pending))  # the last, shorter record
                 self._pending.clear()
         finally:
             fd, self._fd = self._fd, -1

@@ -19,6 +19,7 @@ from textual.app import App
 
 from clonebay.model import Disk
 from clonebay.tui.jobs import JobKind, JobRequest
+from clonebay.tui.multicast_flow import multicast_flow
 from clonebay.tui.screens.browse_parts import BrowsePartsScreen
 from clonebay.tui.screens.browse_tree import BrowseTreeScreen
 from clonebay.tui.screens.disk_details import DiskDetailsScreen
@@ -175,4 +176,5 @@ FLOWS = {
     "restore": restore_flow,
     "disks": disks_flow,
     "browse": browse_flow,
+    "multicast": multicast_flow,
 }

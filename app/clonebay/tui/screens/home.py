@@ -22,7 +22,7 @@ ENTRIES = (
     ("save", "Save image", "save a disk into a compressed image folder", False),
     ("restore", "Restore image", "write an image back onto a disk", False),
     ("disks", "Disks", "what is on each disk of this machine", False),
-    ("multicast", "Multicast", "send to or receive from many machines (coming later)", True),
+    ("multicast", "Multicast", "send an image to many machines at once, or receive one", False),
     ("browse", "Browse image", "look into an image and copy files out of it", False),
     ("quit", "Quit", "", False),
 )
@@ -36,7 +36,15 @@ def _prompt(title: str, words: str, key: str) -> Text:
     return text
 
 
-KEYS = {"clone": "c", "save": "s", "restore": "r", "disks": "d", "browse": "b", "quit": "q"}
+KEYS = {
+    "clone": "c",
+    "save": "s",
+    "restore": "r",
+    "disks": "d",
+    "multicast": "m",
+    "browse": "b",
+    "quit": "q",
+}
 
 
 class HomeScreen(BaseScreen[None]):
@@ -47,6 +55,7 @@ class HomeScreen(BaseScreen[None]):
         Binding("s", "choose('save')", "Save"),
         Binding("r", "choose('restore')", "Restore"),
         Binding("d", "choose('disks')", "Disks"),
+        Binding("m", "choose('multicast')", "Multicast"),
         Binding("b", "choose('browse')", "Browse"),
         Binding("q", "choose('quit')", "Quit"),
     ]

@@ -1,0 +1,62 @@
+"""A receiver's side of repairs: objects in flight, what they lack, and when to ask again.
+
+An object whose first slice has arrived is a ``Partial``: its bytes so far and one flag per
+slice. What it lacks is turned into (first sequence number, count) ranges for a NAK. ``Retries``
+is the backoff (docs/multicast.md §6): an object asked for is not asked for again before its
+retry time, which starts at MIN_RETRY, doubles with each ask up to MAX_RETRY, and is never
+shorter than the time the sender needs to send everything that NAK asked for.
+"""
+
+from __future__ import annotations
+
+from clonebay.net.protocol import MAX_DATAGRAM
+
+MIN_RETRY = 0.3  # seconds: a few NAK intervals, more than a LAN's round trip
+MAX_RETRY = 4.0
+DRAIN_MARGIN = 1.5  # x the time the sender needs, at its announced rate, for what was asked
+
+
+class Partial:
+    """An object some of whose slices have arrived."""
+
+    __slots__ = ("buf", "have", "missing")
+
+    def __init__(self, size: int, count: int) -> None:
+        self.buf = bytearray(size)
+        self.have = bytearray(count)
+        self.missing = count
+
+
+def missing_ranges(
+    into: list[tuple[int, int]], first: int, upto: int, part: Partial | None
+) -> None:
+    """Append the ranges of [first, upto) that have not arrived (all of it without ``part``)."""
+    if part is None:
+        into.append((first, upto - first))
+        return
+    limit = upto - first
+    k = part.have.find(0, 0, limit)
+    while k != -1:
+        j = part.have.find(1, k, limit)
+        j = limit if j == -1 else j
+        into.append((first + k, j - k))
+        k = part.have.find(0, j, limit)
+
+
+class Retries:
+    """When each object may be asked for again."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+        self.interval: dict[int, float] = {}
+
+    def due(self, number: int, now: float) -> bool:
+        return self.at.get(number, 0.0) <= now
+
+    def asked(self, numbers: list[int], now: float, datagrams: int, rate: float) -> None:
+        """``numbers`` were asked for in a NAK of ``datagrams`` slices, at ``now``."""
+        drain = DRAIN_MARGIN * datagrams * MAX_DATAGRAM / rate
+        for number in numbers:
+            interval = min(MAX_RETRY, self.interval.get(number, MIN_RETRY / 2) * 2)
+            self.interval[number] = interval
+            self.at[number] = now + max(interval, drain)
