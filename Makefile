@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml | $(APT_STAMP)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: setup ## build a demo disk, list disks, probe the demo disk
+demo: setup ## build demo disks, tour the commands on them, then start the TUI on them
 	$(PY) -m clonebay.demo
 
 test: setup ## run the whole test suite (root tests run when root)
@@ -46,7 +46,7 @@ lint: setup ## ruff and import-linter
 typecheck: setup ## mypy --strict on the package
 	$(VENV)/bin/mypy
 
-bench: setup ## map a multi-GiB disk against partclone (see bench/)
+bench: setup ## map a multi-GiB disk against partclone (more scripts in bench/)
 	$(PY) bench/map_speed.py
 
 clean: ## remove the virtualenv and caches
