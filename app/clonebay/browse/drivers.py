@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clonebay.browse.procs import holders, mounted_at, start_daemon
+from clonebay.browse.procs import mounted_at, start_daemon
 from clonebay.errors import ClonebayError, CommandError
+from clonebay.system.procs import holders
 from clonebay.system.run import output, run
 from clonebay.system.tools import which
 

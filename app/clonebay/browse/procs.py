@@ -1,5 +1,5 @@
 """The processes and kernel state behind a mount: starting our FUSE daemons, waiting for FUSE
-drivers to exit, finding who holds a file open, and asking the kernel what is mounted.
+drivers to exit (system/procs.py), and asking the kernel what is mounted.
 
 A FUSE daemon of ours (daemon.py) runs in its own session so that it outlives the command that
 started it; it tells the starter that its mount is live by writing ``ready`` to a pipe, and the
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from clonebay.errors import ClonebayError, DeviceError
+from clonebay.errors import ClonebayError
 from clonebay.system.mounts import MOUNTINFO, parse_mountinfo
+from clonebay.system.procs import wait_pidfds
 
 EXIT_TIMEOUT = 120.0  # seconds for a FUSE daemon to write back and exit after its unmount
 
@@ -75,43 +74,14 @@ def wait_for_exit(pids: Sequence[int], timeout: float = EXIT_TIMEOUT) -> None:
         with contextlib.suppress(ProcessLookupError):
             fds.append(os.pidfd_open(pid))
     try:
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        waiting = set(fds)
-        deadline = time.monotonic() + timeout
-        while waiting:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DeviceError(
-                    f"a filesystem process ({', '.join(map(str, pids))}) did not exit within"
-                    f" {timeout:.0f} s of its unmount; is a file still open in it?"
-                )
-            for fd, _ in poller.poll(int(left * 1000) + 1):
-                waiting.discard(fd)
-                poller.unregister(fd)
+        what = f"a filesystem process ({', '.join(map(str, pids))})"
+        wait_pidfds(fds, timeout, what + "; is a file still open in it?")
     finally:
         for fd in fds:
             os.close(fd)
         for pid in pids:  # a daemon this process started must also be reaped
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-
-
-def holders(path: Path) -> list[int]:
-    """Processes other than this one with ``path`` open (a FUSE driver serving it)."""
-    target = str(path)
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
-        except OSError:  # exited, or not ours to inspect
-            continue
-        if target in links:
-            pids.append(int(proc.name))
-    return pids
 
 
 def mounted_at(path: str | os.PathLike[str]) -> bool:

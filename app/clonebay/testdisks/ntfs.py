@@ -17,16 +17,15 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import select
 import shutil
 import stat
 import struct
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from clonebay.system.procs import holders, wait_pidfds
 from clonebay.system.run import run
 from clonebay.testdisks.files import sparse_file
 from clonebay.testdisks.tree import Tree
@@ -59,38 +58,6 @@ def make_ntfs(
     return path
 
 
-def _holders(image: Path) -> list[int]:
-    """Processes (other than this one) with ``image`` open: the ntfs-3g daemon serving it."""
-    target = str(image.resolve())
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
-        except OSError:  # the process exited or is not ours to inspect
-            continue
-        if target in links:
-            pids.append(int(proc.name))
-    return pids
-
-
-def _wait_for_exit(pidfds: list[int], timeout: float) -> None:
-    """Block until every process behind ``pidfds`` has exited (a pidfd turns readable)."""
-    poller = select.poll()
-    for fd in pidfds:
-        poller.register(fd, select.POLLIN)
-    waiting = set(pidfds)
-    deadline = time.monotonic() + timeout
-    while waiting:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"ntfs-3g did not exit within {timeout:.0f}s after umount")
-        for fd, _ in poller.poll(int(left * 1000) + 1):
-            waiting.discard(fd)
-            poller.unregister(fd)
-
-
 @contextmanager
 def mounted(image: Path, *, read_only: bool = False) -> Iterator[Path]:
     """Mount ``image`` with ntfs-3g in a temporary folder; on exit unmount and wait until the
@@ -99,10 +66,10 @@ def mounted(image: Path, *, read_only: bool = False) -> Iterator[Path]:
     pidfds: list[int] = []
     try:
         options = READ_OPTIONS if read_only else BUILD_OPTIONS
-        before = set(_holders(image))
+        before = set(holders(image))
         run(["ntfs-3g", "-o", options, str(image), str(mnt)])
         try:
-            for pid in set(_holders(image)) - before:
+            for pid in set(holders(image)) - before:
                 try:
                     pidfds.append(os.pidfd_open(pid))
                 except ProcessLookupError:
@@ -110,7 +77,7 @@ def mounted(image: Path, *, read_only: bool = False) -> Iterator[Path]:
             yield mnt
         finally:
             run(["umount", str(mnt)])
-            _wait_for_exit(pidfds, DAEMON_EXIT_TIMEOUT)
+            wait_pidfds(pidfds, DAEMON_EXIT_TIMEOUT, "ntfs-3g")
     finally:
         for fd in pidfds:
             os.close(fd)
