@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 
 from clonebay.browse.procs import mounted_at, start_daemon
 from clonebay.errors import ClonebayError, CommandError
+from clonebay.system import loopdev
 from clonebay.system.procs import holders
-from clonebay.system.run import output, run
+from clonebay.system.run import run
 from clonebay.system.tools import which
 
 if TYPE_CHECKING:
@@ -60,9 +61,7 @@ def for_fstype(fstype: str) -> Driver | None:
 
 def _mount_ext(partition: Path, fs: FsMount, writable: bool) -> None:
     try:
-        loop = output(
-            ["losetup", "--find", "--show", *([] if writable else ["--read-only"]), str(partition)]
-        ).strip()
+        loop = loopdev.attach(str(partition), read_only=not writable)
     except CommandError:
         if which("fuse2fs") is None:
             raise
@@ -75,7 +74,7 @@ def _mount_ext(partition: Path, fs: FsMount, writable: bool) -> None:
     try:
         run(["mount", "-t", "ext4", "-o", "rw" if writable else "ro,noload", loop, fs.directory])
     except ClonebayError:
-        run(["losetup", "-d", loop], check=False)
+        loopdev.detach(loop)
         fs.loop = ""
         raise
 
@@ -97,5 +96,5 @@ def unmount(fs: FsMount) -> None:
                 ) from None
             raise
     if fs.loop:
-        run(["losetup", "-d", fs.loop], check=False)
+        loopdev.detach(fs.loop)
         fs.loop = ""
