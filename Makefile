@@ -9,7 +9,7 @@ APT_STAMP := .apt-installed
 # Debian packages the tool and its tests use (installed when running as root).
 APT_PACKAGES := e2fsprogs ntfs-3g dosfstools mtools fdisk gdisk parted libparted-dev pkg-config \
 	partclone util-linux python3-venv python3-dev gcc attr udev lz4 fuse3 kmod \
-	cryptsetup-bin lvm2 tmux iproute2 iptables udpcast
+	cryptsetup-bin lvm2 tmux iproute2 iptables udpcast ethtool
 
 .DEFAULT_GOAL := help
 .PHONY: help setup apt demo test test-fast lint typecheck bench clean

@@ -104,10 +104,10 @@ def session(net: Lan, receive: list[list[str]], send: list[str], work: Path) -> 
 
 
 def run_clonebay(  # noqa: PLR0917
-    image: Path, disk: Path, n: int, loss: float, rate: str, work: Path
+    image: Path, disk: Path, n: int, loss: float, rate: str, work: Path, out: Path
 ) -> Row:
     want = sha256(disk)
-    targets = [work / f"t{i}.img" for i in range(n)]
+    targets = [out / f"t{i}.img" for i in range(n)]
     for t in targets:
         t.unlink(missing_ok=True)
     with lan(n + 1) as net:
@@ -126,9 +126,11 @@ def run_clonebay(  # noqa: PLR0917
     return Row("clonebay", n, loss, seconds, wire, 0)
 
 
-def run_udpcast(stream: Path, n: int, loss: float, rate: str, work: Path) -> Row:
+def run_udpcast(  # noqa: PLR0917
+    stream: Path, n: int, loss: float, rate: str, work: Path, out: Path
+) -> Row:
     want = sha256(stream)
-    outs = [work / f"u{i}.cbs" for i in range(n)]
+    outs = [out / f"u{i}.cbs" for i in range(n)]
     for o in outs:
         o.unlink(missing_ok=True)
     common = ["--nokbd", "--interface", "eth0", "--portbase", UDPCAST_PORTBASE]
@@ -178,6 +180,12 @@ def main() -> int:
     parser.add_argument("--scale", choices=["quick", "test"], default="quick")
     parser.add_argument("--work", type=Path, help="work directory (default: a new temporary one)")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--targets",
+        type=Path,
+        help="where the receivers write (default: the work directory). All receivers share"
+        " this machine's disk, which a LAN's receivers do not: /dev/shm takes it out",
+    )
     parser.add_argument("--receivers", type=int, nargs="+", default=list(RECEIVERS))
     parser.add_argument("--losses", type=float, nargs="+", default=list(LOSSES))
     args = parser.parse_args()
@@ -185,6 +193,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = args.work or Path(tempfile.mkdtemp(prefix="cb-mcast-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    out = args.targets or work
+    out.mkdir(parents=True, exist_ok=True)
     scale = disks.QUICK if args.scale == "quick" else disks.TEST
     built = disks.gpt_disk(work / "disk.img", scale, work=work)
     image, stream = work / "image", work / "image.cbs"
@@ -200,9 +210,9 @@ def main() -> int:
                 runs = []
                 for _ in range(args.runs):
                     if tool == "clonebay":
-                        row = run_clonebay(image, built.path, n, loss, args.rate, work)
+                        row = run_clonebay(image, built.path, n, loss, args.rate, work, out)
                     else:
-                        row = run_udpcast(stream, n, loss, args.rate, work)
+                        row = run_udpcast(stream, n, loss, args.rate, work, out)
                     runs.append(row)
                 mid = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
                 wire = int(statistics.median(r.wire for r in runs))

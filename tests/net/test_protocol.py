@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import socket
 
 import pytest
@@ -11,26 +12,40 @@ from clonebay.net.control import Channel
 from clonebay.net.pacing import RateControl, congested
 from clonebay.net.peers import catalog_message, parse_catalog_message
 from clonebay.net.ranges import RangeSet
+from clonebay.net.receiver import ReceiveConfig, Receiver
 from clonebay.net.repair import Partial, Retries, missing_ranges
 
 KEY = p.derive_key("abcd-efgh")
+TAGGER = p.Tagger(KEY)
 
 
 def test_datagram_round_trip_and_every_flipped_bit_refused() -> None:
-    raw = p.pack_datagram(KEY, p.T_DATA, 77, 123456, b"payload bytes", flags=1)
+    raw = p.pack_datagram(TAGGER, p.T_DATA, 77, 123456, b"payload bytes", flags=1)
     assert len(raw) == p.DATAGRAM_HEADER.size + 13 + p.TAG_SIZE
-    d = p.parse_datagram(KEY, raw)
+    d = p.parse_datagram(TAGGER, raw)
     assert d is not None and (d.kind, d.flags, d.session, d.seq) == (p.T_DATA, 1, 77, 123456)
     assert bytes(d.payload) == b"payload bytes"
     for bit in range(len(raw) * 8):
         bad = bytearray(raw)
         bad[bit // 8] ^= 1 << (bit % 8)
-        assert p.parse_datagram(KEY, bytes(bad)) is None, f"bit {bit} flipped was accepted"
+        assert p.parse_datagram(TAGGER, bytes(bad)) is None, f"bit {bit} flipped was accepted"
+
+
+def test_tag_is_hmac_sha256_truncated() -> None:
+    """The precomputed-state tagger against the standard library's HMAC, for keys shorter
+    than, equal to and longer than SHA-256's 64-byte block, and several data sizes."""
+    for key in (KEY, bytes(range(64)), bytes(range(100))):
+        tagger = p.Tagger(key)
+        for size in (0, 1, 55, 64, 1456):
+            data = bytes((i * 7 + size) & 0xFF for i in range(size))
+            want = hmac.digest(key, data, "sha256")[: p.TAG_SIZE]
+            assert tagger.tag(data) == want and tagger.check(memoryview(data), want)
+            assert not tagger.check(data, bytes(p.TAG_SIZE))
 
 
 def test_wrong_key_refused_and_passphrase_normalised() -> None:
-    raw = p.pack_datagram(KEY, p.T_ANNOUNCE, 1, 0, b"x")
-    assert p.parse_datagram(p.derive_key("abcd-efgx"), raw) is None
+    raw = p.pack_datagram(TAGGER, p.T_ANNOUNCE, 1, 0, b"x")
+    assert p.parse_datagram(p.Tagger(p.derive_key("abcd-efgx")), raw) is None
     assert p.derive_key("ABCD efgh") == KEY
     phrase = p.new_passphrase()
     assert len(phrase) == 19 and phrase.count("-") == 3
@@ -114,14 +129,74 @@ def test_missing_ranges_of_a_partial_object() -> None:
     assert into == [(102, 2), (105, 4)]
     missing_ranges(into, 200, 203, None)  # nothing arrived: all of it
     assert into[-1] == (200, 3)
+    into.clear()
+    missing_ranges(into, 100, 110, part, start=104)  # only what was lost since slice 4
+    assert into == [(105, 4)]
+    missing_ranges(into, 200, 203, None, start=201)
+    assert into[-1] == (201, 2)
 
 
 def test_retries_back_off_and_wait_for_the_sender_to_drain() -> None:
     r = Retries()
     assert r.due(7, now=0.0)
     r.asked([7], now=0.0, datagrams=1, rate=40e6)
-    assert not r.due(7, now=0.2) and r.due(7, now=0.31)
+    assert not r.due(7, now=0.1) and r.due(7, now=0.16)
     r.asked([7], now=1.0, datagrams=1, rate=40e6)  # second ask: twice as long
-    assert not r.due(7, now=1.5) and r.due(7, now=1.61)
+    assert not r.due(7, now=1.25) and r.due(7, now=1.31)
     r.asked([8], now=0.0, datagrams=100_000, rate=10e6)  # 147 MB at 10 MB/s: ~15 s, x 1.5
     assert not r.due(8, now=20.0) and r.due(8, now=23.0)
+
+
+class _Recorder:
+    """A back channel that keeps what is sent on it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, bytes]] = []
+
+    def send(self, kind: int, body: bytes) -> None:
+        self.sent.append((kind, body))
+
+    def naks(self) -> list[list[tuple[int, int]]]:
+        out = [p.parse_ranges(body)[1] for kind, body in self.sent if kind == p.M_NAK]
+        self.sent.clear()
+        return out
+
+
+def test_receiver_asks_for_new_losses_at_once_and_old_ones_after_their_retry_time() -> None:
+    """A big object still arriving: what it lost after the first NAK is asked for at the next
+    NAK, not after the object's retry time; what was already asked for waits for that."""
+    receiver = Receiver(ReceiveConfig(key=KEY, port=7799, interface="127.0.0.1"))
+    try:
+        receiver._setup([100 * p.PAYLOAD_SIZE, 10])
+        channel = _Recorder()
+        payload = memoryview(bytes(p.PAYLOAD_SIZE))
+
+        def first_pass(seqs: range, lost: int) -> None:
+            for seq in seqs:
+                if seq != lost:
+                    receiver._place(seq, 0, payload, _NoSink())
+            receiver.announce = p.Announce(p.STATE_RUNNING, 1, 1, 2, 101, seqs.stop, 30_000_000)
+
+        first_pass(range(50), lost=10)
+        receiver._nak(channel, now=0.0)  # type: ignore[arg-type]
+        assert channel.naks() == [[(10, 1)]]
+        first_pass(range(50, 100), lost=60)
+        receiver._nak(channel, now=0.01)  # type: ignore[arg-type]
+        assert channel.naks() == [[(60, 1)]]  # the new loss only
+        receiver._nak(channel, now=0.02)  # type: ignore[arg-type]
+        assert channel.naks() == []
+        receiver._nak(channel, now=0.2)  # the retry time has come: everything still missing
+        assert channel.naks() == [[(10, 1), (60, 1)]]
+        assert receiver.gaps == 2 and receiver.received == 98
+    finally:
+        receiver.sock.close()
+
+
+class _NoSink:
+    def prepare(self, catalog: bytes, sizes: object) -> None: ...
+
+    def put(self, number: int, body: bytearray) -> None:
+        raise AssertionError("no object is complete in this test")
+
+    def finish(self) -> list[str]:
+        return []

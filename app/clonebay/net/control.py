@@ -17,6 +17,7 @@ from clonebay.net.protocol import (
     MAX_CONTROL,
     TAG_SIZE,
     ProtocolError,
+    Tagger,
     control_tag,
 )
 
@@ -29,7 +30,7 @@ class Channel:
         self, sock: socket.socket, key: bytes, session: int, mine: bytes, theirs: bytes
     ) -> None:
         self.sock = sock
-        self.key = key
+        self.tagger = Tagger(key)
         self.session = session
         self.mine, self.theirs = mine, theirs
         self.sent = 0
@@ -40,7 +41,7 @@ class Channel:
 
     def send(self, kind: int, body: bytes) -> None:
         with self.lock:
-            mac = control_tag(self.key, self.mine, (self.sent, self.session, kind), body)
+            mac = control_tag(self.tagger, self.mine, (self.sent, self.session, kind), body)
             self.sent += 1
             head = CONTROL_HEADER.pack(1 + len(body) + TAG_SIZE, kind)
             self.sock.sendall(head + body + mac)
@@ -57,7 +58,7 @@ class Channel:
         if rest is None:
             raise ProtocolError("the connection closed in the middle of a message")
         body, got = rest[:-TAG_SIZE], rest[-TAG_SIZE:]
-        want = control_tag(self.key, self.theirs, (self.received, self.session, kind), body)
+        want = control_tag(self.tagger, self.theirs, (self.received, self.session, kind), body)
         if not hmac.compare_digest(want, got):
             raise ProtocolError(
                 "a control message failed its authentication tag: the peer does not know the"

@@ -2,16 +2,18 @@
 
 An object whose first slice has arrived is a ``Partial``: its bytes so far and one flag per
 slice. What it lacks is turned into (first sequence number, count) ranges for a NAK. ``Retries``
-is the backoff (docs/multicast.md §6): an object asked for is not asked for again before its
-retry time, which starts at MIN_RETRY, doubles with each ask up to MAX_RETRY, and is never
-shorter than the time the sender needs to send everything that NAK asked for.
+is the backoff (docs/multicast.md §6): what an object lacked when it was asked for is not asked
+for again before its retry time, which starts at MIN_RETRY, doubles with each ask up to
+MAX_RETRY, and is never shorter than the time the sender needs to send everything that NAK
+asked for. Slices lost *after* that ask (the first pass was still in the object) are new and are
+asked for at the next NAK: a big object is not left waiting for its retry time because of them.
 """
 
 from __future__ import annotations
 
 from clonebay.net.protocol import MAX_DATAGRAM
 
-MIN_RETRY = 0.3  # seconds: a few NAK intervals, more than a LAN's round trip
+MIN_RETRY = 0.15  # seconds: a NAK interval or two, far more than a LAN's round trip
 MAX_RETRY = 4.0
 DRAIN_MARGIN = 1.5  # x the time the sender needs, at its announced rate, for what was asked
 
@@ -19,23 +21,31 @@ DRAIN_MARGIN = 1.5  # x the time the sender needs, at its announced rate, for wh
 class Partial:
     """An object some of whose slices have arrived."""
 
-    __slots__ = ("buf", "have", "missing")
+    __slots__ = ("buf", "first", "have", "missing", "size")
 
-    def __init__(self, size: int, count: int) -> None:
+    def __init__(self, size: int, count: int, first: int = 0) -> None:
+        self.size = size
+        self.first = first  # sequence number of the first slice
         self.buf = bytearray(size)
         self.have = bytearray(count)
         self.missing = count
 
 
 def missing_ranges(
-    into: list[tuple[int, int]], first: int, upto: int, part: Partial | None
+    into: list[tuple[int, int]],
+    first: int,
+    upto: int,
+    part: Partial | None,
+    start: int | None = None,
 ) -> None:
-    """Append the ranges of [first, upto) that have not arrived (all of it without ``part``)."""
+    """Append the ranges of [start, upto) that have not arrived (all of it without ``part``)
+    of an object whose first slice is ``first``; ``start`` defaults to ``first``."""
+    start = first if start is None else start
     if part is None:
-        into.append((first, upto - first))
+        into.append((start, upto - start))
         return
     limit = upto - first
-    k = part.have.find(0, 0, limit)
+    k = part.have.find(0, start - first, limit)
     while k != -1:
         j = part.have.find(1, k, limit)
         j = limit if j == -1 else j
@@ -49,6 +59,7 @@ class Retries:
     def __init__(self) -> None:
         self.at: dict[int, float] = {}
         self.interval: dict[int, float] = {}
+        self.upto: dict[int, int] = {}  # object -> the sequence number it was asked for up to
 
     def due(self, number: int, now: float) -> bool:
         return self.at.get(number, 0.0) <= now

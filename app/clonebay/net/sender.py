@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import bisect
 import collections
+import errno
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +35,8 @@ from clonebay.net import protocol as p
 from clonebay.net.pacing import Pacer, RateControl, congested
 from clonebay.net.peers import Peers, ReceiverState, catalog_message
 
+UDP_SEGMENT = 103  # <linux/udp.h>: the socket option / control message of UDP GSO
+GSO_SEGMENTS = 16  # datagrams handed to the kernel in one send: 23 KiB, 0.8 ms at 30 MB/s
 ANNOUNCE_EVERY = 0.25  # seconds; also how soon a receiver that joins late finds the session
 CONTROL_EVERY = 0.5  # seconds between rate updates and status callbacks
 BODY_CACHE = 64 << 20  # object bodies kept for slicing (repairs revisit recent objects)
@@ -135,6 +139,8 @@ class Sender:
         self.cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.cached_bytes = 0
         self.started = time.monotonic()
+        self.tagger = p.Tagger(config.key)
+        self.gso = True  # until the kernel refuses it once
         self.udp = self._udp_socket()
         self.listener = socket.create_server(("", config.control_port), backlog=128)
         self.listener.settimeout(0.2)
@@ -148,6 +154,7 @@ class Sender:
                 socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.config.interface)
             )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.connect((self.config.group, self.config.port))  # no address to parse per send
         return sock
 
     # -- the session -----------------------------------------------------------------------
@@ -224,6 +231,7 @@ class Sender:
     def _transmit(self, cancel: threading.Event) -> None:
         pacer = Pacer(self.control.rate)
         next_announce = next_control = 0.0
+        end_announced = False
         while True:
             if cancel.is_set():
                 raise CancelledError("send cancelled: the receivers are incomplete")
@@ -237,6 +245,24 @@ class Sender:
                 next_control = now + CONTROL_EVERY
                 if self.peers.all_finished():
                     return
+            batch = self._next_batch()
+            if batch:
+                if self.position == self.datagrams and not end_announced:
+                    next_announce = 0.0  # the first pass is over: say so at once (§6 NAKs)
+                    end_announced = True
+                pacer.wait(self._send(batch))
+            elif self.peers.all_finished():
+                return
+            else:
+                self.peers.wake.wait(0.05)
+                self.peers.wake.clear()
+
+    def _next_batch(self) -> list[bytes]:
+        """Up to GSO_SEGMENTS DATA datagrams to send next: repairs first, then the first pass.
+        A short datagram (an object's last slice) ends the batch: in one GSO send every
+        datagram but the last must have the full size."""
+        batch: list[bytes] = []
+        while len(batch) < GSO_SEGMENTS:
             first_pass_done = self.position >= self.datagrams
             repair = self.peers.next_repair(first_pass_done)
             if repair is not None:
@@ -246,30 +272,47 @@ class Sender:
                 seq, flags = self.position, 0
                 self.position += 1
             else:
-                if self.peers.all_finished():
-                    return
-                self.peers.wake.wait(0.05)
-                self.peers.wake.clear()
-                continue
-            sent = self._send_data(seq, flags)
-            pacer.wait(sent)
+                break
+            datagram = self._data(seq, flags)
+            batch.append(datagram)
+            if len(datagram) < p.MAX_DATAGRAM:
+                break
+        return batch
 
-    def _send_data(self, seq: int, flags: int) -> int:
+    def _data(self, seq: int, flags: int) -> bytes:
         number = bisect.bisect_right(self.firsts, seq) - 1
         body = self._body(number)
         at = (seq - self.firsts[number]) * p.PAYLOAD_SIZE
-        datagram = p.pack_datagram(
-            self.config.key,
-            p.T_DATA,
-            self.session,
-            seq,
-            memoryview(body)[at : at + p.PAYLOAD_SIZE],
-            flags=flags,
-        )
-        self.udp.sendto(datagram, (self.config.group, self.config.port))
-        self.sent += 1
-        self.wire_bytes += len(datagram) + 28  # + IPv4 and UDP headers
-        return len(datagram) + 28
+        payload = memoryview(body)[at : at + p.PAYLOAD_SIZE]
+        return p.pack_datagram(self.tagger, p.T_DATA, self.session, seq, payload, flags=flags)
+
+    def _send(self, batch: list[bytes]) -> int:
+        """Send ``batch``; the bytes it puts on the wire (with IPv4 and UDP headers).
+
+        Several datagrams go to the kernel in one call with UDP generic segmentation offload
+        (UDP_SEGMENT, Linux 4.18): the kernel cuts the buffer into datagrams of MAX_DATAGRAM
+        bytes, each a datagram of its own on the wire, in the network card when it can and in
+        software otherwise. Without it a Python sender spends most of its time in one system
+        call per datagram. A kernel or route that refuses it once gets one call per datagram
+        from then on."""
+        together = len(batch) > 1 and self.gso
+        if together:
+            try:
+                self.udp.sendmsg(
+                    [b"".join(batch)],
+                    [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", p.MAX_DATAGRAM))],
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                    raise
+                self.gso = together = False
+        if not together:
+            for datagram in batch:
+                self.udp.send(datagram)
+        wire = sum(len(d) for d in batch) + 28 * len(batch)  # + IPv4 and UDP headers
+        self.sent += len(batch)
+        self.wire_bytes += wire
+        return wire
 
     def _body(self, number: int) -> bytes:
         body = self.cache.get(number)
@@ -300,10 +343,10 @@ class Sender:
             int(self.control.rate),
         )
         datagram = p.pack_datagram(
-            self.config.key, p.T_ANNOUNCE, self.session, 0, p.pack_announce(announce)
+            self.tagger, p.T_ANNOUNCE, self.session, 0, p.pack_announce(announce)
         )
         try:
-            self.udp.sendto(datagram, (self.config.group, self.config.port))
+            self.udp.send(datagram)
         except OSError:
             if self.state == p.STATE_DONE:
                 return
