@@ -200,3 +200,20 @@ class _NoSink:
 
     def finish(self) -> list[str]:
         return []
+
+
+def test_receiver_reads_the_kernels_drop_count() -> None:
+    """A receiver that does not keep up: the kernel drops what its buffer cannot hold, and the
+    receiver's ``overflow`` counter (what the sender's rate control listens to) says so."""
+    receiver = Receiver(ReceiveConfig(key=KEY, port=7796, interface="127.0.0.1"))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert receiver._drops() == 0
+        receiver.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        for _ in range(200):
+            sender.sendto(bytes(p.MAX_DATAGRAM), (p.DEFAULT_GROUP, 7796))
+        assert 0 < receiver._drops() < 200
+    finally:
+        sender.close()
+        receiver.sock.close()

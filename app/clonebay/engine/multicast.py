@@ -48,6 +48,7 @@ from clonebay.net.sender import SendConfig, Sender, SessionStatus
 from clonebay.system.blockdev import TargetDevice, is_block_device
 
 WRITE_QUEUE = 16  # complete frames waiting for the writer (at most ~64 MiB at 4 MiB chunks)
+WRITE_BEHIND = 16 << 20  # bytes written between two starts of writeback (TargetDevice)
 
 __all__ = ["MulticastRestore", "ReceiveConfig", "SendConfig", "receive", "send"]
 
@@ -132,6 +133,7 @@ class MulticastRestore:
         self.writer: threading.Thread | None = None
         self.started = time.monotonic()
         self.last_progress = 0.0
+        self.unflushed = 0  # bytes written since writeback was last started
 
     def prepare(self, catalog: bytes, sizes: Sequence[int]) -> None:
         """Plan the restore and open the target; refusals happen here, before any write."""
@@ -258,6 +260,10 @@ class MulticastRestore:
         for at, region, _, held in self.places[number]:
             if not held:
                 self.dev.write_at(memoryview(data), at)
+                self.unflushed += len(data)
+                if self.unflushed >= WRITE_BEHIND:  # the disk works while frames arrive
+                    self.dev.start_writeback()
+                    self.unflushed = 0
             elif number not in self.held:
                 self.held[number] = data
                 self.held_bytes += len(data)

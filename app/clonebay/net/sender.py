@@ -38,6 +38,7 @@ from clonebay.net.peers import Peers, ReceiverState, catalog_message
 UDP_SEGMENT = 103  # <linux/udp.h>: the socket option / control message of UDP GSO
 GSO_SEGMENTS = 16  # datagrams handed to the kernel in one send: 23 KiB, 0.8 ms at 30 MB/s
 ANNOUNCE_EVERY = 0.25  # seconds; also how soon a receiver that joins late finds the session
+TAIL_ANNOUNCE_EVERY = 0.1  # after the first pass: receivers NAK its last slices sooner
 CONTROL_EVERY = 0.5  # seconds between rate updates and status callbacks
 BODY_CACHE = 64 << 20  # object bodies kept for slicing (repairs revisit recent objects)
 DONE_ANNOUNCES = 5
@@ -238,7 +239,8 @@ class Sender:
             now = time.monotonic()
             if now >= next_announce:
                 self._announce()
-                next_announce = now + ANNOUNCE_EVERY
+                tail = self.position >= self.datagrams
+                next_announce = now + (TAIL_ANNOUNCE_EVERY if tail else ANNOUNCE_EVERY)
             if now >= next_control:
                 pacer.rate = self._adapt_rate()
                 self._report()
