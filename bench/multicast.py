@@ -79,7 +79,9 @@ def udp_drop(node: Node, loss: float) -> None:
     subprocess.run(node.argv(rule), check=True)
 
 
-def session(net: Lan, receive: list[list[str]], send: list[str], work: Path) -> float:
+def session(
+    net: Lan, receive: list[list[str]], send: list[str], work: Path, timeout: float = 600
+) -> float:
     """Start the receivers, then the sender; seconds until every receiver has exited."""
     sender, *nodes = net.nodes
     procs = [
@@ -91,7 +93,11 @@ def session(net: Lan, receive: list[list[str]], send: list[str], work: Path) -> 
     sp = sender.popen(send, work / "s.log")
     try:
         for p in procs:
-            if p.wait(timeout=900) != 0:
+            try:
+                code = p.wait(timeout=max(1.0, started + timeout - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"a receiver hung for {timeout:.0f} s: see {work}") from None
+            if code != 0:
                 raise RuntimeError(f"a receiver failed: see {work}")
         seconds = time.monotonic() - started
         if sp.wait(timeout=120) not in (0,):
@@ -145,10 +151,11 @@ def run_udpcast(  # noqa: PLR0917
                     udp_drop(node, loss)
             tx0 = net.nodes[0].tx_bytes()
             try:
-                seconds = session(net, receive, [*send, "--max-bitrate", bits], work)
+                seconds = session(net, receive, [*send, "--max-bitrate", bits], work, 120)
             except RuntimeError as exc:
                 # udpcast's own control datagrams cross the same lossy LAN; a lost one can
                 # make a receiver give up ("Bad server reply ... Other transfer in progress?")
+                # or never join (it then waits for ever)
                 print(f"  udpcast attempt {attempt} failed ({exc}); running it again")
                 if attempt == UDPCAST_ATTEMPTS:
                     raise
