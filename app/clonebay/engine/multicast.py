@@ -133,7 +133,6 @@ class MulticastRestore:
         self.writer: threading.Thread | None = None
         self.started = time.monotonic()
         self.last_progress = 0.0
-        self.unflushed = 0  # bytes written since writeback was last started
 
     def prepare(self, catalog: bytes, sizes: Sequence[int]) -> None:
         """Plan the restore and open the target; refusals happen here, before any write."""
@@ -144,7 +143,8 @@ class MulticastRestore:
         if is_block_device(self.target):
             refuse_mounted(self.target)
         needed = needed_size(manifest, self.region)
-        self.dev = TargetDevice(self.target, size=needed)
+        # the disk works while frames arrive, so the final fsync is short
+        self.dev = TargetDevice(self.target, size=needed, write_behind=WRITE_BEHIND)
         self.placements = plan_restore(manifest, self.dev.size, self.region)
         self.places = [[] for _ in cat.objects]
         for place in self.placements:
@@ -260,10 +260,6 @@ class MulticastRestore:
         for at, region, _, held in self.places[number]:
             if not held:
                 self.dev.write_at(memoryview(data), at)
-                self.unflushed += len(data)
-                if self.unflushed >= WRITE_BEHIND:  # the disk works while frames arrive
-                    self.dev.start_writeback()
-                    self.unflushed = 0
             elif number not in self.held:
                 self.held[number] = data
                 self.held_bytes += len(data)

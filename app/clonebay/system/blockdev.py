@@ -207,9 +207,10 @@ class TargetDevice:
     ``fresh`` says the target is known to read as zeros (a new file), so zero runs need not be
     written."""
 
-    def __init__(self, path: str, size: int | None = None) -> None:
+    def __init__(self, path: str, size: int | None = None, write_behind: int = 0) -> None:
         self.path = path
         self.fresh = False
+        self.write_behind = write_behind  # start writeback after this many bytes; 0: never
         flags = os.O_RDWR | os.O_CLOEXEC
         block = is_block_device(path)
         if block:
@@ -228,6 +229,8 @@ class TargetDevice:
             os.ftruncate(self.fd, size)
         self.size = device_size(self.fd)
         self.block = block
+        self.unflushed = 0  # bytes written since writeback was last started, and where
+        self.dirty_from, self.dirty_to = 1 << 63, 0
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
@@ -239,6 +242,11 @@ class TargetDevice:
                 raise DeviceError(
                     f"write error on {self.path} at byte {offset + done}: {exc.strerror}"
                 ) from exc
+        self.unflushed += len(view)
+        self.dirty_from = min(self.dirty_from, offset)
+        self.dirty_to = max(self.dirty_to, offset + len(view))
+        if self.write_behind and self.unflushed >= self.write_behind:
+            self.start_writeback()
 
     def zero(self, offset: int, length: int, chunk: int = 4 << 20) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros."""
@@ -264,9 +272,15 @@ class TargetDevice:
         a technician's PC) or 30 s have passed, and the final fsync then waits for all of
         it while the network or the source sits idle. posix_fadvise(DONTNEED) starts
         writeback of the dirty pages (asynchronously) and drops the clean ones, which a
-        target does not need."""
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        target does not need. It pays when something else paces the writes (a multicast
+        receiver waits for the network); for a clone or restore, whose source keeps the disk busy,
+        alternating runs of a 2 GiB ext4 clone on our VM, with and without it every 32 MiB,
+        differed by less than the VM's noise, so only receivers ask for it (``write_behind``)."""
+        start, end = self.dirty_from, self.dirty_to
+        self.unflushed, self.dirty_from, self.dirty_to = 0, 1 << 63, 0
+        if end > start:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
 
     def sync(self) -> None:
         try:
