@@ -28,7 +28,7 @@ import xxhash
 import clonebay
 from clonebay.imaging import spec
 from clonebay.imaging.codec import Buffer, codec_id, encode_chunk
-from clonebay.imaging.imagedir import fsync_dir, os_call, write_all, write_new_file
+from clonebay.imaging.imagedir import fsync_dir, os_call, write_new_file
 from clonebay.imaging.manifest import (
     FEATURE_INDEX_REVISIONS,
     Counters,
@@ -38,6 +38,7 @@ from clonebay.imaging.manifest import (
     UnreadableRange,
     to_json,
 )
+from clonebay.imaging.packfiles import PackAppender
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.regionlog import MAX_RUN
 from clonebay.imaging.spec import Record
@@ -93,59 +94,6 @@ def outside(rec: Record, ranges: list[tuple[int, int]], starts: list[int]) -> li
     return [rec._replace(offset=a, length=b - a) for a, b in pieces]
 
 
-class _PackAppender:
-    """Frames appended to new pack files, numbered after the image's last pack."""
-
-    def __init__(self, image: Path, first: int, limit: int, image_id: bytes) -> None:
-        self.image, self.limit, self.image_id = image, limit, image_id
-        self.packs: list[PackEntry] = []
-        self.first = first
-        self._fd: int | None = None
-        self._pos = 0
-        self._frames = 0
-
-    def _path(self, number: int) -> Path:
-        return self.image / spec.PACKS_DIR / spec.pack_name(number)
-
-    def append(self, codec: int, raw_len: int, payload: Buffer, digest: bytes) -> tuple[int, int]:
-        size = spec.FRAME_HEADER.size + len(payload)
-        if self._fd is None or self._pos + size > self.limit:
-            self._next()
-        assert self._fd is not None
-        number = self.first + len(self.packs)
-        header = spec.pack_frame_header(codec, raw_len, len(payload), digest)
-        write_all(self._fd, [header, payload], self._path(number))
-        offset = self._pos
-        self._pos += size
-        self._frames += 1
-        return number, offset
-
-    def _next(self) -> None:
-        self.close()
-        path = self._path(self.first + len(self.packs))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self._fd = os_call(path, os.open, path, flags, 0o644)
-        header = spec.pack_pack_header(self.first + len(self.packs), self.image_id)
-        write_all(self._fd, [header], path)
-        self._pos, self._frames = spec.PACK_HEADER.size, 0
-
-    def close(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        path = self._path(self.first + len(self.packs))
-        try:
-            os_call(path, os.fsync, fd)
-        finally:
-            os.close(fd)
-        self.packs.append(PackEntry(path.name, self._pos, self._frames))
-
-    def abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
 @dataclasses.dataclass
 class _Revised:
     entry: RegionEntry
@@ -177,7 +125,7 @@ class ImageReviser:
             revision = manifest.revision + 1
             self._remove_leftovers(manifest)
             image_id = bytes.fromhex(manifest.image_id)
-            appender = _PackAppender(self.path, len(manifest.packs), manifest.pack_limit, image_id)
+            appender = PackAppender(self.path, len(manifest.packs), manifest.pack_limit, image_id)
             try:
                 revised = {
                     name: self._revise(
@@ -221,7 +169,7 @@ class ImageReviser:
         ranges: list[tuple[int, int]],
         read: ReadNew,
         *,
-        appender: _PackAppender,
+        appender: PackAppender,
         revision: int,
     ) -> _Revised:
         entry = reader.region(name)

@@ -35,17 +35,16 @@ from clonebay.imaging.imagedir import (
     fsync_dir,
     os_call,
     prepare_directory,
-    write_all,
     write_new_file,
 )
 from clonebay.imaging.manifest import (
     Counters,
     Manifest,
-    PackEntry,
     RegionEntry,
     UnreadableRange,
     to_json,
 )
+from clonebay.imaging.packfiles import PackAppender
 from clonebay.imaging.regionlog import OpenRegion, check_encoded, region_entry
 
 
@@ -80,10 +79,7 @@ class ImageWriter:
         self._region: OpenRegion | None = None
         self._regions: list[RegionEntry] = []
         self._unreadable: list[UnreadableRange] = []
-        self._packs: list[PackEntry] = []
-        self._pack_fd: int | None = None
-        self._pack_pos = 0
-        self._pack_frames = 0
+        self._packs = PackAppender(self.path, 0, pack_limit, self._image_id)
         self._read_fds: dict[int, int] = {}
         self._dedup: dict[tuple[bytes, int], tuple[int, int, int, int]] = {}
         self._done = False
@@ -165,7 +161,7 @@ class ImageWriter:
             pack, pack_offset = known[0], known[1]
             region.stats.dedup_bytes += raw_len
         else:
-            pack, pack_offset = self._write_frame(codec, raw_len, payload, digest)
+            pack, pack_offset = self._packs.append(codec, raw_len, payload, digest)
             region.stats.frames += 1
             region.stats.stored_bytes += spec.FRAME_HEADER.size + stored
             if self._dedup_on and known is None:
@@ -202,12 +198,12 @@ class ImageWriter:
             ):
                 raise ValueError(f"region {region.name} {rec.offset}: frame differs from record")
             payload = view[spec.FRAME_HEADER.size :]
-            pack, pack_offset = self._write_frame(rec.codec, rec.length, payload, rec.digest)
+            pack, pack_offset = self._packs.append(rec.codec, rec.length, payload, rec.digest)
             region.stats.frames += 1
             region.stats.stored_bytes += len(view)
         else:
             pack, pack_offset = rec.pack, rec.pack_offset
-            if pack > len(self._packs) or not spec.PACK_HEADER.size <= pack_offset:
+            if pack > self._packs.current or not spec.PACK_HEADER.size <= pack_offset:
                 raise ValueError(f"region {region.name} {rec.offset}: no earlier frame there")
             region.stats.dedup_bytes += rec.length
         region.stats.raw_bytes += rec.length
@@ -251,7 +247,7 @@ class ImageWriter:
         self._check_open()
         if self._region is not None:
             raise ValueError(f"region {self._region.name} is still open: end_region() first")
-        self._close_pack()
+        self._packs.close()
         totals = Counters()
         for entry in self._regions:
             totals.add(entry.stats)
@@ -263,7 +259,7 @@ class ImageWriter:
             pack_limit=self.pack_limit,
             codec=self.codec,
             regions=tuple(self._regions),
-            packs=tuple(self._packs),
+            packs=tuple(self._packs.packs),
             totals=totals,
             source=dict(source or {}),
             table=dict(table or {}),
@@ -307,61 +303,24 @@ class ImageWriter:
             raise ValueError("no open region: begin_region() first")
         return self._region
 
-    def _write_frame(
-        self, codec: int, raw_len: int, payload: Buffer, digest: bytes
-    ) -> tuple[int, int]:
-        size = spec.FRAME_HEADER.size + len(payload)
-        if self._pack_fd is None or self._pack_pos + size > self.pack_limit:
-            self._next_pack()
-        assert self._pack_fd is not None
-        number, offset = len(self._packs), self._pack_pos
-        header = spec.pack_frame_header(codec, raw_len, len(payload), digest)
-        write_all(self._pack_fd, [header, payload], self._pack_path(number))
-        self._pack_pos += size
-        self._pack_frames += 1
-        return number, offset
-
     def _same_payload(self, known: tuple[int, int, int, int], codec: int, payload: Buffer) -> bool:
         pack, pack_offset, stored, known_codec = known
         if known_codec != codec or stored != len(payload):
             return False
         fd = self._read_fds.get(pack)
-        path = self._pack_path(pack)
+        path = self._packs.path(pack)
         if fd is None:
             fd = self._read_fds[pack] = os_call(path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         found: bytes = os_call(path, os.pread, fd, stored, pack_offset + spec.FRAME_HEADER.size)
         return found == (payload if isinstance(payload, bytes) else bytes(payload))
 
-    def _pack_path(self, number: int) -> Path:
-        return self.path / spec.PACKS_DIR / spec.pack_name(number)
-
-    def _next_pack(self) -> None:
-        self._close_pack()
-        path = self._pack_path(len(self._packs))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self._pack_fd = os_call(path, os.open, path, flags, 0o644)
-        write_all(self._pack_fd, [spec.pack_pack_header(len(self._packs), self._image_id)], path)
-        self._pack_pos = spec.PACK_HEADER.size
-        self._pack_frames = 0
-
-    def _close_pack(self) -> None:
-        if self._pack_fd is None:
-            return
-        fd, self._pack_fd = self._pack_fd, None
-        path = self._pack_path(len(self._packs))
-        try:
-            os_call(path, os.fsync, fd)
-        finally:
-            os.close(fd)
-        self._packs.append(PackEntry(path.name, self._pack_pos, self._pack_frames))
-
     def _release(self) -> None:
         self._done = True
-        for fd in [self._pack_fd, *self._read_fds.values()]:
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._pack_fd = None
+        with contextlib.suppress(OSError):
+            self._packs.abort()
+        for fd in self._read_fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._read_fds.clear()
         self._dedup.clear()
 
