@@ -78,3 +78,31 @@ def assert_disk_matches(
             assert file_hashes(image) == part.tree.files, f"files of {part.fstype} differ"
         finally:
             image.unlink()
+
+
+def assert_grown_disk(path: Path, built: disks.BuiltDisk, work: Path) -> dict[int, tuple[int, int]]:
+    """``path`` holds ``built`` restored onto a larger disk with its partitions grown: every
+    file and raw partition as recorded at the new places, the disk's identity kept, at least one
+    partition grown and each grown filesystem filling its partition, the GPT valid. Returns the
+    new layout (partition number -> (start, size))."""
+    from clonebay.engine.inspect import inspect_disk
+    from clonebay.system.run import output
+
+    original = inspect_disk(str(built.path))
+    restored = inspect_disk(str(path))
+    layout = {p.number: (p.start, p.size) for p in restored.table.partitions}
+    assert_disk_matches(path, built, work, layout)
+    assert restored.table.disk_id == original.table.disk_id
+    grown = [
+        pr
+        for pr, old in zip(restored.partitions, original.partitions, strict=True)
+        if pr.partition.size > old.partition.size and pr.partition.kind != "extended"
+    ]
+    assert grown, "nothing grew"
+    for pr in grown:  # the filesystem fills its grown partition
+        assert pr.volume is not None
+        assert pr.partition.size - pr.volume.size < 2 << 20, pr
+        assert pr.volume.fstype in ("ext3", "ext4", "ntfs")
+    if restored.table.kind == "gpt":
+        assert "No problems found" in output(["sgdisk", "-v", str(path)])
+    return layout

@@ -15,12 +15,15 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clonebay.cli.common import emit_result
 from clonebay.errors import ClonebayError, UsageError
 from clonebay.progress_view import ProgressView
 from clonebay.units import human_rate, human_size
+
+if TYPE_CHECKING:
+    from clonebay.engine.restore import RestoreOptions
 
 KEY_ENV = "CLONEBAY_KEY"
 DEFAULT_TCP_PORT = 7767  # as net/tcp.py (the parser is built without importing net/)
@@ -172,9 +175,15 @@ def _send_tcp(args: argparse.Namespace, key: bytes) -> int:
     return 0
 
 
+def _restore_options(args: argparse.Namespace) -> RestoreOptions:
+    from clonebay.engine.plan import Grow
+    from clonebay.engine.restore import RestoreOptions
+
+    return RestoreOptions(verify=args.verify, grow=Grow(args.grow))
+
+
 def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
     from clonebay.engine import unicast
-    from clonebay.engine.restore import RestoreOptions
 
     def listening(port: int) -> None:
         text = f"waiting for a sender on TCP port {port}"
@@ -186,7 +195,7 @@ def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
             args.target,
             key,
             args.tcp_port,
-            RestoreOptions(verify=args.verify),
+            _restore_options(args),
             progress=view,
             listening=listening,
         )
@@ -202,7 +211,6 @@ def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
 
 def _cmd_receive(args: argparse.Namespace) -> int:
     from clonebay.engine import multicast
-    from clonebay.engine.restore import RestoreOptions
     from clonebay.net.receiver import ReceiveConfig
 
     key, _ = _key(args, sender=False)
@@ -219,7 +227,7 @@ def _cmd_receive(args: argparse.Namespace) -> int:
     view = ProgressView(args.json)
     try:
         warnings, status = multicast.receive(
-            args.target, config, RestoreOptions(verify=args.verify), progress=view
+            args.target, config, _restore_options(args), progress=view
         )
     finally:
         view.close()
@@ -270,6 +278,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", default="", help="how the sender lists this receiver")
     p.add_argument("--timeout", type=float, metavar="S", help="give up if no session in S s")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
+    p.add_argument(
+        "--grow",
+        choices=["none", "proportional", "last"],
+        default="none",
+        help="on a larger target, grow partitions like clone does (default: keep the layout)",
+    )
     p.add_argument(
         "--listen", action="store_true", help="wait for a sender on TCP instead of multicast"
     )

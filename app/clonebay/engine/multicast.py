@@ -7,7 +7,9 @@ guards (a mounted target or the live medium is refused before anything is writte
 order (old partition tables wiped before the first data, the raw areas that hold the new table
 held in memory and written last, from the end of the disk backwards, after every partition's
 data), fsync, optional verify against the catalog's records, then the restore's fixups (the
-GPT backup moved to the end of a larger target, the kernel told about the new table).
+GPT backup moved to the end of a larger target, the kernel told about the new table; with
+``grow`` on a larger target, partitions at the grown layout's places, then the new table and
+grown filesystems, as engine/restore.py does).
 
 Every frame is decoded and checked against its xxh3-128 before it is written; a frame that
 fails its hash stops the receive (its datagrams were authentic, so the sender's image is bad).
@@ -24,10 +26,12 @@ from collections.abc import Callable, Sequence
 
 from clonebay.engine.multicast_catalog import Catalog, ImageObjects, parse_catalog
 from clonebay.engine.multicast_disk import DiskObjects
+from clonebay.engine.plan import Plan
 from clonebay.engine.restore import (
     Placement,
     RestoreOptions,
-    finish_target,
+    finish_restore,
+    grown_placements,
     incomplete_note,
     needed_size,
     plan_restore,
@@ -35,6 +39,7 @@ from clonebay.engine.restore import (
     single_partition,
     wipe_tables,
 )
+from clonebay.engine.restore_grow import growth_plan
 from clonebay.engine.restore_stream import MAX_HELD
 from clonebay.engine.verify import PlacedRecords, VerifyError, verify_records
 from clonebay.errors import CancelledError, ClonebayError, UsageError
@@ -122,6 +127,7 @@ class MulticastRestore:
         self.dev: TargetDevice | None = None
         self.catalog: Catalog | None = None
         self.placements: list[Placement] = []
+        self.grown: Plan | None = None  # the layout grown onto a larger target (--grow)
         self.region: str | None = None
         self.warnings: list[str] = []
         # object -> where it goes: (target offset, region name, region offset, held?)
@@ -146,6 +152,10 @@ class MulticastRestore:
         # the disk works while frames arrive, so the final fsync is short
         self.dev = TargetDevice(self.target, size=needed, write_behind=WRITE_BEHIND)
         self.placements = plan_restore(manifest, self.dev.size, self.region)
+        if self.region is None:
+            self.grown = growth_plan(manifest, self.dev.size, self.options.grow)
+        if self.grown is not None:  # of the raw areas only the head: a new table follows
+            self.placements = grown_placements(self.placements, self.grown)
         self.places = [[] for _ in cat.objects]
         for place in self.placements:
             held = self.region is None and place.region.kind == "raw-area"
@@ -195,8 +205,7 @@ class MulticastRestore:
                     f"verification of {self.target} failed: {len(problems)} chunk(s) differ from"
                     f" the image; first: {problems[0]}"
                 )
-        if self.region is None:
-            self.warnings += finish_target(self.target, dev, needed_size(manifest, None), manifest)
+        self.warnings += finish_restore(self.target, dev, manifest, self.grown, self.region)
         return self.warnings
 
     def close(self) -> None:

@@ -59,7 +59,8 @@ async def _receive(app: App[Any], services: Services) -> None:
             AskModal(
                 "Overwrite this disk?",
                 f"Everything on {target.path} ({what}, {human_size(target.size)}) will be"
-                " replaced by the image the sender sends.",
+                " replaced by the image the sender sends; on a disk larger than the image's"
+                " the partitions grow to fill it.",
                 yes="Yes, overwrite",
                 no="No",
             )

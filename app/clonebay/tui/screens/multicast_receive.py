@@ -20,6 +20,7 @@ from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from clonebay.engine import multicast
+from clonebay.engine.plan import Grow
 from clonebay.engine.restore import RestoreOptions
 from clonebay.net.protocol import derive_key
 from clonebay.net.receiver import ReceiveConfig, ReceiveStatus
@@ -40,11 +41,14 @@ WORDS = {
 class MulticastReceiveScreen(BaseScreen[ReceiveStatus | None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, target: str, passphrase: str, *, verify: bool = True) -> None:
+    def __init__(
+        self, target: str, passphrase: str, *, verify: bool = True, grow: Grow = Grow.PROPORTIONAL
+    ) -> None:
         super().__init__()
         self.target = target
         self.passphrase = passphrase
         self.verify = verify
+        self.grow = grow  # on a disk larger than the image's (the TUI's restore default)
         self.cancel = threading.Event()
         self.final: ReceiveStatus | None = None
         self.failed = False
@@ -71,7 +75,7 @@ class MulticastReceiveScreen(BaseScreen[ReceiveStatus | None]):
         _, status = multicast.receive(
             self.target,
             config,
-            RestoreOptions(verify=self.verify),
+            RestoreOptions(verify=self.verify, grow=self.grow),
             status=lambda s: self.app.call_from_thread(self.show, s),
             cancel=self.cancel,
         )
