@@ -7,7 +7,9 @@ with a stray sender using another key on the same group."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,4 +238,42 @@ def test_disk_sent_live_without_an_image(sent_image: SentImage, tmp_path: Path) 
         check_sender(sender.result(), [n.name for n in nodes])
         assert receivers[1].result()["counters"]["repairs"] > 0
     assert sha256_range(sent_image.built.path, 0, sent_image.built.size) == before  # untouched
+    check_targets(sent_image, targets, tmp_path)
+
+
+def test_sender_slows_down_for_a_receiver_that_cannot_keep_up(
+    sent_image: SentImage, tmp_path: Path
+) -> None:
+    """One of two receivers stalls (SIGSTOP, as a receiver whose disk or CPU falls behind): its
+    socket buffer overflows, the kernel counts the drops, and once it runs again and reports
+    them the sender lowers its rate (half of the receivers congested, docs/multicast.md §8),
+    then climbs back. Both finish identical."""
+    cap = 10_000_000  # a 5 s first pass; the stall overflows the 16 MiB buffer in ~2 s
+    with lan(3) as net:
+        sender_node, *nodes = net.nodes
+        targets = [tmp_path / f"target{i}.img" for i in range(len(nodes))]
+        receivers = [
+            session.receive(n, t, tmp_path / f"r{i}.log")
+            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
+        ]
+        sender = session.send(
+            sender_node, sent_image.image, tmp_path / "s.log", "--min-receivers", "2",
+            "--rate", str(cap),
+        )  # fmt: skip
+        try:
+            session.wait_for(sender, session.first_pass_at(0.1))
+            stalled = receivers[1].process
+            stalled.send_signal(signal.SIGSTOP)
+            time.sleep(3)
+            stalled.send_signal(signal.SIGCONT)
+            assert sender.wait() == 0, sender.log.read_text()[-3000:]
+            for r in receivers:
+                assert r.wait() == 0, r.log.read_text()[-3000:]
+        finally:
+            for proc in [sender, *receivers]:
+                proc.stop()
+        assert receivers[1].result()["counters"]["overflow"] > 0
+        rates = [e["rate"] for e in sender.events() if e.get("state") == "running"]
+        assert rates[0] == cap and min(rates) <= cap * 0.7, rates
+        check_sender(sender.result(), [n.name for n in nodes])
     check_targets(sent_image, targets, tmp_path)

@@ -145,6 +145,9 @@ def test_retries_back_off_and_wait_for_the_sender_to_drain() -> None:
     assert not r.due(7, now=1.25) and r.due(7, now=1.31)
     r.asked([8], now=0.0, datagrams=100_000, rate=10e6)  # 147 MB at 10 MB/s: ~15 s, x 1.5
     assert not r.due(8, now=20.0) and r.due(8, now=23.0)
+    for now in (2.0, 3.0, 4.0):  # after the first pass: no growing waits
+        r.asked([7], now=now, datagrams=1, rate=40e6, backoff=False)
+        assert not r.due(7, now=now + 0.1) and r.due(7, now=now + 0.16)
 
 
 class _Recorder:

@@ -398,7 +398,8 @@ class Receiver:
                 self.naks += 1
         requested = sum(c for _, c in gaps) + sum(c for _, c in catchup)
         rate = self.announce.rate if self.announce and self.announce.rate else 10e6
-        self.retries.asked(asked, now, requested, rate)
+        tail = self.announce is not None and self.announce.position >= self.end
+        self.retries.asked(asked, now, requested, rate, backoff=not tail)
 
     def status(self) -> ReceiveStatus:
         return ReceiveStatus(

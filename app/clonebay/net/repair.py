@@ -64,10 +64,16 @@ class Retries:
     def due(self, number: int, now: float) -> bool:
         return self.at.get(number, 0.0) <= now
 
-    def asked(self, numbers: list[int], now: float, datagrams: int, rate: float) -> None:
-        """``numbers`` were asked for in a NAK of ``datagrams`` slices, at ``now``."""
+    def asked(
+        self, numbers: list[int], now: float, datagrams: int, rate: float, *, backoff: bool = True
+    ) -> None:
+        """``numbers`` were asked for in a NAK of ``datagrams`` slices, at ``now``. Without
+        ``backoff`` (the first pass is over: the sender has nothing to send but repairs) the
+        retry time does not grow: under heavy loss a slice may need many rounds, and doubling
+        waits would only leave an idle sender waiting for them."""
         drain = DRAIN_MARGIN * datagrams * MAX_DATAGRAM / rate
         for number in numbers:
-            interval = min(MAX_RETRY, self.interval.get(number, MIN_RETRY / 2) * 2)
+            last = self.interval.get(number, MIN_RETRY / 2)
+            interval = min(MAX_RETRY, last * 2) if backoff else MIN_RETRY
             self.interval[number] = interval
             self.at[number] = now + max(interval, drain)
