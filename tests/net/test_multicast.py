@@ -277,3 +277,37 @@ def test_sender_slows_down_for_a_receiver_that_cannot_keep_up(
         assert rates[0] == cap and min(rates) <= cap * 0.7, rates
         check_sender(sender.result(), [n.name for n in nodes])
     check_targets(sent_image, targets, tmp_path)
+
+
+def test_heavy_random_loss_does_not_slow_the_session_for_good(
+    sent_image: SentImage, tmp_path: Path
+) -> None:
+    """Both receivers lose 30 % at random (a bad network, not an overloaded receiver): the
+    sender slows down once, sees the loss stay as it was, and goes back to its cap instead of
+    crawling towards its floor (docs/multicast.md §8). Both finish identical."""
+    cap = 10_000_000
+    with lan(3) as net:
+        sender_node, *nodes = net.nodes
+        for node in nodes:
+            node.drop(0.30)
+        targets = [tmp_path / f"target{i}.img" for i in range(len(nodes))]
+        receivers = [
+            session.receive(n, t, tmp_path / f"r{i}.log")
+            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
+        ]
+        sender = session.send(
+            sender_node, sent_image.image, tmp_path / "s.log", "--min-receivers", "2",
+            "--rate", str(cap),
+        )  # fmt: skip
+        try:
+            assert sender.wait() == 0, sender.log.read_text()[-3000:]
+            for r in receivers:
+                assert r.wait() == 0, r.log.read_text()[-3000:]
+        finally:
+            for proc in [sender, *receivers]:
+                proc.stop()
+        rates = [e["rate"] for e in sender.events() if e.get("state") == "running"]
+        assert min(rates) == pytest.approx(cap * 0.7), rates  # one decrease, and only one
+        assert rates[-1] == cap, rates
+        check_sender(sender.result(), [n.name for n in nodes])
+    check_targets(sent_image, targets, tmp_path)

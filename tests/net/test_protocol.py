@@ -9,7 +9,7 @@ import pytest
 
 from clonebay.net import protocol as p
 from clonebay.net.control import Channel
-from clonebay.net.pacing import RateControl, congested
+from clonebay.net.pacing import RateControl, loss_fraction
 from clonebay.net.peers import catalog_message, parse_catalog_message
 from clonebay.net.ranges import RangeSet
 from clonebay.net.receiver import ReceiveConfig, Receiver
@@ -100,24 +100,48 @@ def test_range_set_merges_and_pops_in_order() -> None:
     assert not rs
 
 
-def test_rate_drops_when_a_quarter_of_receivers_are_congested_and_recovers() -> None:
+QUIET = (1000, 0, 0)  # (received, lost, overflow) of one receiver in one interval
+OVERFLOWED = (1000, 0, 5)  # its socket buffer overflowed: it cannot keep up
+LOSSY = (700, 300, 0)  # 30 % lost
+
+
+def test_rate_drops_when_a_quarter_of_receivers_overflow_and_recovers() -> None:
     control = RateControl(40e6)
-    assert control.update(congested=1, active=8) == 40e6  # one in eight: left to repairs
-    assert control.update(congested=2, active=8) == pytest.approx(28e6)
-    assert control.update(congested=8, active=8) == pytest.approx(19.6e6)
+    assert control.update([OVERFLOWED] + [QUIET] * 7) == 40e6  # one in eight: left alone
+    assert control.update([OVERFLOWED] * 2 + [QUIET] * 6) == pytest.approx(28e6)
+    assert control.update([OVERFLOWED] * 8) == pytest.approx(19.6e6)
     for _ in range(100):
-        control.update(congested=0, active=8)
+        control.update([QUIET] * 8)
     assert control.rate == 40e6  # back at the cap, never above
     for _ in range(100):
-        control.update(congested=4, active=4)
+        control.update([OVERFLOWED] * 4)
     assert control.rate == control.floor > 0
+    assert control.update([(950, 50, 0)] * 4) > control.floor  # 5 % loss: repairs, not slower
 
 
-def test_what_counts_as_congested() -> None:
-    assert congested(received=1000, lost=0, overflow=1)  # the socket buffer overflowed
-    assert not congested(received=950, lost=50, overflow=0)  # 5 % random loss: repairs
-    assert congested(received=700, lost=300, overflow=0)
-    assert not congested(received=0, lost=0, overflow=0)
+def test_heavy_loss_that_slowing_down_does_not_lower_stops_counting() -> None:
+    control = RateControl(40e6)
+    assert control.update([LOSSY] * 4) == pytest.approx(28e6)  # maybe congestion: slower
+    assert control.update([LOSSY] * 4) == pytest.approx(28e6)  # held while the reports lag
+    assert control.update([LOSSY] * 4) == pytest.approx(30e6)  # as lossy as before: climb back
+    for _ in range(10):
+        control.update([LOSSY] * 4)
+    assert control.rate == 40e6 and not control.loss_counts
+    assert control.update([OVERFLOWED] * 4) == pytest.approx(28e6)  # overflow still counts
+
+
+def test_heavy_loss_that_slowing_down_lowers_is_congestion() -> None:
+    control = RateControl(40e6)
+    control.update([LOSSY] * 4)
+    control.update([LOSSY] * 4)
+    assert control.update([(950, 50, 0)] * 4) == pytest.approx(30e6)  # it helped
+    assert control.loss_counts
+    assert control.update([LOSSY] * 4) == pytest.approx(21e6)  # so heavy loss slows it again
+
+
+def test_loss_fraction() -> None:
+    assert loss_fraction(700, 300) == pytest.approx(0.3)
+    assert loss_fraction(0, 0) == 0.0
 
 
 def test_missing_ranges_of_a_partial_object() -> None:

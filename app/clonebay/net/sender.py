@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from clonebay.errors import CancelledError, ClonebayError
 from clonebay.net import protocol as p
-from clonebay.net.pacing import Pacer, RateControl, congested
+from clonebay.net.pacing import Pacer, RateControl
 from clonebay.net.peers import Peers, ReceiverState, catalog_message
 
 UDP_SEGMENT = 103  # <linux/udp.h>: the socket option / control message of UDP GSO
@@ -358,17 +358,15 @@ class Sender:
 
     def _adapt_rate(self) -> float:
         """Feed each running receiver's loss counters since the last update to the controller."""
-        active = hot = 0
+        deltas = []
         for r in self.peers.snapshot():
             if r.state != "running":
                 continue
             c = r.counters
             now = (c.get("received", 0), c.get("gaps", 0), c.get("overflow", 0))
-            delta = [a - b for a, b in zip(now, r.last, strict=True)]
+            deltas.append((now[0] - r.last[0], now[1] - r.last[1], now[2] - r.last[2]))
             r.last = now
-            active += 1
-            hot += congested(*delta)
-        return self.control.update(hot, active) if active else self.control.rate
+        return self.control.update(deltas)
 
     def _report(self) -> None:
         if self.status_cb is not None:
