@@ -10,7 +10,7 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -241,6 +241,44 @@ def test_disk_sent_live_without_an_image(sent_image: SentImage, tmp_path: Path) 
     check_targets(sent_image, targets, tmp_path)
 
 
+def paced_session(
+    sent: SentImage,
+    work: Path,
+    cap: int,
+    *,
+    loss: float = 0.0,
+    meanwhile: Callable[[session.Proc, list[session.Proc]], None] | None = None,
+) -> tuple[session.Proc, list[session.Proc], list[int]]:
+    """One sender capped at ``cap`` and two receivers (each losing ``loss``), run to the end
+    with ``meanwhile`` called once all are started; (sender, receivers, the sender's rates)."""
+    with lan(3) as net:
+        sender_node, *nodes = net.nodes
+        for node in nodes:
+            if loss:
+                node.drop(loss)
+        targets = [work / f"target{i}.img" for i in range(len(nodes))]
+        receivers = [
+            session.receive(n, t, work / f"r{i}.log")
+            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
+        ]
+        sender = session.send(
+            sender_node, sent.image, work / "s.log", "--min-receivers", "2", "--rate", str(cap)
+        )
+        try:
+            if meanwhile is not None:
+                meanwhile(sender, receivers)
+            assert sender.wait() == 0, sender.log.read_text()[-3000:]
+            for r in receivers:
+                assert r.wait() == 0, r.log.read_text()[-3000:]
+        finally:
+            for proc in [sender, *receivers]:
+                proc.stop()
+        check_sender(sender.result(), [n.name for n in nodes])
+    check_targets(sent, targets, work)
+    rates = [e["rate"] for e in sender.events() if e.get("state") == "running"]
+    return sender, receivers, rates
+
+
 def test_sender_slows_down_for_a_receiver_that_cannot_keep_up(
     sent_image: SentImage, tmp_path: Path
 ) -> None:
@@ -249,34 +287,16 @@ def test_sender_slows_down_for_a_receiver_that_cannot_keep_up(
     them the sender lowers its rate (half of the receivers congested, docs/multicast.md §8),
     then climbs back. Both finish identical."""
     cap = 10_000_000  # a 5 s first pass; the stall overflows the 16 MiB buffer in ~2 s
-    with lan(3) as net:
-        sender_node, *nodes = net.nodes
-        targets = [tmp_path / f"target{i}.img" for i in range(len(nodes))]
-        receivers = [
-            session.receive(n, t, tmp_path / f"r{i}.log")
-            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
-        ]
-        sender = session.send(
-            sender_node, sent_image.image, tmp_path / "s.log", "--min-receivers", "2",
-            "--rate", str(cap),
-        )  # fmt: skip
-        try:
-            session.wait_for(sender, session.first_pass_at(0.1))
-            stalled = receivers[1].process
-            stalled.send_signal(signal.SIGSTOP)
-            time.sleep(3)
-            stalled.send_signal(signal.SIGCONT)
-            assert sender.wait() == 0, sender.log.read_text()[-3000:]
-            for r in receivers:
-                assert r.wait() == 0, r.log.read_text()[-3000:]
-        finally:
-            for proc in [sender, *receivers]:
-                proc.stop()
-        assert receivers[1].result()["counters"]["overflow"] > 0
-        rates = [e["rate"] for e in sender.events() if e.get("state") == "running"]
-        assert rates[0] == cap and min(rates) <= cap * 0.7, rates
-        check_sender(sender.result(), [n.name for n in nodes])
-    check_targets(sent_image, targets, tmp_path)
+
+    def stall(sender: session.Proc, receivers: list[session.Proc]) -> None:
+        session.wait_for(sender, session.first_pass_at(0.1))
+        receivers[1].process.send_signal(signal.SIGSTOP)
+        time.sleep(3)
+        receivers[1].process.send_signal(signal.SIGCONT)
+
+    _, receivers, rates = paced_session(sent_image, tmp_path, cap, meanwhile=stall)
+    assert receivers[1].result()["counters"]["overflow"] > 0
+    assert rates[0] == cap and min(rates) <= cap * 0.7, rates
 
 
 def test_heavy_random_loss_does_not_slow_the_session_for_good(
@@ -286,28 +306,6 @@ def test_heavy_random_loss_does_not_slow_the_session_for_good(
     sender slows down once, sees the loss stay as it was, and goes back to its cap instead of
     crawling towards its floor (docs/multicast.md §8). Both finish identical."""
     cap = 10_000_000
-    with lan(3) as net:
-        sender_node, *nodes = net.nodes
-        for node in nodes:
-            node.drop(0.30)
-        targets = [tmp_path / f"target{i}.img" for i in range(len(nodes))]
-        receivers = [
-            session.receive(n, t, tmp_path / f"r{i}.log")
-            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
-        ]
-        sender = session.send(
-            sender_node, sent_image.image, tmp_path / "s.log", "--min-receivers", "2",
-            "--rate", str(cap),
-        )  # fmt: skip
-        try:
-            assert sender.wait() == 0, sender.log.read_text()[-3000:]
-            for r in receivers:
-                assert r.wait() == 0, r.log.read_text()[-3000:]
-        finally:
-            for proc in [sender, *receivers]:
-                proc.stop()
-        rates = [e["rate"] for e in sender.events() if e.get("state") == "running"]
-        assert min(rates) == pytest.approx(cap * 0.7), rates  # one decrease, and only one
-        assert rates[-1] == cap, rates
-        check_sender(sender.result(), [n.name for n in nodes])
-    check_targets(sent_image, targets, tmp_path)
+    _, _, rates = paced_session(sent_image, tmp_path, cap, loss=0.30)
+    assert min(rates) == pytest.approx(cap * 0.7), rates  # one decrease, and only one
+    assert rates[-1] == cap, rates
