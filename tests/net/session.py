@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.net.netns import Node
 
-__all__ = ["Node", "Proc", "receive", "send", "wait_for"]
+__all__ = ["Node", "Proc", "receive", "receive_all", "send", "wait_for"]
 
 CLONEBAY = [sys.executable, "-m", "clonebay"]
 KEY = "test-session-key"
@@ -61,6 +61,17 @@ class Proc:
 def receive(node: Node, target: Path, log: Path, *extra: str, key: str = KEY) -> Proc:
     argv = [*CLONEBAY, "receive", "--json", "--key", key, "--name", node.name, *extra]
     return Proc(node, node.popen([*argv, str(target)], log), log)
+
+
+def receive_all(nodes: list[Node], work: Path, *extra: str) -> tuple[list[Path], list[Proc]]:
+    """One receiver per node, writing ``work``/target<i>.img and logging to ``work``/r<i>.log:
+    (the targets, the receivers)."""
+    targets = [work / f"target{i}.img" for i in range(len(nodes))]
+    procs = [
+        receive(n, t, work / f"r{i}.log", *extra)
+        for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
+    ]
+    return targets, procs
 
 
 def send(node: Node, image: Path, log: Path, *extra: str, key: str = KEY) -> Proc:

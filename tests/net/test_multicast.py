@@ -89,11 +89,7 @@ def test_receivers_losing_datagrams_finish_identical(
         sender_node, *nodes = net.nodes
         for node in nodes:
             node.drop(loss)
-        targets = [tmp_path / f"target{i}.img" for i in range(len(nodes))]
-        receivers = [
-            session.receive(n, t, tmp_path / f"r{i}.log")
-            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
-        ]
+        targets, receivers = session.receive_all(nodes, tmp_path)
         sender = session.send(
             sender_node, sent_image.image, tmp_path / "s.log", "--min-receivers", "4"
         )
@@ -153,11 +149,7 @@ def test_late_joiner_gets_the_rest_then_what_it_missed(
 def test_killed_receiver_does_not_stop_the_others(sent_image: SentImage, tmp_path: Path) -> None:
     with lan(4) as net:
         sender_node, *nodes = net.nodes
-        targets = [tmp_path / f"target{i}.img" for i in range(3)]
-        receivers = [
-            session.receive(n, t, tmp_path / f"r{i}.log")
-            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
-        ]
+        targets, receivers = session.receive_all(nodes, tmp_path)
         sender = session.send(
             sender_node,
             sent_image.image,
@@ -220,11 +212,7 @@ def test_disk_sent_live_without_an_image(sent_image: SentImage, tmp_path: Path) 
     with lan(3) as net:
         sender_node, *nodes = net.nodes
         nodes[1].drop(0.02)
-        targets = [tmp_path / f"target{i}.img" for i in range(2)]
-        receivers = [
-            session.receive(n, t, tmp_path / f"r{i}.log", "--verify")
-            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
-        ]
+        targets, receivers = session.receive_all(nodes, tmp_path, "--verify")
         sender = session.send(
             sender_node, sent_image.built.path, tmp_path / "s.log", *("--min-receivers", "2")
         )
@@ -256,11 +244,7 @@ def paced_session(
         for node in nodes:
             if loss:
                 node.drop(loss)
-        targets = [work / f"target{i}.img" for i in range(len(nodes))]
-        receivers = [
-            session.receive(n, t, work / f"r{i}.log")
-            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
-        ]
+        targets, receivers = session.receive_all(nodes, work)
         sender = session.send(
             sender_node, sent.image, work / "s.log", "--min-receivers", "2", "--rate", str(cap)
         )

@@ -25,11 +25,7 @@ def test_send_screen_lists_every_receiver_and_its_outcome(
 ) -> None:
     with lan(3) as net:
         sender_node, *nodes = net.nodes
-        targets = [tmp_path / f"target{i}.img" for i in range(2)]
-        receivers = [
-            session.receive(n, t, tmp_path / f"r{i}.log")
-            for i, (n, t) in enumerate(zip(nodes, targets, strict=True))
-        ]
+        targets, receivers = session.receive_all(nodes, tmp_path)
         tui = driver(
             sender_node, ["send", str(sent_image.image), session.KEY, "2"], tmp_path / "tui.log"
         )

@@ -58,3 +58,14 @@ def _grow_pipe(f: IO[bytes]) -> None:
         fd = f.fileno()
         if stat.S_ISFIFO(os.fstat(fd).st_mode):
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+
+
+def add_restore_grow(p: argparse.ArgumentParser) -> None:
+    """``--grow`` of the commands that write an image onto a disk (restore, receive): like
+    clone's, but keeping the image's layout unless asked."""
+    p.add_argument(
+        "--grow",
+        choices=["none", "proportional", "last"],
+        default="none",
+        help="on a larger target, grow partitions like clone does (default: keep the layout)",
+    )

@@ -7,7 +7,7 @@ import contextlib
 import io
 from typing import IO, cast
 
-from clonebay.cli.common import emit_result, stdin_stream, stdout_stream
+from clonebay.cli.common import add_restore_grow, emit_result, stdin_stream, stdout_stream
 from clonebay.errors import VerifyError
 from clonebay.progress_view import ProgressView
 from clonebay.system.tape import TapeStream, is_stream_device
@@ -139,12 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("target", help="disk, partition or image file to write (created if absent)")
     p.add_argument("--region", help="restore only this region (e.g. p2) at the target's start")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
-    p.add_argument(
-        "--grow",
-        choices=["none", "proportional", "last"],
-        default="none",
-        help="on a larger target, grow partitions like clone does (default: keep the layout)",
-    )
+    add_restore_grow(p)
     p.add_argument("--dry-run", action="store_true", help="show where everything would go")
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_restore)

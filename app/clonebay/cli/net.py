@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from clonebay.cli.common import emit_result
+from clonebay.cli.common import add_restore_grow, emit_result
 from clonebay.errors import ClonebayError, UsageError
 from clonebay.progress_view import ProgressView
 from clonebay.units import human_rate, human_size
@@ -278,12 +278,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", default="", help="how the sender lists this receiver")
     p.add_argument("--timeout", type=float, metavar="S", help="give up if no session in S s")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
-    p.add_argument(
-        "--grow",
-        choices=["none", "proportional", "last"],
-        default="none",
-        help="on a larger target, grow partitions like clone does (default: keep the layout)",
-    )
+    add_restore_grow(p)
     p.add_argument(
         "--listen", action="store_true", help="wait for a sender on TCP instead of multicast"
     )

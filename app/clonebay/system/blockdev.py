@@ -242,11 +242,12 @@ class TargetDevice:
                 raise DeviceError(
                     f"write error on {self.path} at byte {offset + done}: {exc.strerror}"
                 ) from exc
-        self.unflushed += len(view)
-        self.dirty_from = min(self.dirty_from, offset)
-        self.dirty_to = max(self.dirty_to, offset + len(view))
-        if self.write_behind and self.unflushed >= self.write_behind:
-            self.start_writeback()
+        if self.write_behind:  # what start_writeback will push out, and when
+            self.unflushed += len(view)
+            self.dirty_from = min(self.dirty_from, offset)
+            self.dirty_to = max(self.dirty_to, offset + len(view))
+            if self.unflushed >= self.write_behind:
+                self.start_writeback()
 
     def zero(self, offset: int, length: int, chunk: int = 4 << 20) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros."""
