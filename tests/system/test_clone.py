@@ -15,7 +15,7 @@ import pytest
 from clonebay import cli
 from clonebay.engine.clone import CloneOptions, clone
 from clonebay.engine.inspect import inspect_disk
-from clonebay.engine.plan import Grow
+from clonebay.engine.layout.plan import Grow
 from clonebay.errors import SafetyError, TargetTooSmallError
 from clonebay.fs.probe import probe_volume
 from clonebay.model import Progress

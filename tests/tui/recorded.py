@@ -16,7 +16,7 @@ from typing import Any
 
 from clonebay.engine.inspect import DiskReport, PartitionReport
 from clonebay.engine.jobs import JobPlan, PlanLine
-from clonebay.engine.plan import Grow, Plan, make_plan
+from clonebay.engine.layout.plan import Grow, Plan, make_plan
 from clonebay.engine.regions import source_regions
 from clonebay.errors import CancelledError, DeviceError
 from clonebay.model import CopyMethod, Disk, Extent, Partition, PartitionTable, Volume

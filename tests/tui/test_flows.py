@@ -15,7 +15,7 @@ from textual.widgets import Button, RadioSet
 
 from clonebay.engine import jobs
 from clonebay.engine.inspect import inspect_disk
-from clonebay.engine.plan import Grow
+from clonebay.engine.layout.plan import Grow
 from clonebay.testdisks import disks
 from clonebay.tui.app import ClonebayApp
 from clonebay.tui.jobs import JobRequest, Outcome, TickSink

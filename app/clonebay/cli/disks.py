@@ -46,7 +46,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_clone(args: argparse.Namespace) -> int:
     from clonebay.engine.clone import CloneOptions, clone, clone_plan
-    from clonebay.engine.plan import Grow
+    from clonebay.engine.layout.plan import Grow
 
     options = CloneOptions(grow=Grow(args.grow), verify=not args.no_verify)
     plan = clone_plan(args.source, args.target, options)

@@ -51,7 +51,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
-    from clonebay.engine.plan import Grow
+    from clonebay.engine.layout.plan import Grow
 
     options = jobs.RestoreOptions(region=args.region, verify=args.verify, grow=Grow(args.grow))
     image = stdin_stream() if args.image == "-" else args.image

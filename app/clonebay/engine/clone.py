@@ -1,6 +1,6 @@
 """The clone job: a disk (or one volume) straight onto another disk or a disk image file.
 
-Order on the target (DESIGN §5): guards first (system/guard.py) and the Plan (engine/plan.py),
+Order on the target (DESIGN §5): guards first (system/guard.py) and the Plan (layout/plan.py),
 both before any write; then old signatures are wiped (the first and last MiB of the disk, where
 MBR, GPT and its backup, and md/LVM labels live, and of every new partition); then each
 partition's used extents are copied through the pipeline (no compression; zero chunks of raw
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from clonebay.engine import fixups
 from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
+from clonebay.engine.layout import fixups
+from clonebay.engine.layout.plan import Grow, Move, Plan, make_plan
+from clonebay.engine.layout.table_write import write_table
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
-from clonebay.engine.plan import Grow, Move, Plan, make_plan
-from clonebay.engine.table_write import write_table
 from clonebay.errors import CancelledError, ClonebayError, VerifyError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk

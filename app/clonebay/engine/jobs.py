@@ -15,12 +15,12 @@ from typing import IO, Any
 
 from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
-from clonebay.engine.plan import Grow
+from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
-from clonebay.engine.restore import RestoreOptions, grown_placements, plan_restore
-from clonebay.engine.restore import restore as restore_directory
-from clonebay.engine.restore_grow import growth_plan
-from clonebay.engine.restore_stream import restore_stream
+from clonebay.engine.restore.directory import RestoreOptions, grown_placements, plan_restore
+from clonebay.engine.restore.directory import restore as restore_directory
+from clonebay.engine.restore.grow import growth_plan
+from clonebay.engine.restore.stream import restore_stream
 from clonebay.engine.save import SaveOptions, save
 from clonebay.engine.verify import verify_image as verify_directory
 from clonebay.engine.verify import verify_stream, verify_target
@@ -120,7 +120,7 @@ def restore_plan(
     image: str | IO[bytes], target: str, region: str | None = None, grow: Grow = Grow.NONE
 ) -> JobPlan:
     """Where ``restore`` would write each region (checks the target's size; writes nothing).
-    With ``grow`` and a larger target, partitions get the places and sizes of engine/plan.py.
+    With ``grow`` and a larger target, partitions get the places and sizes of engine/layout/plan.py.
 
     A stream's plan needs only its MANIFEST record (the rest of the stream is not read)."""
     manifest = _manifest_before_data(image)

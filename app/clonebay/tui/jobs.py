@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from clonebay.engine import jobs
 from clonebay.engine.clone import CloneOptions, clone
-from clonebay.engine.plan import Grow
+from clonebay.engine.layout.plan import Grow
 from clonebay.errors import CancelledError, ClonebayError, VerifyError
 from clonebay.model import Progress
 from clonebay.units import human_size

@@ -10,7 +10,7 @@ from typing import Any
 
 from clonebay.engine.inspect import DiskReport
 from clonebay.engine.jobs import JobPlan
-from clonebay.engine.plan import Plan
+from clonebay.engine.layout.plan import Plan
 from clonebay.model import Volume
 from clonebay.system.parttypes import type_name
 from clonebay.units import human_size

@@ -29,7 +29,7 @@ from clonebay.engine.browse_jobs import Partition
 from clonebay.engine.clone import CloneOptions, clone_plan
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.jobs import JobPlan
-from clonebay.engine.plan import Grow, Plan
+from clonebay.engine.layout.plan import Grow, Plan
 from clonebay.errors import CancelledError, ClonebayError, SafetyError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from clonebay.engine.plan import Grow, Plan
-from clonebay.engine.restore_grow import apply_table_and_fixups, growth_plan
+from clonebay.engine.layout.plan import Grow, Plan
+from clonebay.engine.restore.grow import apply_table_and_fixups, growth_plan
 from clonebay.engine.verify import PlacedRecords, VerifyError, verify_records
 from clonebay.errors import CancelledError, ClonebayError, SafetyError, TargetTooSmallError
 from clonebay.imaging.manifest import Manifest, RegionEntry
@@ -40,7 +40,7 @@ TAIL_WIPE = 1 << 20  # a stale backup GPT lives in the last 33 sectors
 class RestoreOptions:
     region: str | None = None  # restore only this region, at offset 0 of the target
     verify: bool = False
-    grow: Grow = Grow.NONE  # on a larger target: how partitions grow (engine/plan.py)
+    grow: Grow = Grow.NONE  # on a larger target: how partitions grow (engine/layout/plan.py)
     workers: int = max(1, min(4, os.cpu_count() or 1))
 
 

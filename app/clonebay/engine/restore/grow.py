@@ -1,7 +1,7 @@
 """Restoring a whole-disk image onto a larger disk with growth: the Plan of a clone, made from
 what the image's manifest recorded (the partition table, and per partition region the volume's
 filesystem, copy method and state), so that restore and clone share one layout rule
-(engine/plan.py), one table writer (engine/table_write.py) and the same fixups.
+(engine/layout/plan.py), one table writer (engine/layout/table_write.py) and the same fixups.
 
 Order on the target: tables wiped, partitions' data at their new starts, the head area (boot
 code, post-MBR gap) raw, read-back verify, then the new table (sfdisk, identities kept), hidden
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clonebay.engine import fixups
-from clonebay.engine.plan import Grow, Plan, plan_layout
-from clonebay.engine.table_write import write_table
+from clonebay.engine.layout import fixups
+from clonebay.engine.layout.plan import Grow, Plan, plan_layout
+from clonebay.engine.layout.table_write import write_table
 from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.model import CopyMethod, Partition, PartitionTable, Volume, VolumeState
 from clonebay.system.blockdev import TargetDevice

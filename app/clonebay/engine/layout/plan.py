@@ -29,7 +29,7 @@ from clonebay.units import human_size
 MIB = 1 << 20
 GPT_TAIL_SECTORS = 33  # backup entry array (32 sectors of 128 x 128 bytes) + backup header
 SMALL = 64 << 20  # partitions under this keep their size (tiny data or system areas)
-GROWABLE_FS = {"ext2", "ext3", "ext4", "ntfs"}  # FAT: see engine/fixups.py
+GROWABLE_FS = {"ext2", "ext3", "ext4", "ntfs"}  # FAT: see engine/layout/fixups.py
 FIXED_TYPES = {
     "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",  # EFI system
     "21686148-6449-6E6F-744E-656564454649",  # BIOS boot

@@ -1,6 +1,6 @@
 """Restore from an image stream (docs/format.md §10) as it arrives: stdin, a pipe, a stream file.
 
-The safety order is a directory restore's (engine/restore.py): the areas that hold partition
+The safety order is a directory restore's (restore/directory.py): the areas that hold partition
 tables are wiped first, the partitions' data follows, the partition table comes last. The stream
 forces one difference: its raw areas (boot code, partition tables, the post-MBR gap, EBRs, the
 backup GPT) arrive in disk order, so the area at offset 0 comes first. Raw areas are small (a few
@@ -26,7 +26,7 @@ from typing import IO
 
 import xxhash
 
-from clonebay.engine.restore import (
+from clonebay.engine.restore.directory import (
     Placement,
     RestoreOptions,
     finish_restore,
@@ -38,7 +38,7 @@ from clonebay.engine.restore import (
     single_partition,
     wipe_tables,
 )
-from clonebay.engine.restore_grow import growth_plan
+from clonebay.engine.restore.grow import growth_plan
 from clonebay.engine.verify import PlacedRecords, VerifyError, verify_records
 from clonebay.errors import CancelledError, ClonebayError, DeviceError
 from clonebay.imaging import stream

@@ -4,7 +4,7 @@ For networks that block multicast: ``clonebay receive --listen`` waits for a sen
 ``clonebay send SOURCE --to HOST`` connects and writes SOURCE as an image stream (docs/format.md
 §10): an image directory is converted on the fly, a stream file is sent as it is, a disk is
 saved on the fly (only used blocks, LZ4). The receiver restores the stream as it arrives with
-the stream restore (engine/restore_stream.py: same plan, guards, safety order and fixups as every
+the stream restore (engine/restore/stream.py: same plan, guards, safety order and fixups as every
 restore) and sends its outcome back. net/tcp.py authenticates every chunk with the session key.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from clonebay.engine.convert import convert
-from clonebay.engine.restore import RestoreOptions
-from clonebay.engine.restore_stream import restore_stream
+from clonebay.engine.restore.directory import RestoreOptions
+from clonebay.engine.restore.stream import restore_stream
 from clonebay.engine.save import SaveOptions, save
 from clonebay.errors import ClonebayError
 from clonebay.imaging.stream_convert import is_stream_file

@@ -1,15 +1,15 @@
 """Multicast jobs: send an image to many machines at once, and receive one onto a target.
 
-``send`` offers an image's frames to a net/ session (engine/multicast_catalog.py says what is
+``send`` offers an image's frames to a net/ session (engine/multicast/catalog.py says what is
 sent); ``receive`` joins a session and restores frames *as they arrive, in any order*, through
-the same steps as a restore (engine/restore.py): the Plan (placements, target size), the
+the same steps as a restore (engine/restore/directory.py): the Plan (placements, target size), the
 guards (a mounted target or the live medium is refused before anything is written), the safety
 order (old partition tables wiped before the first data, the raw areas that hold the new table
 held in memory and written last, from the end of the disk backwards, after every partition's
 data), fsync, optional verify against the catalog's records, then the restore's fixups (the
 GPT backup moved to the end of a larger target, the kernel told about the new table; with
 ``grow`` on a larger target, partitions at the grown layout's places, then the new table and
-grown filesystems, as engine/restore.py does).
+grown filesystems, as engine/restore/directory.py does).
 
 Every frame is decoded and checked against its xxh3-128 before it is written; a frame that
 fails its hash stops the receive (its datagrams were authentic, so the sender's image is bad).
@@ -24,10 +24,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from clonebay.engine.multicast_catalog import Catalog, ImageObjects, parse_catalog
-from clonebay.engine.multicast_disk import DiskObjects
-from clonebay.engine.plan import Plan
-from clonebay.engine.restore import (
+from clonebay.engine.layout.plan import Plan
+from clonebay.engine.multicast.catalog import Catalog, ImageObjects, parse_catalog
+from clonebay.engine.multicast.disk_source import DiskObjects
+from clonebay.engine.restore.directory import (
     Placement,
     RestoreOptions,
     finish_restore,
@@ -39,8 +39,8 @@ from clonebay.engine.restore import (
     single_partition,
     wipe_tables,
 )
-from clonebay.engine.restore_grow import growth_plan
-from clonebay.engine.restore_stream import MAX_HELD
+from clonebay.engine.restore.grow import growth_plan
+from clonebay.engine.restore.stream import MAX_HELD
 from clonebay.engine.verify import PlacedRecords, VerifyError, verify_records
 from clonebay.errors import CancelledError, ClonebayError, UsageError
 from clonebay.imaging.codec import Buffer, DecodeError, decode_payload
@@ -67,7 +67,7 @@ def send(
     cancel: threading.Event | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> SessionStatus:
-    """Send ``source``, an image directory or a disk (read live: engine/multicast_disk.py), to
+    """Send ``source``, an image directory or a disk (read live: multicast/disk_source.py), to
     every receiver that joins; returns the session's final status with every receiver's
     outcome. ``progress`` reports the disk's mapping pass."""
     if os.path.isdir(source):

@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from clonebay.engine.multicast_catalog import CatalogBuilder
+from clonebay.engine.multicast.catalog import CatalogBuilder
 from clonebay.engine.save import SaveOptions, save
 from clonebay.errors import ClonebayError, InputError
 from clonebay.imaging import stream

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from clonebay.engine.plan import Move
+from clonebay.engine.layout.plan import Move
 from clonebay.errors import CommandError, DeviceError
 from clonebay.system import loopdev
 from clonebay.system.blockdev import TargetDevice

@@ -1,0 +1,1 @@
+"""The one way anything is written to a disk (see target/path.py)."""
