@@ -42,6 +42,9 @@ class CloneOptions:
     grow: Grow = Grow.PROPORTIONAL
     verify: bool = True
     workers: int = 2
+    allow_mounted_source: bool = False  # clone a source with read-write mounts (warned)
+    allow_truncated: bool = False  # a partition past the source's end: zero the missing tail
+    whole_disk: bool = False  # a single volume onto a disk that holds a partition table
 
 
 @dataclass

@@ -42,6 +42,8 @@ class RestoreOptions:
     verify: bool = False
     grow: Grow = Grow.NONE  # on a larger target: how partitions grow (engine/layout/plan.py)
     workers: int = max(1, min(4, os.cpu_count() or 1))
+    check: bool = True  # check every frame of a directory image before the first write
+    whole_disk: bool = False  # a single volume onto a disk that holds a partition table
 
 
 @dataclass(frozen=True)
