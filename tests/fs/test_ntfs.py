@@ -320,12 +320,15 @@ def _write_logfile_restart(image: Path, clean: bool) -> None:
 
 @root
 @needs_root
-def test_unclean_logfile_means_dirty(small: Built, tmp_path: Path) -> None:
+def test_unclean_logfile_means_dirty_and_raw(small: Built, tmp_path: Path) -> None:
+    """Records still to replay may allocate clusters no bitmap or MFT record shows yet: only a
+    raw copy carries them (safety audit finding 15)."""
     image = _copy_of(small, tmp_path)
     _write_logfile_restart(image, clean=False)
     volume = probe_file(image)
-    assert volume.state is VolumeState.DIRTY and volume.copy is CopyMethod.NATIVE
-    assert any("$LogFile" in note for note in volume.notes)
+    assert volume.state is VolumeState.DIRTY and volume.copy is CopyMethod.RAW
+    assert volume.used == (Extent(0, image.stat().st_size),)
+    assert "$LogFile not clean" in volume.reason and "records to replay" in volume.reason
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     proc = run(["ntfs-3g", str(image), str(mnt)], check=False)

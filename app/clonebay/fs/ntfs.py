@@ -8,10 +8,12 @@ past the clusters the bitmap counts. Cross-checks keep a wrong map from passing 
 on every record, runlists inside the volume, a bitmap long enough for every cluster and marking
 $MFT, $MFTMirr and itself as used.
 
-State, from the same structures: $VOLUME_INFORMATION's dirty flag and an unclean $LogFile restart
-area give DIRTY (still copied natively; the clusters every in-use MFT record references are added
-in case the bitmap lags behind), and a valid hiberfil.sys header gives HIBERNATED, copied raw
-(see DESIGN.md, "Locked and unusual volumes"). BitLocker volumes ("-FVE-FS-") are not NTFS to
+State, from the same structures: $VOLUME_INFORMATION's dirty flag gives DIRTY (still copied
+natively; the clusters every in-use MFT record references are added in case the bitmap lags
+behind); a $LogFile restart area with records to replay gives DIRTY copied raw (a committed
+allocation may exist only in the log: after replay on the target it would point at clusters a
+native copy never carried); a valid hiberfil.sys header gives HIBERNATED, copied raw (see
+DESIGN.md, "Locked and unusual volumes"). BitLocker volumes ("-FVE-FS-") are not NTFS to
 this module; ``is_bitlocker`` lets the dispatcher recognise them.
 
 Spec: Linux-NTFS "NTFS Documentation" ("$Bitmap", "$Boot", "$Volume"); ntfs-3g layout.h.
@@ -90,6 +92,16 @@ def probe(src: ByteSource) -> Volume:
             reason="Windows is hibernated or used Fast Startup (hiberfil.sys holds a saved"
             " system): copied whole; only this machine should resume it",
         )
+    log = logfile_state(mft)
+    if not log.clean:
+        return replace(
+            base,
+            used=(Extent(0, src.size),),
+            copy=CopyMethod.RAW,
+            state=VolumeState.DIRTY,
+            reason=f"$LogFile not clean ({log.detail}): clusters its records allocate are not in"
+            " $Bitmap or the MFT until Windows replays them, so the whole partition is copied",
+        )
     used = bitmap_extents(mft)
     check_system_files(mft, used)
     state, notes = volume_state(mft, dirty)
@@ -103,17 +115,14 @@ def probe(src: ByteSource) -> Volume:
 
 
 def volume_state(mft: Mft, dirty: bool) -> tuple[VolumeState, list[str]]:
-    """CLEAN, or DIRTY when the volume's dirty flag is set or $LogFile has records to replay."""
+    """CLEAN, or DIRTY when the volume's dirty flag is set (with a clean $LogFile: ``probe``
+    sends a volume whose log has records to replay to a raw copy before asking this)."""
     boot = mft.boot
     notes = [f"{boot.cluster_size} B clusters, {boot.record_size} B MFT records"]
     state = VolumeState.CLEAN
     if dirty:
         state = VolumeState.DIRTY
         notes.append("dirty flag set: Windows will check the volume at next boot")
-    log = logfile_state(mft)
-    if not log.clean:
-        state = VolumeState.DIRTY
-        notes.append(f"$LogFile not clean: {log.detail}")
     return state, notes
 
 

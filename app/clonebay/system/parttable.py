@@ -76,7 +76,7 @@ def read_table(path: str) -> PartitionTable:
             if "unrecognised disk label" in said or not said.strip():
                 return PartitionTable("none", sector, size, ())
             raise PartitionTableError(
-                f"{path}: partition table not readable: {said} (nothing was changed;"
+                f"{path}: partition table not readable: {_plain(said)} (nothing was changed;"
                 " clonebay does not guess: check the table with gdisk or fdisk first)"
             ) from exc
         if disk.type == "loop":  # libparted's name for "a filesystem on the whole device"
@@ -119,6 +119,17 @@ def _mbr_table(path: str, disk: parted.Disk, sector: int, size: int) -> Partitio
     return PartitionTable(
         "msdos", sector, size, tuple(sorted(parts, key=lambda p: p.number)), f"0x{signature:08x}"
     )
+
+
+def _plain(said: str) -> str:
+    """libparted's words, without the promise it makes when the caller would let it repair the
+    table ("so that will be used"): clonebay answers "cancel", so nothing is used or fixed."""
+    if "backup GPT table is corrupt" in said:
+        return (
+            "the backup GPT (at the end of the disk) is missing or corrupt; the primary looks"
+            " intact, but clonebay does not copy a disk whose two GPT copies disagree"
+        )
+    return said
 
 
 def _gpt_table(path: str, disk: parted.Disk, sector: int, size: int) -> PartitionTable:

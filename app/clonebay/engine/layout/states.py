@@ -1,0 +1,50 @@
+"""Which volumes a job may edit, and what it must tell the technician about each.
+
+DESIGN §2 "Locked and unusual volumes": a hibernated or Fast Startup NTFS holds a saved system
+that only the same machine should resume, so nothing writes into it (no hidden-sector patch, no
+growth); encrypted volumes (BitLocker, LUKS) and anything copied raw are never edited either, as
+clonebay did not understand them well enough to. Every volume copied raw, dirty, hibernated or
+encrypted is named, with the prober's reason, in the Plan's notes and the job's result.
+"""
+
+from __future__ import annotations
+
+from clonebay.model import CopyMethod, Volume, VolumeState
+
+NOT_EDITED = (VolumeState.HIBERNATED, VolumeState.ENCRYPTED)
+EDITABLE = (VolumeState.CLEAN, VolumeState.DIRTY, VolumeState.NEEDS_RECOVERY, VolumeState.ERRORS)
+
+
+def region_name(number: int) -> str:
+    """A move's name in plans, notes and results: "volume" for a single volume, else pN."""
+    return "volume" if number == 0 else f"p{number}"
+
+
+def editable(volume: Volume | None) -> bool:
+    """Whether fixups may write into ``volume`` (hidden sectors, growth): a volume the prober
+    understood, neither hibernated (only the machine that saved it should resume it) nor
+    encrypted. A raw copy of something the prober was in doubt about (state UNKNOWN) is never
+    edited; an NTFS copied raw only because its $LogFile has records to replay (DIRTY) still
+    gets its hidden sectors set: the boot sector was parsed, and the replay does not read them."""
+    return volume is not None and volume.state in EDITABLE
+
+
+def state_note(name: str, volume: Volume | None) -> str:
+    """What a technician must know about a volume's state or copy method ("" when clean)."""
+    if volume is None:
+        return ""
+    state, fs = volume.state, volume.fstype
+    if state is VolumeState.HIBERNATED:
+        return (
+            f"{name}: hibernated (hiberfil.sys): hidden sectors not patched, not grown; only this"
+            " machine should resume it"
+        )
+    if state is VolumeState.ENCRYPTED:
+        return f"{name}: encrypted ({volume.reason}): copied raw, never edited"
+    if volume.copy is CopyMethod.RAW:
+        said = f" ({state.value})" if state not in (VolumeState.CLEAN, VolumeState.UNKNOWN) else ""
+        return f"{name}: {fs}{said} copied raw: {volume.reason or 'no reason given'}"
+    if state is not VolumeState.CLEAN:
+        detail = "; ".join(volume.notes)
+        return f"{name}: {fs} is {state.value}" + (f": {detail}" if detail else "")
+    return ""
