@@ -102,7 +102,22 @@ def check_size(target_size: int, needed: int, what: str) -> None:
         )
 
 
-def check_target(source: str, target: str) -> None:
-    """Every refusal that does not depend on the plan's size."""
-    check_not_source(source, target)
+def check_target(source: str | None, target: str) -> None:
+    """Every refusal that does not depend on the plan's size (source None: restore/receive)."""
+    if source is not None:
+        check_not_source(source, target)
     check_target_free(target)
+
+
+def check_source_free(source: str, allow_mounted: bool = False) -> list[str]:
+    """Refuse a source mounted read-write (or warn, with allow_mounted); the warnings."""
+    disk = _whole_disk(source)
+    if disk is None or not disk.mountpoints:
+        return []
+    where = ", ".join(disk.mountpoints)
+    if allow_mounted:
+        return [f"the source {source} is mounted ({where}): the copy may be inconsistent"]
+    raise SafetyError(
+        f"the source {source} is mounted ({where}): unmount it or pass"
+        " --allow-mounted-source; nothing was written"
+    )
