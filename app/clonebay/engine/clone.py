@@ -1,40 +1,38 @@
 """The clone job: a disk (or one volume) straight onto another disk or a disk image file.
 
-Order on the target (DESIGN §5): guards first (system/guard.py) and the Plan (layout/plan.py),
-both before any write; then old signatures are wiped (the first and last MiB of the disk, where
-MBR, GPT and its backup, and md/LVM labels live, and of every new partition); then each
-partition's used extents are copied through the pipeline (no compression; zero chunks of raw
-volumes are skipped on a fresh file and zeroed elsewhere); then the areas outside partitions
-(boot code, post-MBR gap) and last the partition table; fsync; verify by reading back every chunk
-written and comparing its xxh3-128; then fixups (hidden sectors, filesystem growth) and a re-read
-of the partition table by the kernel.
+The clone reads; the one target path (engine/target/) writes. First the guard (before the source
+is even probed), then the Plan (layout/plan.py), both before any write; then each partition's
+used extents go through the copy pipeline (no compression; zero chunks of raw volumes are
+skipped on a fresh file and zeroed elsewhere) into the target path, which wipes old signatures
+first, holds the areas outside partitions (boot code, post-MBR gap, GPT, EBRs) and writes them
+last, writes a new partition table when the layout changed, verifies by reading back, runs the
+fixups (hidden sectors, filesystem growth; never on a hibernated volume) and ends with the count
+check. A single volume (a partition, or a disk with no table) is cloned as one region.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import xxhash
 
 from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
-from clonebay.engine.layout import fixups
 from clonebay.engine.layout.plan import Grow, Move, Plan, make_plan
-from clonebay.engine.layout.table_write import write_table
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
-from clonebay.errors import CancelledError, ClonebayError, VerifyError
+from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
+from clonebay.errors import DeviceError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
-from clonebay.model import CopyMethod, Extent, Partition, Progress
+from clonebay.model import CopyMethod, Extent, Partition, Progress, VolumeState
 from clonebay.system import guard
-from clonebay.system.blockdev import SourceDevice, TargetDevice, device_size, is_block_device
+from clonebay.system.blockdev import SourceDevice, is_block_device
 from clonebay.system.run import run
 
-WIPE = 1 << 20
 CHUNK = 4 << 20
+VOLUME = "volume"  # the one region of a single-volume clone
 
 
 @dataclass(frozen=True)
@@ -53,25 +51,7 @@ class CloneResult:
     copied_bytes: int = 0
     verified_chunks: int = 0
     done: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Written:
-    """A chunk as written to the target, for the read-back verify."""
-
-    target_offset: int
-    length: int
-    digest: bytes
-
-
-def _target_size(target: str, source_size: int) -> int:
-    if os.path.exists(target):
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            return device_size(fd)
-        finally:
-            os.close(fd)
-    return source_size
+    warnings: list[str] = field(default_factory=list)
 
 
 def _whole_volume_plan(report: DiskReport, target_size: int, grow: Grow) -> Plan:
@@ -86,52 +66,97 @@ def _whole_volume_plan(report: DiskReport, target_size: int, grow: Grow) -> Plan
         and target_size > size
         and vol.fstype in ("ext2", "ext3", "ext4", "ntfs")
         and vol.copy is CopyMethod.NATIVE
+        and vol.state not in (VolumeState.HIBERNATED, VolumeState.ENCRYPTED)
     )
     move = Move(0, part, 0, target_size if grows else size, vol, grows)
     fix = (f"grow {vol.fstype} to fill the target",) if grows else ()
     return Plan(size, target_size, grow, report.table, report.table, (move,), fix)
 
 
-def clone_plan(source: str, target: str, options: CloneOptions = CloneOptions()) -> Plan:
-    """Check the guards and make the Plan; writes nothing."""
-    guard.check_target(source, target)
-    report = inspect_disk(source)
-    target_size = _target_size(target, report.table.disk_size)
+def _plan(report: DiskReport, target: str, options: CloneOptions) -> Plan:
+    target_size = checks.target_size(target, report.table.disk_size)
     if report.whole_disk is not None:
         return _whole_volume_plan(report, target_size, options.grow)
     return make_plan(report, target_size, options.grow)
+
+
+def clone_plan(source: str, target: str, options: CloneOptions = CloneOptions()) -> Plan:
+    """Check the guards and make the Plan; writes nothing."""
+    checks.preflight(source, target, options.allow_mounted_source)
+    return _plan(inspect_disk(source), target, options)
+
+
+def _region(move: Move) -> str:
+    return VOLUME if move.number == 0 else f"p{move.number}"
+
+
+def _used(move: Move) -> tuple[Extent, ...]:
+    assert move.volume is not None
+    return extents.clip(move.volume.used, move.source.size)
+
+
+def clone_job(
+    report: DiskReport, plan: Plan, source: str, target: str, options: CloneOptions
+) -> TargetJob:
+    """The clone as the target path sees it: regions, held areas, the layout and its table."""
+    single = report.whole_disk is not None
+    regions = [
+        RegionPlan(
+            _region(m),
+            m.target_start,
+            m.target_size,
+            sum(e.length for e in _used(m)) if m.volume else 0,
+            fstype=m.volume.fstype if m.volume else "",
+            state=m.volume.state if m.volume else VolumeState.UNKNOWN,
+        )
+        for m in plan.moves
+    ]
+    exact = plan.same_layout and plan.target_size == plan.source_size
+    if not single:
+        areas = outside_partitions(report)
+        if not exact:  # only the head (boot code, post-MBR gap): a new table follows
+            first = min((p.start for p in report.table.partitions), default=0)
+            areas = extents.intersect(areas, (Extent(0, first),))
+        regions += [RegionPlan(_area(a), a.start, a.length, a.length, held=True) for a in areas]
+    return TargetJob(
+        "clone",
+        target,
+        plan.target_size,
+        tuple(regions),
+        sector_size=report.table.sector_size,
+        source=source,
+        allow_mounted_source=options.allow_mounted_source,
+        whole_disk=not single,
+        allow_table_overwrite=options.whole_disk,
+        layout=plan,
+        new_table=not single and not exact,
+        table_kind=report.table.kind,
+        first_usable=report.table.first_usable,
+        verify=options.verify,
+    )
+
+
+def _area(area: Extent) -> str:
+    return f"area@{area.start}"
 
 
 def _tasks(plan: Plan, fd: int) -> Iterator[ReadTask]:
     for move in plan.moves:
         if move.volume is None:
             continue
-        runs = extents.clip(move.volume.used, move.source.size)
-        for piece in extents.split(runs, CHUNK):
+        for piece in extents.split(_used(move), CHUNK):
             yield ReadTask(
-                str(move.number), piece.start, fd, move.source.start + piece.start, piece.length
+                _region(move), piece.start, fd, move.source.start + piece.start, piece.length
             )
 
 
-def _wipe(dev: TargetDevice, plan: Plan) -> None:
-    """Zero where old partition tables and signatures live, on the disk and each new partition."""
-    spots = [Extent(0, min(WIPE, dev.size)), Extent(max(0, dev.size - WIPE), min(WIPE, dev.size))]
-    for m in plan.moves:
-        spots.append(Extent(m.target_start, min(WIPE, m.target_size)))
-        tail = max(m.target_start, m.target_start + m.target_size - WIPE)
-        spots.append(Extent(tail, m.target_start + m.target_size - tail))
-    for spot in extents.normalize(spots):
-        dev.zero(spot.start, spot.length)
-
-
 class _Sink:
-    """Writes each chunk at its planned target offset and remembers it for the verify."""
+    """Puts each chunk at its planned target offset (in the pipeline's thread: the buffer is
+    the pool's and is reused once this returns)."""
 
-    def __init__(self, dev: TargetDevice, plan: Plan) -> None:
-        self.dev = dev
-        self.moves = {str(m.number): m for m in plan.moves}
-        self.written: list[Written] = []
-        self.bytes = 0
+    def __init__(self, path: TargetPath, plan: Plan) -> None:
+        self.path = path
+        self.moves = {_region(m): m for m in plan.moves}
 
     def __call__(self, chunk: Chunk, result: tuple[bytes, bool]) -> None:
         digest, is_zero = result
@@ -139,11 +164,9 @@ class _Sink:
         at = move.target_start + chunk.offset
         raw = move.volume is not None and move.volume.copy is CopyMethod.RAW
         if is_zero and raw:
-            self.dev.zero(at, chunk.data.nbytes)  # nothing to do on a fresh file
+            self.path.zero_now(chunk.region, at, chunk.data.nbytes)
         else:
-            self.dev.write_at(chunk.data, at)
-        self.written.append(Written(at, chunk.data.nbytes, digest))
-        self.bytes += chunk.data.nbytes
+            self.path.write_now(chunk.region, at, chunk.data, digest)
 
 
 def _hash(chunk: Chunk) -> tuple[bytes, bool]:
@@ -152,61 +175,33 @@ def _hash(chunk: Chunk) -> tuple[bytes, bool]:
     return digest, is_zero_chunk(chunk.data, digest)
 
 
-def _copy_areas(
-    src: SourceDevice, dev: TargetDevice, report: DiskReport, plan: Plan, sink: _Sink
-) -> None:
-    """Copy the areas outside partitions: all of them when the layout is unchanged, else the
-    head (boot code, partition table, post-MBR gap) before sfdisk rewrites the table."""
-    areas = outside_partitions(report)
-    exact = plan.same_layout and plan.target_size == plan.source_size
-    if not exact:
-        first = min((p.start for p in report.table.partitions), default=0)
-        areas = extents.intersect(areas, (Extent(0, first),))
-    for area in areas:
-        for piece in extents.split((area,), CHUNK):
-            data = os.pread(src.fd, piece.length, piece.start)
-            if data.count(0) == len(data):
-                dev.zero(piece.start, piece.length)
-            else:
-                dev.write_at(data, piece.start)
-            sink.written.append(Written(piece.start, piece.length, xxhash.xxh3_128_digest(data)))
-    if not exact:
-        write_table(dev.path, plan.target_table)
+def _hold_areas(src: SourceDevice, path: TargetPath, job: TargetJob) -> None:
+    """The areas outside partitions, read now and held by the target path until the end."""
+    for region in job.regions:
+        if not region.held:
+            continue
+        for piece in extents.split((Extent(region.target_offset, region.size),), CHUNK):
+            data = read_exact(src.fd, piece.length, piece.start, src.path)
+            zero = data.count(0) == len(data)
+            path.hold(region.name, piece.start, None if zero else data, piece.length)
 
 
-def _verify(
-    dev: TargetDevice,
-    written: list[Written],
-    skip_head: bool,
-    progress: Callable[[Progress], None] | None,
-    cancel: threading.Event | None,
-) -> int:
-    """Read back every chunk written, from the medium (the page cache is dropped first), and
-    compare hashes; returns the number checked. Progress comes as region "verify", stage "read"."""
-    dev.drop_cache()
-    checked = [w for w in written if not (skip_head and w.target_offset < WIPE)]
-    # (chunks in the first MiB are rewritten by sfdisk on purpose when the layout changed)
-    total = sum(w.length for w in checked)
-    bad = []
-    done = 0
-    started = last = time.monotonic()
-    for w in checked:
-        if cancel is not None and cancel.is_set():
-            raise CancelledError("cancelled while verifying the target")
-        if xxhash.xxh3_128_digest(os.pread(dev.fd, w.length, w.target_offset)) != w.digest:
-            bad.append(w)
-        done += w.length
-        now = time.monotonic()
-        if progress and (now - last > 0.5 or done == total):
-            last = now
-            rate = done / max(now - started, 1e-6)
-            progress(Progress("verify", done, total, rate, (total - done) / rate, "read"))
-    if bad:
-        raise VerifyError(
-            f"{dev.path}: {len(bad)} chunk(s) read back differ from what was written, first at"
-            f" byte {bad[0].target_offset}: the target is unreliable"
-        )
-    return len(written)
+def read_exact(fd: int, length: int, offset: int, where: str) -> bytes:
+    """``length`` bytes at ``offset``; DeviceError on a read error or a short read."""
+    parts, got = [], 0
+    while got < length:
+        try:
+            piece = os.pread(fd, length - got, offset + got)
+        except OSError as exc:
+            raise DeviceError(
+                f"read error on {where} at byte {offset + got} (outside the partitions):"
+                f" {exc.strerror}"
+            ) from exc
+        if not piece:
+            raise DeviceError(f"{where}: unexpected end at byte {offset + got}")
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
 
 
 def clone(
@@ -218,79 +213,32 @@ def clone(
     cancel: threading.Event | None = None,
 ) -> CloneResult:
     """Clone ``source`` onto ``target`` as the Plan says; returns what was done."""
-    guard.check_target(source, target)
+    checks.preflight(source, target, options.allow_mounted_source)
     report = inspect_disk(source)
+    plan = _plan(report, target, options)
+    result = CloneResult(plan)
     with SourceDevice(source) as src:
-        plan_size = _target_size(target, report.table.disk_size)
-        plan = (
-            _whole_volume_plan(report, plan_size, options.grow)
-            if report.whole_disk is not None
-            else make_plan(report, plan_size, options.grow)
-        )
-        result = CloneResult(plan)
-        with TargetDevice(target, size=plan.target_size) as dev:
-            try:
-                _write_all(
-                    src,
-                    dev,
-                    report=report,
-                    plan=plan,
-                    result=result,
-                    options=options,
-                    progress=progress,
-                    cancel=cancel,
-                )
-            except ClonebayError as exc:
-                exc.message += f"\nthe clone stopped: {target} is incomplete"
-                raise
+        job = clone_job(report, plan, source, target, options)
+        path = TargetPath(job, progress=progress, cancel=cancel, report_writes=False)
+        with path, path.writing():
+            path.begin()
+            pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
+                _hash,
+                _Sink(path, plan),
+                workers=options.workers,
+                buffers=6,
+                chunk_size=CHUNK,
+                cancel=path.cancel,
+                progress=progress,
+            )
+            totals = {r.name: r.planned_bytes for r in job.regions if not r.held}
+            pipe.run(_tasks(plan, src.fd), totals)
+            _hold_areas(src, path, job)
+            done = path.finish()
+    result.copied_bytes = sum(done.written.values())
+    result.verified_chunks = done.verified_chunks
+    result.done = done.done
+    result.warnings = done.warnings + list(job.notes)
     if is_block_device(target):
         run(["blockdev", "--rereadpt", target], check=False)
     return result
-
-
-def _write_all(
-    src: SourceDevice,
-    dev: TargetDevice,
-    *,
-    report: DiskReport,
-    plan: Plan,
-    result: CloneResult,
-    options: CloneOptions,
-    progress: Callable[[Progress], None] | None,
-    cancel: threading.Event | None,
-) -> None:
-    if report.whole_disk is None:
-        _wipe(dev, plan)
-    sink = _Sink(dev, plan)
-    pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
-        _hash,
-        sink,
-        workers=options.workers,
-        buffers=6,
-        chunk_size=CHUNK,
-        cancel=cancel,
-        progress=progress,
-    )
-    totals = {str(m.number): m.volume.used_bytes for m in plan.moves if m.volume}
-    pipe.run(_tasks(plan, src.fd), totals)
-    if report.whole_disk is None:
-        _copy_areas(src, dev, report, plan, sink)
-    dev.sync()
-    result.copied_bytes = sink.bytes
-    if options.verify:
-        rewritten = report.whole_disk is None and not (
-            plan.same_layout and plan.target_size == plan.source_size
-        )
-        result.verified_chunks = _verify(dev, sink.written, rewritten, progress, cancel)
-    sector = report.table.sector_size
-    for move in plan.moves:
-        fs = move.volume.fstype if move.volume else ""
-        if move.moved and fs in ("ntfs", "fat12", "fat16", "fat32"):
-            fixups.patch_hidden_sectors(dev, move, sector)
-            result.done.append(
-                f"p{move.number}: hidden sectors set to {move.target_start // sector}"
-            )
-    dev.sync()
-    for move in plan.moves:
-        if move.grow_fs:
-            result.done.append(fixups.grow_filesystem(dev.path, move))

@@ -17,10 +17,9 @@ from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
-from clonebay.engine.restore.directory import RestoreOptions, grown_placements, plan_restore
 from clonebay.engine.restore.directory import restore as restore_directory
-from clonebay.engine.restore.grow import growth_plan
-from clonebay.engine.restore.stream import restore_stream
+from clonebay.engine.restore.placements import RestoreOptions, placements_for
+from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
 from clonebay.engine.save import SaveOptions, save
 from clonebay.engine.verify import verify_image as verify_directory
 from clonebay.engine.verify import verify_stream, verify_target
@@ -132,12 +131,12 @@ def restore_plan(
             os.close(fd)
     else:
         size = int(manifest.source.get("size", 0) or 0)
-    placements = plan_restore(manifest, size, region)
-    grown = growth_plan(manifest, size, grow) if region is None else None
+    placements, grown = placements_for(manifest, size, region, grow)
     sizes: dict[str, int] = {}
     notes: list[str] = []
+    if not isinstance(image, str) or is_stream_file(image):
+        notes.append(STREAM_NOTE)
     if grown is not None:
-        placements = grown_placements(placements, grown)
         sizes = {f"p{m.number}": m.target_size for m in grown.moves}
         notes.extend(grown.fixups)
         notes.append("the partition table is written anew for the larger disk, last")

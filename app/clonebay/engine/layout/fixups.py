@@ -30,6 +30,7 @@ from clonebay.system.run import run
 HIDDEN_SECTORS = 0x1C  # u32 in the BPB of NTFS and FAT boot sectors
 NTFS_TOTAL_SECTORS = 0x28  # u64
 FAT32_BACKUP_SECTOR = 0x32  # u16 BPB_BkBootSec
+HIDDEN_SECTOR_FS = frozenset({"ntfs", "fat12", "fat16", "fat32"})  # BPBs that record their start
 
 
 def _patch_u32(dev: TargetDevice, at: int, value: int) -> None:
@@ -51,16 +52,30 @@ def boot_sector_copies(boot: bytes, fstype: str) -> list[int]:
 def patch_hidden_sectors(dev: TargetDevice, move: Move, sector_size: int) -> None:
     """Write the new start sector into every boot sector copy of the moved volume."""
     fstype = move.volume.fstype if move.volume else ""
-    boot = _read(dev, move.target_start, 512)
+    patch_hidden_sectors_at(
+        dev, move.target_start, move.target_size, fstype, move.target_start // sector_size
+    )
+
+
+def patch_hidden_sectors_at(
+    dev: TargetDevice, start: int, size: int, fstype: str, value: int
+) -> None:
+    """Write ``value`` into the hidden-sectors field of every boot sector copy of the volume at
+    byte ``start`` of the target (``size`` bytes long)."""
+    boot = _read(dev, start, 512)
     for offset in boot_sector_copies(boot, fstype):
-        if offset + 512 <= move.target_size:
-            _patch_u32(
-                dev, move.target_start + offset + HIDDEN_SECTORS, move.target_start // sector_size
-            )
+        if offset + 512 <= size:
+            _patch_u32(dev, start + offset + HIDDEN_SECTORS, value)
 
 
 def _read(dev: TargetDevice, at: int, length: int) -> bytes:
-    return os.pread(dev.fd, length, at)
+    try:
+        data = os.pread(dev.fd, length, at)
+    except OSError as exc:
+        raise DeviceError(f"read error on {dev.path} at byte {at}: {exc.strerror}") from exc
+    if len(data) != length:
+        raise DeviceError(f"{dev.path}: short read at byte {at}")
+    return data
 
 
 @contextmanager
