@@ -20,19 +20,17 @@ from dataclasses import dataclass, field
 import xxhash
 
 from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
-from clonebay.engine.layout.plan import Grow, Move, Plan, make_plan
+from clonebay.engine.layout.plan import Grow, Move, Plan, make_plan, volume_plan
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
 from clonebay.errors import DeviceError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
-from clonebay.model import CopyMethod, Extent, Partition, Progress, VolumeState
-from clonebay.system import guard
+from clonebay.model import CopyMethod, Extent, Progress, VolumeState
 from clonebay.system.blockdev import SourceDevice, is_block_device
 from clonebay.system.run import run
 
 CHUNK = 4 << 20
-VOLUME = "volume"  # the one region of a single-volume clone
 
 
 @dataclass(frozen=True)
@@ -54,40 +52,24 @@ class CloneResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _whole_volume_plan(report: DiskReport, target_size: int, grow: Grow) -> Plan:
-    """A device without a partition table (a partition, or a bare filesystem) as one volume."""
-    vol = report.whole_disk
-    assert vol is not None
-    size = report.table.disk_size
-    guard.check_size(target_size, size, f"the volume of {report.path}")
-    part = Partition(0, 0, size, type_id="")
-    grows = (
-        grow is not Grow.NONE
-        and target_size > size
-        and vol.fstype in ("ext2", "ext3", "ext4", "ntfs")
-        and vol.copy is CopyMethod.NATIVE
-        and vol.state not in (VolumeState.HIBERNATED, VolumeState.ENCRYPTED)
-    )
-    move = Move(0, part, 0, target_size if grows else size, vol, grows)
-    fix = (f"grow {vol.fstype} to fill the target",) if grows else ()
-    return Plan(size, target_size, grow, report.table, report.table, (move,), fix)
-
-
 def _plan(report: DiskReport, target: str, options: CloneOptions) -> Plan:
     target_size = checks.target_size(target, report.table.disk_size)
+    sector = checks.logical_sector_size(target) if os.path.exists(target) else None
     if report.whole_disk is not None:
-        return _whole_volume_plan(report, target_size, options.grow)
-    return make_plan(report, target_size, options.grow)
+        return volume_plan(report, target_size, options.grow, target_sector_size=sector)
+    return make_plan(
+        report,
+        target_size,
+        options.grow,
+        target_sector_size=sector,
+        allow_truncated=options.allow_truncated,
+    )
 
 
 def clone_plan(source: str, target: str, options: CloneOptions = CloneOptions()) -> Plan:
     """Check the guards and make the Plan; writes nothing."""
     checks.preflight(source, target, options.allow_mounted_source)
     return _plan(inspect_disk(source), target, options)
-
-
-def _region(move: Move) -> str:
-    return VOLUME if move.number == 0 else f"p{move.number}"
 
 
 def _used(move: Move) -> tuple[Extent, ...]:
@@ -102,12 +84,13 @@ def clone_job(
     single = report.whole_disk is not None
     regions = [
         RegionPlan(
-            _region(m),
+            m.name,
             m.target_start,
             m.target_size,
             sum(e.length for e in _used(m)) if m.volume else 0,
             fstype=m.volume.fstype if m.volume else "",
             state=m.volume.state if m.volume else VolumeState.UNKNOWN,
+            editable=m.editable,
         )
         for m in plan.moves
     ]
@@ -123,7 +106,7 @@ def clone_job(
         target,
         plan.target_size,
         tuple(regions),
-        sector_size=report.table.sector_size,
+        sector_size=plan.target_sector_size,
         source=source,
         allow_mounted_source=options.allow_mounted_source,
         whole_disk=not single,
@@ -132,7 +115,9 @@ def clone_job(
         new_table=not single and not exact,
         table_kind=report.table.kind,
         first_usable=report.table.first_usable,
+        zero_tails=plan.zero_tails,
         verify=options.verify,
+        notes=plan.notes,
     )
 
 
@@ -146,7 +131,7 @@ def _tasks(plan: Plan, fd: int) -> Iterator[ReadTask]:
             continue
         for piece in extents.split(_used(move), CHUNK):
             yield ReadTask(
-                _region(move), piece.start, fd, move.source.start + piece.start, piece.length
+                move.name, piece.start, fd, move.source.start + piece.start, piece.length
             )
 
 
@@ -156,7 +141,7 @@ class _Sink:
 
     def __init__(self, path: TargetPath, plan: Plan) -> None:
         self.path = path
-        self.moves = {_region(m): m for m in plan.moves}
+        self.moves = {m.name: m for m in plan.moves}
 
     def __call__(self, chunk: Chunk, result: tuple[bytes, bool]) -> None:
         digest, is_zero = result

@@ -99,10 +99,10 @@ def grow_filesystem(target: str, move: Move) -> str:
             elif fstype == "ntfs":
                 run(["ntfsresize", "--force", "--no-progress-bar", dev])
             else:
-                return f"p{move.number}: {fstype} is not grown"
+                return f"{move.name}: {fstype} is not grown"
         except CommandError as exc:
             raise DeviceError(
                 f"growing {fstype} on partition {move.number} of {target} failed; the data is"
                 f" copied, the filesystem keeps its old size: {exc}"
             ) from exc
-    return f"p{move.number}: {fstype} grown to fill {move.target_size} bytes"
+    return f"{move.name}: {fstype} grown to fill {move.target_size} bytes"

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from clonebay.engine.layout.plan import Grow, Plan
+from clonebay.engine.layout.states import EDITABLE
 from clonebay.engine.restore.grow import growth_plan
 from clonebay.engine.target import RegionPlan, TargetJob
 from clonebay.errors import TargetTooSmallError
@@ -83,12 +84,12 @@ def needed_size(manifest: Manifest, region: str | None) -> int:
     if region is not None:
         return region_of(manifest, region).size
     regions_end = max((r.disk_offset + r.size for r in manifest.regions), default=0)
-    return max(regions_end, int(manifest.source.get("size", 0) or 0))
+    return max(regions_end, manifest.source.size)
 
 
 def single_partition(manifest: Manifest) -> str | None:
     """The region of an image saved from one partition (restored without --region), else None."""
-    if manifest.source.get("partition") and len(manifest.regions) == 1:
+    if manifest.source.partition and len(manifest.regions) == 1:
         return manifest.regions[0].name
     return None
 
@@ -148,6 +149,7 @@ def restore_job(
             held=whole and p.region.kind == "raw-area",
             fstype=p.region.fstype,
             state=_state(p.region),
+            editable=_state(p.region) in EDITABLE and p.region.copy == "native",
         )
         for p in placements
     )
@@ -162,13 +164,13 @@ def restore_job(
         target,
         needed_size(manifest, region),
         regions,
-        sector_size=int(table.get("sector_size", 512) or 512),
+        sector_size=table.sector_size,
         whole_disk=whole,
         allow_table_overwrite=options.whole_disk,
         layout=grown,
         new_table=grown is not None,
-        table_kind=str(table.get("kind", "") or ""),
-        first_usable=int(table.get("first_usable", 0) or 0),
+        table_kind=table.kind,
+        first_usable=table.first_usable,
         verify=options.verify,
         notes=notes,
     )

@@ -52,14 +52,12 @@ def check_job(job: TargetJob, size: int) -> None:
     if not os.path.exists(job.target):
         return
     logical = logical_sector_size(job.target)
-    if logical is not None:
-        converts = job.layout is not None and getattr(job.layout, "convert_sectors", False)
-        if logical != job.sector_size and not converts:
-            raise SafetyError(
-                f"{job.target} has {logical}-byte logical sectors; the data was laid out for"
-                f" {job.sector_size}-byte sectors (partition table, boot sectors): on this disk"
-                " it would not be readable. Refusing; nothing was written"
-            )
+    if logical is not None and logical != job.sector_size:
+        raise SafetyError(
+            f"{job.target} has {logical}-byte logical sectors; the data was laid out for"
+            f" {job.sector_size}-byte sectors (partition table, boot sectors): on this disk"
+            " it would not be readable. Refusing; nothing was written"
+        )
     if not job.whole_disk and not job.allow_table_overwrite:
         refuse_volume_over_table(job.target)
 

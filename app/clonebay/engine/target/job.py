@@ -28,6 +28,7 @@ class RegionPlan:
     held: bool = False  # a raw area (partition tables, EBRs, boot code): held, written last
     fstype: str = ""
     state: VolumeState = VolumeState.CLEAN
+    editable: bool = True  # fixups may write into it (not hibernated, encrypted, raw-unknown)
 
 
 @dataclass(frozen=True)

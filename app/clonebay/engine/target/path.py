@@ -43,7 +43,7 @@ from clonebay.engine.target.job import TargetJob, TargetResult
 from clonebay.engine.target.writer import OrderedWriter
 from clonebay.errors import CancelledError, ClonebayError, DeviceError, VerifyError
 from clonebay.fs import extents
-from clonebay.model import Extent, Progress, VolumeState
+from clonebay.model import Extent, Progress, Volume, VolumeState
 from clonebay.system.blockdev import TargetDevice, is_block_device
 from clonebay.system.run import run
 
@@ -332,22 +332,15 @@ class TargetPath:
                 needs_patch = move.moved and fstype in fixups.HIDDEN_SECTOR_FS
                 if not (needs_patch or move.grow_fs):
                     continue
-                if vol is not None and vol.state in NOT_EDITED:
-                    self.warnings.append(
-                        f"p{move.number}: {fstype} is {vol.state.value}: not edited (hidden"
-                        " sectors not patched, not grown); only the machine it came from should"
-                        " resume it"
-                    )
+                if not move.editable:
+                    self.warnings.append(f"{move.name}: {fstype} not edited ({_why(vol)})")
                     continue
                 if needs_patch:
                     fixups.patch_hidden_sectors(self.dev, move, sector)
-                    done.append(
-                        f"p{move.number}: hidden sectors set to {move.target_start // sector}"
-                    )
+                    done.append(f"{move.name}: hidden sectors set to {move.target_start // sector}")
             self.dev.sync()
             for move in plan.moves:
-                vol = move.volume
-                if move.grow_fs and not (vol is not None and vol.state in NOT_EDITED):
+                if move.grow_fs and move.editable:
                     done.append(fixups.grow_filesystem(job.target, move))
         elif job.whole_disk and job.table_kind == "gpt" and self.dev.size > job.needed:
             run(["sgdisk", "-e", job.target])
@@ -365,10 +358,10 @@ class TargetPath:
         start = checks.partition_start_sectors(self.job.target)
         if start is None and not is_block_device(self.job.target):
             return []  # a volume file: a copy of the volume, not placed on a disk
-        if region.state in NOT_EDITED:
+        if not region.editable:
             self.warnings.append(
                 f"{region.name}: {region.fstype} is {region.state.value}: hidden sectors not"
-                " patched; only the machine it came from should resume it"
+                " patched (the volume is not edited)"
             )
             return []
         sector = self.job.sector_size
@@ -395,7 +388,12 @@ class TargetPath:
             )
 
 
-NOT_EDITED = (VolumeState.HIBERNATED, VolumeState.ENCRYPTED)
+def _why(volume: Volume | None) -> str:
+    if volume is None:
+        return "no volume"
+    if volume.state is VolumeState.HIBERNATED:
+        return "hibernated: only the machine it came from should resume it"
+    return f"{volume.state.value}, copied {volume.copy.value}"
 
 
 def _scrub_tables(head: bytes, first_usable: int) -> bytes:
