@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml | $(APT_STAMP)
 demo: setup ## build demo disks, tour the commands on them, then start the TUI on them
 	$(PY) -m clonebay.demo
 
-test: setup ## run the whole test suite (root tests run when root)
+test: setup lint typecheck ## the gates (lint, typecheck), then the whole test suite (root tests run when root)
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 lint: setup ## ruff and import-linter
