@@ -169,6 +169,7 @@ def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outc
         (f"{human_size(result.copied_bytes)} copied.", *result.done),
         verify,
         SAME_IDS,
+        warnings=tuple(result.warnings),
     )
 
 
@@ -209,7 +210,8 @@ def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outco
 
 
 def _restore(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
-    meter = OverallMeter({"write": "Writing", "read": "Verifying"}, sink)
+    # an image directory is checked in full before the first write: its own step
+    meter = OverallMeter({"write": "Writing", "read": "Verifying", "check": "Checking image"}, sink)
     options = jobs.RestoreOptions(verify=request.verify, grow=request.grow)
     warnings = jobs.restore(request.source, request.target, options, progress=meter, cancel=cancel)
     verify = (
@@ -233,7 +235,9 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
     title = error.title if isinstance(error, ClonebayError) else "Internal error"
     message = error.message if isinstance(error, ClonebayError) else repr(error)
     verb = VERBS[request.kind].lower()
-    if request.kind is JobKind.SAVE:
+    if "nothing was written" in message.lower():
+        hint = f"Nothing was written: {request.target} is as it was."
+    elif request.kind is JobKind.SAVE:
         hint = (
             f"The image {request.target} is incomplete (it has no manifest.json): delete it"
             " and save again."
