@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clonebay.cli import build_parser
-from clonebay.engine.jobfile import (
+from clonebay.cli.jobfile import (
     JobFileError,
     Selector,
     command_line,
@@ -17,6 +17,7 @@ from clonebay.engine.jobfile import (
     read_job_text,
     resolve,
 )
+from clonebay.errors import UsageError
 from clonebay.model import Disk
 
 GIB = 1 << 30
@@ -151,4 +152,28 @@ def test_job_text_from_a_file_and_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(JobFileError, match="cannot read"):
         read_job_text(str(tmp_path / "missing.toml"))
     with pytest.raises(JobFileError, match="cannot fetch"):
-        read_job_text("http://127.0.0.1:9/job.toml", timeout=2)  # port 9: discard, closed
+        read_job_text("https://127.0.0.1:9/job.toml", timeout=2)  # port 9: discard, closed
+    with pytest.raises(JobFileError, match="cannot fetch"):  # pinned http is allowed to try
+        read_job_text(f"http://127.0.0.1:9/job.toml#sha256={'0' * 64}", timeout=2)
+    with pytest.raises(UsageError, match="plain http"):
+        read_job_text("http://127.0.0.1:9/job.toml", timeout=2)
+    with pytest.raises(UsageError, match="64 hex digits"):
+        read_job_text("https://127.0.0.1:9/job.toml#sha256=abc", timeout=2)
+
+
+def test_yes_is_the_confirmation_of_jobs_that_overwrite_a_disk() -> None:
+    text = 'job = "clone"\nsource = "serial:SRC-GPT"\ntarget = "serial:DST-NVME"\n'
+    job = parse_job(text)
+    assert (job.yes, job.needs_confirmation) == (False, True)
+    assert "--yes" not in command_line(job, *resolve(job, DISKS))
+    confirmed = parse_job(text + "yes = true\n")
+    argv = command_line(confirmed, *resolve(confirmed, DISKS))
+    assert argv[-1] == "--yes"
+    assert build_parser().parse_args(argv).yes
+    dry = parse_job(text + "[options]\ndry_run = true\n")
+    assert not dry.needs_confirmation
+    save = parse_job('job = "save"\nsource = "serial:SRC-GPT"\ntarget = "/img"\nyes = true\n')
+    assert not save.needs_confirmation
+    assert "--yes" not in command_line(save, *resolve(save, DISKS))  # save takes no --yes
+    with pytest.raises(JobFileError, match="true or false"):
+        parse_job(text + 'yes = "yes"\n')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from clonebay.cli.common import emit_result
+from clonebay.cli.confirm import add_yes, confirm
 from clonebay.errors import ClonebayError
 from clonebay.units import human_size
 
@@ -39,9 +40,29 @@ def _cmd_mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_commit(args: argparse.Namespace) -> None:
+    """``umount --commit`` changes the image the edit was made on: name it and ask."""
+    from clonebay.browse.cow import changed_chunks
+    from clonebay.browse.mounts import load_state
+
+    try:
+        state = load_state(args.mountpoint)
+    except ClonebayError:
+        return  # not an image clonebay mounted: umount says so, before any write
+    if not state.edit:
+        return  # nothing to commit: umount refuses it
+    lines = [
+        f"{state.image}: the image edited at {state.mountpoint}",
+        f"  {changed_chunks(state.scratch)} changed chunks, appended to it as a new revision",
+    ]
+    confirm(args, state.image, lines, what="the edit's changes go into it for good")
+
+
 def _cmd_umount(args: argparse.Namespace) -> int:
     from clonebay.engine import browse_jobs
 
+    if args.commit:
+        _confirm_commit(args)
     result = browse_jobs.umount(args.mountpoint, commit=args.commit)
     text = f"unmounted {result['mountpoint']}"
     if result["edit"] and result["committed"]:
@@ -117,6 +138,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("umount", help="unmount what clonebay mount or edit mounted")
     p.add_argument("mountpoint")
     p.add_argument("--commit", action="store_true", help="after edit: write the changes")
+    add_yes(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_umount)
 

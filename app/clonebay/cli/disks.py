@@ -6,6 +6,7 @@ import argparse
 import json
 
 from clonebay.cli.common import emit_result
+from clonebay.cli.confirm import add_yes, confirm
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
     disk_json,
@@ -48,11 +49,18 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     from clonebay.engine.clone import CloneOptions, clone, clone_plan
     from clonebay.engine.layout.plan import Grow
 
-    options = CloneOptions(grow=Grow(args.grow), verify=not args.no_verify)
+    options = CloneOptions(
+        grow=Grow(args.grow),
+        verify=not args.no_verify,
+        allow_mounted_source=args.allow_mounted_source,
+        allow_truncated=args.allow_truncated,
+        whole_disk=args.whole_disk,
+    )
     plan = clone_plan(args.source, args.target, options)
     if args.dry_run:
         emit_result(args, {"plan": plan.text()}, plan.text())
         return 0
+    confirm(args, args.target)
     view = ProgressView(args.json)
     try:
         result = clone(args.source, args.target, options, progress=view)
@@ -94,6 +102,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="how partitions use a larger target (default: proportional)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip reading the target back")
+    p.add_argument(
+        "--allow-mounted-source",
+        action="store_true",
+        help="clone a source with read-write mounts anyway (the copy may be inconsistent)",
+    )
+    p.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="a source partition that runs past the source's end: copy it, zeroing the rest",
+    )
+    p.add_argument(
+        "--whole-disk",
+        action="store_true",
+        help="a single volume onto a whole disk that holds a partition table (it is lost)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the plan and write nothing")
+    add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_clone)

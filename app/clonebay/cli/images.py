@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 from typing import IO, cast
 
 from clonebay.cli.common import add_restore_grow, emit_result, stdin_stream, stdout_stream
+from clonebay.cli.confirm import add_yes, confirm
 from clonebay.errors import VerifyError
 from clonebay.progress_view import ProgressView
 from clonebay.system.tape import TapeStream, is_stream_device
@@ -53,12 +55,23 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
     from clonebay.engine.layout.plan import Grow
 
-    options = jobs.RestoreOptions(region=args.region, verify=args.verify, grow=Grow(args.grow))
+    options = jobs.RestoreOptions(
+        region=args.region,
+        verify=args.verify,
+        grow=Grow(args.grow),
+        check=not args.no_check,
+        whole_disk=args.whole_disk,
+    )
     image = stdin_stream() if args.image == "-" else args.image
     if args.dry_run:
         plan = jobs.restore_plan(image, args.target, args.region, Grow(args.grow))
         emit_result(args, plan.as_dict(), plan.text())
         return 0
+    if isinstance(image, str) and not args.yes and os.path.exists(args.target):
+        # The plan's refusals (too small, a region that is not there) before the question;
+        # a stream on stdin cannot be read twice (and is no terminal: only --yes goes on).
+        jobs.restore_plan(image, args.target, args.region, Grow(args.grow))
+    confirm(args, args.target)
     view = ProgressView(args.json)
     try:
         warnings = jobs.restore(image, args.target, options, progress=view)
@@ -140,7 +153,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--region", help="restore only this region (e.g. p2) at the target's start")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
     add_restore_grow(p)
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not check every frame of a directory image before the first write",
+    )
+    p.add_argument(
+        "--whole-disk",
+        action="store_true",
+        help="a single-volume image onto a whole disk that holds a partition table (it is lost)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show where everything would go")
+    add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_restore)
 

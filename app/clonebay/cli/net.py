@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from clonebay.cli.common import add_restore_grow, emit_result
+from clonebay.cli.confirm import add_yes, confirm
 from clonebay.errors import ClonebayError, UsageError
 from clonebay.progress_view import ProgressView
 from clonebay.units import human_rate, human_size
@@ -179,7 +180,7 @@ def _restore_options(args: argparse.Namespace) -> RestoreOptions:
     from clonebay.engine.layout.plan import Grow
     from clonebay.engine.restore.directory import RestoreOptions
 
-    return RestoreOptions(verify=args.verify, grow=Grow(args.grow))
+    return RestoreOptions(verify=args.verify, grow=Grow(args.grow), whole_disk=args.whole_disk)
 
 
 def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
@@ -213,6 +214,9 @@ def _cmd_receive(args: argparse.Namespace) -> int:
     from clonebay.engine.multicast import jobs as multicast
     from clonebay.net.receiver import ReceiveConfig
 
+    # Before listening: the session's plan comes with its first records, and a receiver that
+    # stopped at a question then would hold up every other receiver of the session.
+    confirm(args, args.target)
     key, _ = _key(args, sender=False)
     if args.listen:
         return _receive_tcp(args, key)
@@ -279,6 +283,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, metavar="S", help="give up if no session in S s")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
     add_restore_grow(p)
+    p.add_argument(
+        "--whole-disk",
+        action="store_true",
+        help="a single-volume image onto a whole disk that holds a partition table (it is lost)",
+    )
+    add_yes(p)
     p.add_argument(
         "--listen", action="store_true", help="wait for a sender on TCP instead of multicast"
     )

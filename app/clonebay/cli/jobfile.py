@@ -6,6 +6,7 @@ The file is TOML (docs/live.md has the full reference)::
     job = "clone"                 # clone | save | restore
     source = "serial:S3Z9NB0K"    # what to read
     target = "by-id:nvme-Samsung_SSD_980_1TB_S64ANS0T"   # what to overwrite
+    yes = true                    # clone, restore: I confirm the target is overwritten
 
     [options]
     grow = "proportional"         # clone, restore: proportional | last | none
@@ -23,12 +24,25 @@ from machine to machine while serial numbers do not:
 Which fields are disks: clone reads a disk and writes a disk; save reads a disk and writes an
 image (a directory path, or a tape such as /dev/nst0); restore reads an image and writes a disk.
 A selector must match exactly one disk, never the live medium; none or several is an error that
-names the candidates. Everything here is pure (parse, match, build the command line) except
-``read_job_text``, which reads a file or fetches an http(s) URL.
+names the candidates.
+
+Nobody is at the keyboard to answer the CLI's question before a disk is overwritten, so the
+technician confirms when writing the file: ``yes = true`` (or ``clonebay job --yes``). A clone or
+restore job without it asks on a terminal and is refused without one (save writes an image and
+asks nothing). The job file is a few lines: over 64 KiB, or not UTF-8, it is refused, never cut.
+Fetched by URL, it must come over https, or carry the SHA-256 of its content in the URL
+(``http://host/pc1.toml#sha256=HEX``), because whoever can change it in transit chooses which
+disk is wiped.
+
+Everything here is pure (parse, match, build the command line) except ``read_job_text``, which
+reads a file or fetches a URL. It builds a ``clonebay`` command line, so it lives with the CLI.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import re
 import tomllib
 import urllib.error
 import urllib.request
@@ -36,10 +50,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clonebay.errors import InputError
+from clonebay.errors import InputError, UsageError
 from clonebay.model import Disk
 
 JOBS = ("clone", "save", "restore")
+CONFIRMED_JOBS = ("clone", "restore")  # the jobs that overwrite a disk: they need ``yes``
+MAX_JOB_BYTES = 64 << 10  # a job file is a few hundred bytes; more is not a job file
+PIN = re.compile(r"sha256=([0-9a-fA-F]{64})")
 SELECTOR_KINDS = ("serial", "model", "wwn", "by-id")
 GROW = ("proportional", "last", "none")
 BY_ID_DIR = "/dev/disk/by-id/"
@@ -116,6 +133,12 @@ class Job:
     target: str
     options: dict[str, Any]
     origin: str = "<job>"
+    yes: bool = False  # the technician's confirmation that the target is overwritten
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """Does running it overwrite a disk (and is it not only a dry run)?"""
+        return self.job in CONFIRMED_JOBS and not self.options.get("dry_run", False)
 
     def is_disk(self, field_name: str) -> bool:
         return _DISK_FIELDS[(self.job, field_name)]
@@ -134,7 +157,7 @@ def parse_job(text: str, origin: str = "<job>") -> Job:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise JobFileError(f"{origin}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"job", "source", "target", "options"})
+    unknown = sorted(set(data) - {"job", "source", "target", "yes", "options"})
     if unknown:
         raise JobFileError(f"{origin}: unknown key(s) {', '.join(unknown)}")
     job = _field(data, "job", origin)
@@ -153,9 +176,11 @@ def parse_job(text: str, origin: str = "<job>") -> Job:
             raise JobFileError(f"{origin}: option {key!r} must be a {kind.__name__}")
     if options.get("grow", "proportional") not in GROW:
         raise JobFileError(f"{origin}: option grow must be one of {', '.join(GROW)}")
-    parsed = Job(
-        job, _field(data, "source", origin), _field(data, "target", origin), options, origin
-    )
+    yes = data.get("yes", False)
+    if not isinstance(yes, bool):
+        raise JobFileError(f"{origin}: yes must be true or false (without quotes), not {yes!r}")
+    source, target = _field(data, "source", origin), _field(data, "target", origin)
+    parsed = Job(job, source, target, options, origin, yes)
     for name in ("source", "target"):
         value = getattr(parsed, name)
         if parsed.is_disk(name):
@@ -210,20 +235,60 @@ def command_line(job: Job, source: str, target: str) -> list[str]:
             argv.append("--overwrite")
     if opts.get("dry_run", False):
         argv.append("--dry-run")
+    if job.yes and job.job in CONFIRMED_JOBS:
+        argv.append("--yes")
     return argv
 
 
 def read_job_text(spec: str, timeout: float = 30.0) -> str:
-    """The text of the job file ``spec``: a local path, or an http(s) URL fetched once."""
+    """The text of the job file ``spec``: a local path, or a URL fetched once (https, or http
+    with a ``#sha256=HEX`` pin the content must match)."""
     if spec.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(spec, timeout=timeout) as response:
-                body: bytes = response.read(1 << 20)
-        except (urllib.error.URLError, OSError) as exc:
-            raise JobFileError(f"cannot fetch the job file {spec}: {exc}") from exc
-        return body.decode("utf-8")
+        return _decode(spec, _fetch(spec, timeout))
     try:
-        with open(spec, encoding="utf-8") as f:
-            return f.read(1 << 20)
+        with open(spec, "rb") as f:
+            body = f.read(MAX_JOB_BYTES + 1)
     except OSError as exc:
         raise JobFileError(f"cannot read the job file {spec}: {exc.strerror}") from exc
+    return _decode(spec, body)
+
+
+def _fetch(spec: str, timeout: float) -> bytes:
+    url, _, fragment = spec.partition("#")
+    pin = PIN.fullmatch(fragment)
+    if fragment and pin is None:
+        raise UsageError(f"job file URL {spec}: the part after # must be sha256= and 64 hex digits")
+    if url.startswith("http://") and pin is None:
+        raise UsageError(
+            f"refusing the job file {spec}: over plain http anyone on the way can change which"
+            " disk it overwrites; use https://, or pin its content with"
+            " #sha256=<sha256sum of the file> at the end of the URL"
+        )
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body: bytes = response.read(MAX_JOB_BYTES + 1)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise JobFileError(f"cannot fetch the job file {spec}: {exc}") from exc
+    if pin is not None and len(body) <= MAX_JOB_BYTES:
+        digest = hashlib.sha256(body).hexdigest()
+        if digest != pin.group(1).lower():
+            raise JobFileError(
+                f"the job file {url} is not the one pinned in its URL: its SHA-256 is {digest},"
+                f" the URL asks for {pin.group(1).lower()}; nothing was run"
+            )
+    return body
+
+
+def _decode(spec: str, body: bytes) -> str:
+    if len(body) > MAX_JOB_BYTES:
+        raise JobFileError(
+            f"the job file {spec} is larger than {MAX_JOB_BYTES >> 10} KiB: a job file is a few"
+            " lines of TOML; is it the right file?"
+        )
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobFileError(
+            f"the job file {spec} is not UTF-8 text (byte {exc.start} is 0x{body[exc.start]:02x});"
+            " save it as UTF-8"
+        ) from None
