@@ -119,3 +119,21 @@ def test_empty_task_list() -> None:
     Pipeline(lambda c: 0, lambda c, r: calls.append(1), progress=events.append).run([], {"r": 0})
     assert calls == []
     assert events[-1].done == 0
+
+
+def test_count_check_refuses_a_plan_the_tasks_do_not_cover(source: Path) -> None:
+    """A region whose tasks carry fewer bytes than planned (a chunk never scheduled), or a
+    region nobody planned, ends the run with an error, never a quiet success."""
+    size = source.stat().st_size
+    with open(source, "rb") as f:
+        tasks = tasks_for(f.fileno(), size)
+        pipe: Pipeline[bytes] = Pipeline(
+            lambda c: bytes(c.data), lambda c, r: None, chunk_size=CHUNK
+        )
+        with pytest.raises(DeviceError, match=r"count check.*r: .* planned"):
+            pipe.run(tasks[:-1], {"r": size})
+        pipe = Pipeline(lambda c: bytes(c.data), lambda c, r: None, chunk_size=CHUNK)
+        with pytest.raises(DeviceError, match="not planned"):
+            pipe.run(tasks_for(f.fileno(), size, "other"), {"r": 0})
+        pipe = Pipeline(lambda c: bytes(c.data), lambda c, r: None, chunk_size=CHUNK)
+        pipe.run(tasks, {"r": size})  # the plan the tasks cover: no error

@@ -10,8 +10,10 @@ and memory in flight is bounded by the pool size. A buffer returns to the pool o
 with the chunk (a disk-to-disk sink writes straight from it).
 
 Exceptions in the reader or a worker reach the caller when it takes that chunk; the cancel Event
-stops every stage within one chunk. Progress reports bytes done/total per region, MB/s, ETA, and
-which stage was busiest (read, transform or write): the bottleneck a technician can act on.
+stops every stage within one chunk. At the end, the bytes each region sent through the sink must
+equal its planned total (the count check). Progress reports bytes done/total per region, MB/s,
+ETA, and which stage was busiest (read, transform or write): the bottleneck a technician can act
+on.
 """
 
 from __future__ import annotations
@@ -221,6 +223,7 @@ class Pipeline(Generic[T]):
                     self.pool.put(buf)
                     meter.add(chunk.region, length, self._neck())
                 meter.add(next(iter(totals), ""), 0, self._neck(), final=True)
+                _count_check(totals, meter.done)
             except BaseException:
                 self.cancel.set()
                 raise
@@ -245,3 +248,20 @@ class Pipeline(Generic[T]):
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+def _count_check(planned: dict[str, int], done: dict[str, int]) -> None:
+    """Every region's bytes through the sink must equal what was planned (as bmaptool checks
+    its block count): a chunk never scheduled or read twice is an error, never a warning."""
+    wrong = [
+        f"{region}: {want} bytes planned, {done.get(region, 0)} copied"
+        for region, want in planned.items()
+        if done.get(region, 0) != want
+    ]
+    extra = [
+        f"{region}: {n} bytes not planned"
+        for region, n in done.items()
+        if region not in planned and n
+    ]
+    if wrong or extra:
+        raise DeviceError("count check failed: " + "; ".join((wrong + extra)[:5]))
