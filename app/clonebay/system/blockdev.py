@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Protocol
 
 from clonebay.errors import DeviceError, InputError
+from clonebay.system.readonly import ReadOnlyHold, hold_source
 
 BLKGETSIZE64 = 0x80081272
 BLKSSZGET = 0x1268
@@ -152,8 +153,6 @@ class BytesSource:
         return self._data[offset : offset + length]
 
 
-BLKROSET = 0x125D
-BLKROGET = 0x125E
 BLKFLSBUF = 0x1261
 
 
@@ -165,9 +164,11 @@ def is_block_device(path: str) -> bool:
 
 
 class SourceDevice:
-    """A source opened read-only; a block device is also set read-only in the kernel (BLKROSET)
-    for as long as it is open, so that nothing in this process or another can write it by
-    mistake. The previous read-only setting is restored on close."""
+    """A source opened read-only. A block device is also set read-only in the kernel (BLKROSET)
+    for as long as it is open, with its whole disk, every partition of that disk and every
+    device under it, so that nothing in this process or another can write it by mistake. The
+    flags are shared with other clonebay jobs reading the same disk (system/readonly.py): the
+    last one to close puts the previous settings back."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -176,23 +177,24 @@ class SourceDevice:
         except OSError as exc:
             raise DeviceError(f"cannot open source {path}: {exc.strerror}") from exc
         self.size = device_size(self.fd)
-        self._was_ro: int | None = None
+        self._hold: ReadOnlyHold | None = None
         if stat.S_ISBLK(os.fstat(self.fd).st_mode):
-            flag = struct.unpack("i", fcntl.ioctl(self.fd, BLKROGET, b"\0" * 4))[0]
-            self._was_ro = int(flag)
-            if not flag:
-                try:
-                    fcntl.ioctl(self.fd, BLKROSET, struct.pack("i", 1))
-                except OSError:
-                    self._was_ro = None  # not permitted (not root): plain O_RDONLY still holds
+            try:
+                self._hold = hold_source(path)
+            except BaseException:
+                os.close(self.fd)
+                raise
 
     def close(self) -> None:
         if self.fd < 0:
             return
-        if self._was_ro == 0:
-            fcntl.ioctl(self.fd, BLKROSET, struct.pack("i", 0))
-        os.close(self.fd)
-        self.fd = -1
+        try:
+            if self._hold is not None:
+                self._hold.release()
+                self._hold = None
+        finally:
+            os.close(self.fd)
+            self.fd = -1
 
     def __enter__(self) -> SourceDevice:
         return self

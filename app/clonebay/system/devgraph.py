@@ -117,15 +117,19 @@ class Graph:
     nodes: dict[str, Node] = field(default_factory=dict)
 
     @staticmethod
-    def read(sysfs: Path = SYSFS, dev: Path | None = DEV) -> Graph:
-        """Read /sys/class/block; ``dev`` None: never open a device (a fake tree's names)."""
+    def read(
+        sysfs: Path = SYSFS, dev: Path | None = DEV, resolve: Callable[[str], Ident] = identify
+    ) -> Graph:
+        """Read /sys/class/block. ``dev`` None: never open a device node (a fake tree's names);
+        ``resolve``: how a backing file's name becomes an identity (when the loop device itself
+        cannot say)."""
         nodes: dict[str, Node] = {}
         try:
             entries = sorted((sysfs / "class" / "block").iterdir())
         except OSError:
             return Graph()
         for entry in entries:
-            node = _read_node(entry, dev)
+            node = _read_node(entry, dev, resolve)
             if node is not None:
                 nodes[node.name] = node
         return Graph(nodes)
@@ -167,7 +171,7 @@ def _names(path: Path) -> tuple[str, ...]:
         return ()
 
 
-def _read_node(entry: Path, dev: Path | None) -> Node | None:
+def _read_node(entry: Path, dev: Path | None, resolve: Callable[[str], Ident]) -> Node | None:
     text = _read(entry / "dev")
     if not text:
         return None
@@ -182,7 +186,9 @@ def _read_node(entry: Path, dev: Path | None) -> Node | None:
     backing = None
     backing_name = _read(entry / "loop" / "backing_file")
     if backing_name:
-        backing = Backing(backing_name, _backing_ident(entry.name, devnum, backing_name, dev))
+        backing = Backing(
+            backing_name, _backing_ident(entry.name, devnum, backing_name, dev, resolve)
+        )
     return Node(
         name=entry.name,
         devnum=devnum,
@@ -193,7 +199,9 @@ def _read_node(entry: Path, dev: Path | None) -> Node | None:
     )
 
 
-def _backing_ident(name: str, devnum: DevNum, backing: str, dev: Path | None) -> Ident:
+def _backing_ident(
+    name: str, devnum: DevNum, backing: str, dev: Path | None, resolve: Callable[[str], Ident]
+) -> Ident:
     """The loop device's backing by device and inode (see the module docstring)."""
     if dev is not None:
         found = loop_status_ident(str(dev / name.replace("!", "/")), devnum)
@@ -201,7 +209,7 @@ def _backing_ident(name: str, devnum: DevNum, backing: str, dev: Path | None) ->
             return found
     if not backing.endswith(DELETED):
         with contextlib.suppress(OSError):
-            return identify(backing)
+            return resolve(backing)
     return ("gone", devnum[0], devnum[1])
 
 
@@ -319,9 +327,10 @@ def containers(graph: Graph, idents: Iterable[Ident]) -> set[Ident]:
 
 def read_only_set(graph: Graph, ident: Ident) -> list[Node]:
     """The block devices a source at ``ident`` sets read-only: its footprint's devices (itself,
-    its whole disk and every partition of it, down every stack), in name order."""
+    its whole disk and every partition of it, down every stack), partitions first (a disk's own
+    flag makes its partitions read as read-only too: set first, theirs would never be set)."""
     nodes = (graph.by_ident(i) for i in lower(graph, ident))
-    return sorted((n for n in nodes if n is not None), key=lambda n: n.name)
+    return sorted((n for n in nodes if n is not None), key=lambda n: (n.disk is None, n.name))
 
 
 # --- mounts, with their access --------------------------------------------------------------
