@@ -21,10 +21,10 @@ CLONEBAY = str(Path(sys.executable).with_name("clonebay"))
 
 def methods(src: str, dst: Path, partclone: str) -> list[tuple[str, Command]]:
     return [
-        ("clonebay clone (verify on)", Command.of((CLONEBAY, "clone", src, str(dst)))),
+        ("clonebay clone (verify on)", Command.of((CLONEBAY, "clone", "--yes", src, str(dst)))),
         (
             "clonebay clone --no-verify",
-            Command.of((CLONEBAY, "clone", "--no-verify", src, str(dst))),
+            Command.of((CLONEBAY, "clone", "--yes", "--no-verify", src, str(dst))),
         ),
         (f"{partclone} -b", Command.of((partclone, "-b", "-q", "-s", src, "-O", str(dst)))),
         ("dd bs=4M", Command.of(("dd", f"if={src}", f"of={dst}", "bs=4M", "status=none"))),

@@ -121,7 +121,7 @@ def run_clonebay(  # noqa: PLR0917
         for node in net.nodes[1:]:
             if loss:
                 udp_drop(node, loss)
-        receive = [[*CLONEBAY, "receive", "--key", KEY, str(t)] for t in targets]
+        receive = [[*CLONEBAY, "receive", "--yes", "--key", KEY, str(t)] for t in targets]
         send = [*CLONEBAY, "send", "--key", KEY, "--min-receivers", str(n), "--rate", rate]
         tx0 = net.nodes[0].tx_bytes()
         seconds = session(net, receive, [*send, str(image)], work)

@@ -140,7 +140,9 @@ def restore_methods(vol: BenchVolume, out: Path) -> list[Method]:
     methods = [
         Method(
             "clonebay restore",
-            Command.of([CLONEBAY, "restore", str(out / "clonebay"), str(target), "--json"]),
+            Command.of(
+                [CLONEBAY, "restore", "--yes", str(out / "clonebay"), str(target), "--json"]
+            ),
             [target],
         ),
         Method(

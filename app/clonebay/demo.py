@@ -67,7 +67,7 @@ def tour(out: Path, gpt: Path, mbr: Path) -> int:
         ["save", str(gpt), str(image)],
         ["info", str(image)],
         ["verify", str(image)],
-        ["restore", "--verify", str(image), str(restored)],
+        ["restore", "--yes", "--verify", str(image), str(restored)],
         ["probe", str(restored)],
     ]
     for argv in steps:

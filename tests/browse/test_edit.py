@@ -77,7 +77,7 @@ def test_edit_commit_restore(
         expected[2]["EFI/added-file.txt"] = digest(payload.read_bytes())
         del expected[2]["EFI/debian/grub.cfg"]
     finally:
-        assert cli.main(["umount", "--commit", str(point)]) == 0
+        assert cli.main(["umount", "--commit", "--yes", str(point)]) == 0
 
     assert cli.main(["verify", str(image)]) == 0
     with ImageReader(image) as reader:
@@ -85,7 +85,7 @@ def test_edit_commit_restore(
         assert {r.name for r in reader.regions if r.index_revision} == {"p2", "p4", "p5"}
 
     target = tmp_path / "restored.img"
-    assert cli.main(["restore", "--verify", str(image), str(target)]) == 0
+    assert cli.main(["restore", "--yes", "--verify", str(image), str(target)]) == 0
     for part in built.partitions:
         if part.content_sha256:  # raw partitions untouched by the edit
             continue

@@ -47,7 +47,7 @@ def test_restore_same_size(
 ) -> None:
     built, image = saved[kind]
     target = tmp_path / "target.img"
-    assert cli.main(["restore", "--verify", str(image), str(target)]) == 0
+    assert cli.main(["restore", "--yes", "--verify", str(image), str(target)]) == 0
     assert target.stat().st_size == built.size
     assert_disk_matches(target, built, tmp_path)
     assert inspect_disk(str(target)).table == inspect_disk(str(built.path)).table
@@ -89,7 +89,7 @@ def test_target_too_small_is_refused_before_writing(
     with pytest.raises(TargetTooSmallError, match="target holds"):
         jobs.restore(str(image), str(target))
     assert sha256_range(target, 0, built.size - MIB) == before
-    assert cli.main(["restore", str(image), str(target)]) == 7
+    assert cli.main(["restore", "--yes", str(image), str(target)]) == 7
 
 
 def test_verify_finds_a_changed_target(
@@ -119,7 +119,7 @@ def test_single_partition_round_trip(
     image = tmp_path / "p.img.d"
     assert cli.main(["save", "--partition", str(part.number), str(built.path), str(image)]) == 0
     target = tmp_path / "part.img"
-    assert cli.main(["restore", "--verify", str(image), str(target)]) == 0
+    assert cli.main(["restore", "--yes", "--verify", str(image), str(target)]) == 0
     assert target.stat().st_size == part.size
     ext.fsck(target)
     assert part.tree is not None
@@ -145,7 +145,7 @@ def test_damaged_frame_stops_restore_and_says_target_incomplete(
     assert cli.main(["verify", str(copy)]) == VerifyError.exit_code
     assert "p5" in capsys.readouterr().out
     target = tmp_path / "t.img"
-    assert cli.main(["restore", str(copy), str(target)]) == 5
+    assert cli.main(["restore", "--yes", str(copy), str(target)]) == 5
     err = capsys.readouterr().err
     assert "p5" in err and "incomplete" in err and str(pack) in err
 
@@ -213,7 +213,7 @@ def test_restore_grows_onto_a_larger_disk(
     grow = ["--grow", "proportional"]
     assert cli.main(["restore", "--dry-run", "--json", *grow, str(image), str(target)]) == 0
     planned = json.loads(capsys.readouterr().out)["regions"]
-    assert cli.main(["restore", "--verify", *grow, str(image), str(target)]) == 0
+    assert cli.main(["restore", "--yes", "--verify", *grow, str(image), str(target)]) == 0
     layout = assert_grown_disk(target, built, tmp_path)
     # the dry run said where every partition would go and at what size
     plan = {r["name"]: (r["offset"], r["size"]) for r in planned if r["name"].startswith("p")}

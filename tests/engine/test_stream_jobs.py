@@ -70,7 +70,7 @@ def test_save_piped_into_restore(gpt_disk: disks.BuiltDisk, tmp_path: Path) -> N
     )
     assert save.stdout is not None
     restore = subprocess.run(
-        [*CLONEBAY, "restore", "--verify", "-", str(target)],
+        [*CLONEBAY, "restore", "--yes", "--verify", "-", str(target)],
         stdin=save.stdout,
         capture_output=True,
         check=False,
@@ -137,7 +137,7 @@ def test_truncated_stream_stops_and_leaves_no_table(
     data = path.read_bytes()
     cut.write_bytes(data[: len(data) * 3 // 5])
     target = old_disk(tmp_path / "t.img", built.size)
-    assert cli.main(["restore", str(cut), str(target)]) == InputError.exit_code
+    assert cli.main(["restore", "--yes", str(cut), str(target)]) == InputError.exit_code
     err = capsys.readouterr().err
     assert f"byte {len(data) * 3 // 5}" in err and "incomplete" in err, err
     assert "last data received: region p" in err and str(target) in err, err
@@ -168,7 +168,7 @@ def test_flipped_bit_in_a_frame_is_named(
     out = capsys.readouterr().out
     assert f"byte {pos}: FRAME record" in out and f"offset {head.offset}" in out, out
     target = tmp_path / "t.img"
-    assert cli.main(["restore", str(bad), str(target)]) == InputError.exit_code
+    assert cli.main(["restore", "--yes", str(bad), str(target)]) == InputError.exit_code
     err = capsys.readouterr().err
     assert "FRAME record (region p" in err and "xxh3-128" in err and "incomplete" in err, err
 
@@ -184,7 +184,10 @@ def test_too_small_target_is_refused_before_writing(
     before = sha256_range(target, 0, built.size - MIB)
     with open(path, "rb") as src:
         proc = subprocess.run(
-            [*CLONEBAY, "restore", "-", str(target)], stdin=src, capture_output=True, check=False
+            [*CLONEBAY, "restore", "--yes", "-", str(target)],
+            stdin=src,
+            capture_output=True,
+            check=False,
         )
     assert proc.returncode == TargetTooSmallError.exit_code, proc.stderr.decode()
     assert b"target holds" in proc.stderr
@@ -199,7 +202,7 @@ def test_single_partition_stream_and_dry_run(
     target = tmp_path / "part.img"
     assert cli.main(["restore", "--dry-run", str(path), str(target)]) == 0
     assert f"p{part.number}" in capsys.readouterr().out and not target.exists()
-    assert cli.main(["restore", "--verify", str(path), str(target)]) == 0
+    assert cli.main(["restore", "--yes", "--verify", str(path), str(target)]) == 0
     assert target.stat().st_size == part.size
     ext.fsck(target)
     assert part.tree is not None

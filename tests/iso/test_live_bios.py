@@ -78,7 +78,7 @@ def test_list_sees_every_bus_with_serials(guest: Guest) -> None:
 def test_clone_gpt_onto_a_larger_nvme_disk(guest: Guest) -> None:
     found = _by_serial(guest)
     src, dst = found["SRC-GPT"]["path"], found["DST-NVME"]["path"]
-    out = guest.check(f"clonebay clone --grow proportional {src} {dst}", timeout=900)
+    out = guest.check(f"clonebay clone --yes --grow proportional {src} {dst}", timeout=900)
     assert "cloned" in out
 
 
@@ -86,7 +86,8 @@ def test_mbr_disk_through_the_stream_form_onto_a_usb_disk(guest: Guest) -> None:
     found = _by_serial(guest)
     src, dst = found["SRC-MBR"]["path"], found["DST-USB"]["path"]
     guest.check(
-        f"set -o pipefail; clonebay save {src} - | clonebay restore --verify - {dst}", timeout=900
+        f"set -o pipefail; clonebay save {src} - | clonebay restore --yes --verify - {dst}",
+        timeout=900,
     )
 
 

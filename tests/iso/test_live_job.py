@@ -20,6 +20,7 @@ JOB = """\
 job = "clone"
 source = "serial:SRC-GPT"
 target = "serial:JOB-TARGET"
+yes = true  # the technician's confirmation: nobody is at the keyboard to answer
 
 [options]
 grow = "last"

@@ -59,7 +59,7 @@ class Proc:
 
 
 def receive(node: Node, target: Path, log: Path, *extra: str, key: str = KEY) -> Proc:
-    argv = [*CLONEBAY, "receive", "--json", "--key", key, "--name", node.name, *extra]
+    argv = [*CLONEBAY, "receive", "--yes", "--json", "--key", key, "--name", node.name, *extra]
     return Proc(node, node.popen([*argv, str(target)], log), log)
 
 

@@ -199,7 +199,7 @@ def test_refusals_write_nothing(
         for target, error, words in cases:
             with pytest.raises(error, match=words):
                 clone(source, target)
-            assert cli.main(["clone", source, target]) == error.exit_code
+            assert cli.main(["clone", "--yes", source, target]) == error.exit_code
             assert "nothing was written" in capsys.readouterr().err
         for target, before in targets.items():
             assert digest(target) == before, f"{target} was written"
@@ -215,7 +215,7 @@ def test_single_volume_clone_grows_filesystem(
     source = loop(mbr_disk.path)
     target_file = sparse_file(tmp_path / "vol.img", part.size * 2)
     target = loop(target_file)
-    assert cli.main(["clone", f"{source}p{part.number}", target]) == 0
+    assert cli.main(["clone", "--yes", f"{source}p{part.number}", target]) == 0
     with FileSource(target) as src:
         volume = probe_volume(src)
     assert volume.fstype == "ext3" and volume.size == part.size * 2
