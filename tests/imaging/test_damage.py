@@ -22,6 +22,7 @@ from clonebay.errors import InputError
 from clonebay.imaging import spec
 from clonebay.imaging.manifest import canonical
 from clonebay.imaging.reader import ImageReader
+from clonebay.imaging.source_disk import SourceInfo
 from clonebay.imaging.spec import ImageError, IncompleteImageError, NewerFormatError, Record
 from clonebay.imaging.writer import ImageWriter
 
@@ -47,7 +48,7 @@ def make_image(path: Path, seed: int) -> dict[str, bytes]:
             w.begin_region(name, "partition" if name == "p1" else "raw-area", 512, len(data))
             w.add_chunk(0, data)
             w.end_region()
-        w.finish(source={"model": "M"})
+        w.finish(source=SourceInfo(model="M"))
     return truth
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from clonebay.imaging import codec, spec
 from clonebay.imaging.reader import ImageReader
+from clonebay.imaging.source_disk import SourceInfo, TableInfo
 from clonebay.imaging.writer import ImageWriter
 
 CHUNK = 4096
@@ -89,7 +90,7 @@ def build_image(path: Path, seed: int, regions: int = 8) -> Built:
                         pool.append(chunk)
                 pos += n + (rnd.randint(0, 3000) if rnd.random() < 0.3 else 0)
             w.end_region()
-        w.finish(source={"model": "test disk", "size": 10**9}, table={"kind": "gpt"})
+        w.finish(source=SourceInfo(model="test disk", size=10**9), table=TableInfo("gpt"))
     return Built(path, truth, copied)
 
 

@@ -29,6 +29,7 @@ from clonebay.imaging import codec, spec, stream
 from clonebay.imaging.manifest import Counters, to_json
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.regionlog import region_entry
+from clonebay.imaging.source_disk import SourceInfo, TableInfo
 from clonebay.imaging.spec import ImageError
 from clonebay.imaging.stream_convert import directory_to_stream, stream_to_directory
 from clonebay.imaging.stream_read import StreamChunk, StreamEnd, StreamReader
@@ -39,6 +40,7 @@ CHUNK = 4096
 PACK_LIMIT = 10_000  # two raw frames per pack at most: many packs
 IMAGE_ID = bytes(range(16))
 CREATED = "2026-01-02T03:04:05Z"
+SOURCE = SourceInfo(model="test", size=1 << 30)
 Writer = ImageWriter | StreamWriter
 
 
@@ -104,7 +106,7 @@ def make_script(seed: int, regions: int = 5) -> Script:
 
 def play(script: Script, writer: Writer) -> None:
     entries = [region_entry(n, k, (i + 1) << 20, s) for i, (n, k, s) in enumerate(script.regions)]
-    writer.declare(entries, source={"model": "test", "size": 1 << 30}, table={"kind": "gpt"})
+    writer.declare(entries, source=SOURCE, table=TableInfo("gpt"))
     ops = iter(script.ops)
     op = next(ops, None)
     for number, (name, kind, size) in enumerate(script.regions):
@@ -120,7 +122,7 @@ def play(script: Script, writer: Writer) -> None:
                 writer.add_chunk(op.offset, op.data)
             op = next(ops, None)
         writer.end_region()
-    writer.finish(source={"model": "test", "size": 1 << 30}, table={"kind": "gpt"},
+    writer.finish(source=SOURCE, table=TableInfo("gpt"),
                   warnings=["w"], created=CREATED)  # fmt: skip
 
 

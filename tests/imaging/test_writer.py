@@ -10,6 +10,7 @@ import pytest
 from clonebay.errors import SafetyError, UsageError
 from clonebay.imaging import codec, spec
 from clonebay.imaging.reader import ImageReader
+from clonebay.imaging.source_disk import SourceInfo
 from clonebay.imaging.writer import ImageWriter
 
 CHUNK = 4096
@@ -99,9 +100,11 @@ def test_api_misuse_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="already written"):
             w.begin_region("p1", "partition", 0, 10)
         with pytest.raises(ValueError, match="floats"):
-            w.finish(source={"size_gb": 1.5})
-        manifest = w.finish(source={"size": 1})
-        assert manifest.source == {"size": 1}
+            w.finish(source=SourceInfo(size=1.5))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"source\.logical_sector_size: must be a power"):
+            w.finish(source=SourceInfo(logical_sector_size=1000))
+        manifest = w.finish(source=SourceInfo(size=1))
+        assert manifest.source == SourceInfo(size=1)
         with pytest.raises(ValueError, match="finished"):
             w.begin_region("p2", "partition", 0, 10)
 
@@ -122,17 +125,17 @@ def test_manifest_records_what_the_caller_said(tmp_path: Path) -> None:
         w.begin_region(
             "sda1", "partition", 1 << 20, 4 * CHUNK, copy="native", fstype="ntfs", label="Windows",
             uuid="0123", state="dirty", used_bytes=CHUNK, notes=["dirty flag set"],
-            extra={"block_size": 4096},
+            partition=1,
         )  # fmt: skip
         w.add_chunk(0, b"\x01" * CHUNK)
         w.end_region()
-        w.finish(source={"model": "WDC", "serial": "X1"}, table={"kind": "gpt"}, warnings=["w"])
+        w.finish(source=SourceInfo(model="WDC", serial="X1"), warnings=["w"])
     data = json.loads((tmp_path / "img" / "manifest.json").read_text())
     assert data["format"] == "clonebay-image" and data["format_version"] == 1
     assert data["created"].endswith("Z") and data["hash"] == "xxh3-128"
     (region,) = data["regions"]
     assert region["disk_offset"] == 1 << 20 and region["label"] == "Windows"
-    assert region["index"]["file"] == "sda1.idx" and region["extra"] == {"block_size": 4096}
+    assert region["index"]["file"] == "sda1.idx" and region["extra"] == {"partition": 1}
     with ImageReader(tmp_path / "img") as r:
         entry = r.region("sda1")
         assert (entry.fstype, entry.state, entry.copy, entry.used_bytes) == (
@@ -140,4 +143,4 @@ def test_manifest_records_what_the_caller_said(tmp_path: Path) -> None:
         )  # fmt: skip
         assert entry.notes == ("dirty flag set",)
         assert r.manifest.warnings == ("w",)
-        assert r.manifest.source["serial"] == "X1"
+        assert r.manifest.source.serial == "X1" and entry.partition == 1

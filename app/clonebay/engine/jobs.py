@@ -130,7 +130,7 @@ def restore_plan(
         finally:
             os.close(fd)
     else:
-        size = int(manifest.source.get("size", 0) or 0)
+        size = manifest.source.size
     placements, grown = placements_for(manifest, size, region, grow)
     sizes: dict[str, int] = {}
     notes: list[str] = []
@@ -272,8 +272,8 @@ def _info(image: str, m: Manifest) -> dict[str, Any]:
         "format_version": m.format_version,
         "tool": m.tool,
         "created": m.created,
-        "source": dict(m.source),
-        "table": dict(m.table),
+        "source": m.source.to_json(),
+        "table": m.table.to_json(),
         "chunk_size": m.chunk_size,
         "codec": m.codec,
         "regions": [

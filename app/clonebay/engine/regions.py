@@ -13,12 +13,12 @@ Regions come in disk order. Restore writes the raw areas (which hold the partiti
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from clonebay.engine.inspect import DiskReport, outside_partitions
 from clonebay.errors import UsageError
 from clonebay.fs import extents
+from clonebay.imaging.source_disk import TableInfo
 from clonebay.model import CopyMethod, Extent, Volume
 
 
@@ -84,6 +84,6 @@ def source_regions(report: DiskReport, partition: int | None = None) -> list[Sou
     return sorted(regions, key=lambda r: r.disk_offset)
 
 
-def table_as_data(report: DiskReport) -> dict[str, Any]:
-    """The partition table as plain data for the image manifest."""
-    return asdict(report.table)
+def table_as_data(report: DiskReport) -> TableInfo:
+    """The partition table as the image manifest records it."""
+    return TableInfo.from_model(report.table)

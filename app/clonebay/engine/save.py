@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import IO, Any
+from dataclasses import dataclass, replace
+from typing import IO
 
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
@@ -24,6 +24,7 @@ from clonebay.fs import extents
 from clonebay.imaging.codec import EncodedChunk, encode_chunk
 from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.imaging.regionlog import entry_fields, region_entry
+from clonebay.imaging.source_disk import SourceInfo, TableInfo
 from clonebay.imaging.spec import DEFAULT_CHUNK_SIZE, DEFAULT_PACK_LIMIT
 from clonebay.imaging.stream_write import StreamWriter
 from clonebay.imaging.writer import ImageWriter
@@ -50,19 +51,16 @@ def chunk_tasks(regions: list[SourceRegion], fd: int, chunk: int) -> Iterator[Re
             )
 
 
-def _source_info(path: str, size: int, fd: int) -> dict[str, Any]:
+def _source_info(path: str, size: int, fd: int, partition: int | None) -> SourceInfo:
     from clonebay.system.udev import find_disk
 
     logical, physical = sector_sizes(fd)
-    info: dict[str, Any] = {
-        "path": path,
-        "size": size,
-        "logical_sector_size": logical,
-        "physical_sector_size": physical,
-    }
+    info = SourceInfo(path, size, logical, physical, partition=partition)
     disk = find_disk(path)
     if disk is not None:
-        info.update(model=disk.model, serial=disk.serial, wwn=disk.wwn, transport=disk.transport)
+        info = replace(
+            info, model=disk.model, serial=disk.serial, wwn=disk.wwn, transport=disk.transport
+        )
     return info
 
 
@@ -85,7 +83,7 @@ def region_entries(regions: list[SourceRegion]) -> list[RegionEntry]:
                 used_bytes=region.used_bytes,
                 reason=vol.reason if vol else "raw area outside partitions",
                 notes=vol.notes if vol else (),
-                extra={"partition": region.number} if region.number else None,
+                partition=region.number or None,
             )
         )
     return entries
@@ -132,8 +130,8 @@ def save(
     entries = region_entries(regions)
     codec = options.codec
     with SourceDevice(source) as src, _open_writer(image, options) as writer:
-        table = table_as_data(report) if options.partition is None else {}
-        info = _source_info(source, src.size, src.fd) | {"partition": options.partition}
+        table = table_as_data(report) if options.partition is None else TableInfo()
+        info = _source_info(source, src.size, src.fd, options.partition)
         writer.declare(entries, source=info, table=table)
         sink = _RegionSink(writer, entries)
         pipe: Pipeline[EncodedChunk] = Pipeline(

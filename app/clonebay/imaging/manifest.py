@@ -7,6 +7,8 @@ disk offset or a pack size is an error rather than a restore to the wrong place.
 format name, version and required features first (a newer image gets a clear "newer clonebay"
 error), then the checksum, then every field the reader relies on, with the key path in the
 message. Unknown keys are ignored: later versions may add keys without breaking older readers.
+The ``source`` and ``table`` sections are declared in source_disk.py; a region's ``extra`` holds
+its partition number.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import xxhash
 
+from clonebay.imaging.jsonfields import JsonObject
+from clonebay.imaging.source_disk import MAX_PARTITION_NUMBER, SourceInfo, TableInfo
 from clonebay.imaging.spec import (
     COPY_METHODS,
     FORMAT_NAME,
@@ -89,7 +93,7 @@ class RegionEntry:
     used_bytes: int = 0
     reason: str = ""
     notes: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    partition: int | None = None  # the source partition's number (JSON: extra.partition)
     index_revision: int = 0  # > 0: the index an edit committed (file REGION.rN.idx)
 
 
@@ -118,8 +122,8 @@ class Manifest:
     regions: tuple[RegionEntry, ...]
     packs: tuple[PackEntry, ...]
     totals: Counters
-    source: Mapping[str, Any] = field(default_factory=dict)
-    table: Mapping[str, Any] = field(default_factory=dict)
+    source: SourceInfo = field(default_factory=SourceInfo)
+    table: TableInfo = field(default_factory=TableInfo)  # kind "": none recorded (JSON {})
     warnings: tuple[str, ...] = ()
     unreadable: tuple[UnreadableRange, ...] = ()
     format_version: int = FORMAT_VERSION
@@ -165,8 +169,8 @@ def to_json(manifest: Manifest) -> bytes:
         "pack_limit": manifest.pack_limit,
         "codec": manifest.codec,
         "hash": HASH_NAME,
-        "source": dict(manifest.source),
-        "table": dict(manifest.table),
+        "source": manifest.source.to_json(),
+        "table": manifest.table.to_json(),
         "regions": [_region_json(r) for r in manifest.regions],
         "packs": [{"name": p.name, "size": p.size, "frames": p.frames} for p in manifest.packs],
         "warnings": list(manifest.warnings),
@@ -180,6 +184,10 @@ def to_json(manifest: Manifest) -> bytes:
         body["revision"] = manifest.revision
         body["revisions"] = [dict(r) for r in manifest.revisions]
     _check_no_floats(body, "manifest")
+    try:  # the writer never writes a manifest its reader would refuse
+        _check_sections(JsonObject(body, "", "manifest being written"))
+    except ImageError as exc:
+        raise ValueError(str(exc)) from None
     body[CHECKSUM_KEY] = CHECKSUM_PREFIX + xxhash.xxh3_128_hexdigest(canonical(body))
     return json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n"
 
@@ -193,58 +201,9 @@ def _region_json(r: RegionEntry) -> dict[str, Any]:
         "fstype": r.fstype, "label": r.label, "uuid": r.uuid, "state": r.state, "copy": r.copy,
         "used_bytes": r.used_bytes, "reason": r.reason, "notes": list(r.notes),
         "index": index,
-        "stats": r.stats.as_dict(), "extra": dict(r.extra),
+        "stats": r.stats.as_dict(),
+        "extra": {} if r.partition is None else {"partition": r.partition},
     }  # fmt: skip
-
-
-class _Fields:
-    """Typed access to one JSON object; errors name the manifest file and the key path."""
-
-    def __init__(self, obj: object, path: str, file: str) -> None:
-        if not isinstance(obj, dict):
-            raise ImageError(f"{file}: {path} is not a JSON object")
-        self.obj: dict[str, Any] = obj
-        self.path = path
-        self.file = file
-
-    def fail(self, key: str, why: str) -> ImageError:
-        return ImageError(f"{self.file}: {self.path}.{key} {why}")
-
-    def integer(
-        self, key: str, low: int = 0, high: int = (1 << 64) - 1, default: int | None = None
-    ) -> int:
-        value = self.obj.get(key, default)
-        if type(value) is not int or not low <= value <= high:
-            raise self.fail(key, f"must be an integer in [{low}, {high}] (found {value!r})")
-        return value
-
-    def text(self, key: str, choices: tuple[str, ...] | None = None) -> str:
-        value = self.obj.get(key, "")
-        if not isinstance(value, str) or (choices is not None and value not in choices):
-            allowed = f"one of {', '.join(choices)}" if choices else "a string"
-            raise self.fail(key, f"must be {allowed} (found {value!r})")
-        return value
-
-    def items(self, key: str) -> list[Any]:
-        value = self.obj.get(key, [])
-        if not isinstance(value, list):
-            raise self.fail(key, f"must be a list (found {type(value).__name__})")
-        return value
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        items = self.items(key)
-        if not all(isinstance(s, str) for s in items):
-            raise self.fail(key, "must be a list of strings")
-        return tuple(items)
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self.obj.get(key, {})
-        if not isinstance(value, dict):
-            raise self.fail(key, "must be an object")
-        return value
-
-    def sub(self, key: str) -> _Fields:
-        return _Fields(self.obj.get(key), f"{self.path}.{key}", self.file)
 
 
 def parse(raw: bytes, file: str) -> Manifest:
@@ -253,7 +212,7 @@ def parse(raw: bytes, file: str) -> Manifest:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ImageError(f"{file}: not valid JSON ({exc})") from None
-    top = _Fields(obj, "manifest", file)
+    top = JsonObject(obj, "", file)
     if top.obj.get("format") != FORMAT_NAME:
         raise ImageError(
             f"{file}: not a clonebay image manifest (format {top.obj.get('format')!r})"
@@ -278,10 +237,7 @@ def parse(raw: bytes, file: str) -> Manifest:
         raise top.fail("image_id", "must be 32 lower-case hex digits")
     requires = top.texts("requires")
     revision = top.integer("revision", default=0)
-    regions = tuple(
-        _parse_region(_Fields(r, f"manifest.regions[{i}]", file), revision)
-        for i, r in enumerate(top.items("regions"))
-    )
+    regions = tuple(_parse_region(r, revision) for r in top.objects("regions"))
     if revision and FEATURE_INDEX_REVISIONS not in requires:
         raise top.fail("revision", f"is {revision} but requires lacks {FEATURE_INDEX_REVISIONS!r}")
     revisions = top.items("revisions")
@@ -289,10 +245,8 @@ def parse(raw: bytes, file: str) -> Manifest:
         raise top.fail("revisions", "must be a list of objects")
     if len({r.name for r in regions}) != len(regions):
         raise top.fail("regions", "has two regions with the same name")
-    packs = tuple(
-        _parse_pack(_Fields(p, f"manifest.packs[{i}]", file))
-        for i, p in enumerate(top.items("packs"))
-    )
+    packs = tuple(_parse_pack(p) for p in top.objects("packs"))
+    source, table = _check_sections(top)
     return Manifest(
         format_version=version,
         tool=top.text("tool"),
@@ -304,17 +258,33 @@ def parse(raw: bytes, file: str) -> Manifest:
         regions=regions,
         packs=packs,
         totals=_parse_counters(top.sub("totals")) if "totals" in top.obj else Counters(),
-        source=top.mapping("source"),
-        table=top.mapping("table"),
+        source=source,
+        table=table,
         warnings=top.texts("warnings"),
-        unreadable=tuple(
-            _parse_unreadable(_Fields(u, f"manifest.unreadable[{i}]", file))
-            for i, u in enumerate(top.items("unreadable"))
-        ),
+        unreadable=tuple(_parse_unreadable(u) for u in top.objects("unreadable")),
         requires=requires,
         revision=revision,
         revisions=tuple(revisions),
     )
+
+
+def _check_sections(top: JsonObject) -> tuple[SourceInfo, TableInfo]:
+    """``source`` and ``table``, and each partition region's number against the table."""
+    source = SourceInfo.from_json(top.obj.get("source"), top.file)
+    table = TableInfo.from_json(top.obj.get("table"), top.file)
+    for region in top.objects("regions"):
+        extra = region.sub("extra", {})
+        number = extra.optional_integer("partition", 0, MAX_PARTITION_NUMBER)
+        if not number or not table.partitions:
+            continue
+        part = table.partition(number)
+        if part is None:
+            raise extra.fail("partition", f"{number} is not a partition of table.partitions")
+        if region.obj.get("disk_offset") != part.start:
+            raise region.fail(
+                "disk_offset", f"must be {part.start}, where partition {number} starts"
+            )
+    return source, table
 
 
 def _check_checksum(obj: dict[str, Any], file: str) -> None:
@@ -333,11 +303,11 @@ def _check_checksum(obj: dict[str, Any], file: str) -> None:
         )
 
 
-def _parse_counters(f: _Fields) -> Counters:
+def _parse_counters(f: JsonObject) -> Counters:
     return Counters(**{name: f.integer(name) for name in COUNTER_NAMES})
 
 
-def _parse_region(f: _Fields, image_revision: int) -> RegionEntry:
+def _parse_region(f: JsonObject, image_revision: int) -> RegionEntry:
     name = f.text("name")
     if not valid_region_name(name):
         raise f.fail("name", f"{name!r} is not a valid region name")
@@ -365,16 +335,16 @@ def _parse_region(f: _Fields, image_revision: int) -> RegionEntry:
         used_bytes=f.integer("used_bytes", default=0),
         reason=f.text("reason"),
         notes=f.texts("notes"),
-        extra=f.mapping("extra"),
+        partition=f.sub("extra", {}).optional_integer("partition", 0, MAX_PARTITION_NUMBER) or None,
         index_revision=revision,
     )
 
 
-def _parse_unreadable(f: _Fields) -> UnreadableRange:
+def _parse_unreadable(f: JsonObject) -> UnreadableRange:
     return UnreadableRange(f.text("region"), f.integer("offset"), f.integer("length"))
 
 
-def _parse_pack(f: _Fields) -> PackEntry:
+def _parse_pack(f: JsonObject) -> PackEntry:
     name = f.text("name")
     if not valid_pack_name(name):
         raise f.fail("name", f"{name!r} is not a pack file name (NNNNNN.pack)")

@@ -9,7 +9,7 @@ frames go (a pack, or the stream).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from clonebay.imaging import spec
@@ -33,7 +33,7 @@ def region_entry(
     used_bytes: int | None = None,
     reason: str = "",
     notes: Sequence[str] = (),
-    extra: Mapping[str, Any] | None = None,
+    partition: int | None = None,
 ) -> RegionEntry:
     """A region's manifest entry before any data (index and stats still empty); checks names."""
     if not spec.valid_region_name(name):
@@ -42,11 +42,13 @@ def region_entry(
         raise ValueError(f"region {name}: kind {kind!r} / copy {copy!r} unknown")
     if disk_offset < 0 or size < 0:
         raise ValueError(f"region {name}: negative offset or size")
+    if partition is not None and partition < 1:
+        raise ValueError(f"region {name}: partition number {partition} (they count from 1)")
     return RegionEntry(
         name=name, kind=kind, disk_offset=disk_offset, size=size, copy=copy,
         index_file=spec.index_name(name), index_size=0, index_xxh3="", stats=Counters(),
         fstype=fstype, label=label, uuid=uuid, state=state, reason=reason, notes=tuple(notes),
-        used_bytes=size if used_bytes is None else used_bytes, extra=dict(extra or {}),
+        used_bytes=size if used_bytes is None else used_bytes, partition=partition,
     )  # fmt: skip
 
 
@@ -56,7 +58,7 @@ def entry_fields(entry: RegionEntry) -> dict[str, Any]:
         "name": entry.name, "kind": entry.kind, "disk_offset": entry.disk_offset,
         "size": entry.size, "copy": entry.copy, "fstype": entry.fstype, "label": entry.label,
         "uuid": entry.uuid, "state": entry.state, "used_bytes": entry.used_bytes,
-        "reason": entry.reason, "notes": entry.notes, "extra": entry.extra,
+        "reason": entry.reason, "notes": entry.notes, "partition": entry.partition,
     }  # fmt: skip
 
 

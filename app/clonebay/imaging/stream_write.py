@@ -24,9 +24,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import IO, Any, NamedTuple
+from typing import IO, NamedTuple
 
 import xxhash
 
@@ -36,6 +36,7 @@ from clonebay.imaging import spec, stream
 from clonebay.imaging.codec import Buffer, EncodedChunk, codec_id, encode_chunk
 from clonebay.imaging.manifest import Counters, Manifest, RegionEntry, UnreadableRange, to_json
 from clonebay.imaging.regionlog import OpenRegion, check_encoded, region_entry
+from clonebay.imaging.source_disk import SourceInfo, TableInfo
 from clonebay.imaging.writer import utc_now
 
 DEDUP_MEMORY = 64 << 20  # payloads kept to confirm dedup: 16 raw 4 MiB chunks, more if LZ4'd
@@ -92,8 +93,8 @@ class StreamWriter:
         self._dedup_bytes = 0
         self._frames: dict[tuple[int, int], _Frame] = {}
         self._declared: list[RegionEntry] = []
-        self._source: dict[str, Any] = {}
-        self._table: dict[str, Any] = {}
+        self._source = SourceInfo()
+        self._table = TableInfo()
         self._regions: list[RegionEntry] = []
         self._unreadable: list[UnreadableRange] = []
         self._indexes: list[bytes] = []
@@ -108,8 +109,8 @@ class StreamWriter:
         self,
         regions: Sequence[RegionEntry],
         *,
-        source: Mapping[str, Any] | None = None,
-        table: Mapping[str, Any] | None = None,
+        source: SourceInfo | None = None,
+        table: TableInfo | None = None,
     ) -> None:
         """Write the stream header and the MANIFEST record: every region, before any data."""
         self._check_open()
@@ -120,7 +121,7 @@ class StreamWriter:
         if len({r.name for r in regions}) != len(regions):
             raise ValueError("two regions with the same name")
         self._declared = [_blank(r) for r in regions]
-        self._source, self._table = dict(source or {}), dict(table or {})
+        self._source, self._table = source or SourceInfo(), table or TableInfo()
         created = self._created = self._created or utc_now()  # END repeats it (§10)
         head = [dataclasses.replace(r, index_xxh3=PLACEHOLDER_XXH3) for r in self._declared]
         text = to_json(
@@ -145,7 +146,7 @@ class StreamWriter:
         used_bytes: int | None = None,
         reason: str = "",
         notes: Sequence[str] = (),
-        extra: Mapping[str, Any] | None = None,
+        partition: int | None = None,
     ) -> None:
         """Start the next declared region; its metadata must be what ``declare`` said."""
         self._check_open()
@@ -155,7 +156,7 @@ class StreamWriter:
             raise ValueError(f"region {self._region.name} is still open: end_region() first")
         entry = region_entry(
             name, kind, disk_offset, size, copy=copy, fstype=fstype, label=label, uuid=uuid,
-            state=state, used_bytes=used_bytes, reason=reason, notes=notes, extra=extra,
+            state=state, used_bytes=used_bytes, reason=reason, notes=notes, partition=partition,
         )  # fmt: skip
         position = len(self._regions)
         if position >= len(self._declared) or self._declared[position] != entry:
@@ -260,8 +261,8 @@ class StreamWriter:
     def finish(
         self,
         *,
-        source: Mapping[str, Any] | None = None,
-        table: Mapping[str, Any] | None = None,
+        source: SourceInfo | None = None,
+        table: TableInfo | None = None,
         warnings: Sequence[str] = (),
         created: str | None = None,
     ) -> Manifest:
@@ -275,8 +276,8 @@ class StreamWriter:
         manifest = self._manifest(
             tuple(self._regions),
             created=created or self._created or utc_now(),  # by default, when declare() ran
-            source=self._source if source is None else dict(source),
-            table=self._table if table is None else dict(table),
+            source=self._source if source is None else source,
+            table=self._table if table is None else table,
             warnings=tuple(warnings),
             unreadable=tuple(self._unreadable),
         )
@@ -308,8 +309,8 @@ class StreamWriter:
         regions: tuple[RegionEntry, ...],
         *,
         created: str,
-        source: Mapping[str, Any],
-        table: Mapping[str, Any],
+        source: SourceInfo,
+        table: TableInfo,
         warnings: tuple[str, ...] = (),
         unreadable: tuple[UnreadableRange, ...] = (),
     ) -> Manifest:
@@ -326,8 +327,8 @@ class StreamWriter:
             regions=regions,
             packs=(),
             totals=totals,
-            source=dict(source),
-            table=dict(table),
+            source=source,
+            table=table,
             warnings=warnings,
             unreadable=unreadable,
         )

@@ -20,10 +20,9 @@ import contextlib
 import dataclasses
 import datetime
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import xxhash
 
@@ -46,6 +45,7 @@ from clonebay.imaging.manifest import (
 )
 from clonebay.imaging.packfiles import PackAppender
 from clonebay.imaging.regionlog import OpenRegion, check_encoded, region_entry
+from clonebay.imaging.source_disk import SourceInfo, TableInfo
 
 
 class ImageWriter:
@@ -94,8 +94,8 @@ class ImageWriter:
         self,
         regions: Sequence[RegionEntry],
         *,
-        source: Mapping[str, Any] | None = None,
-        table: Mapping[str, Any] | None = None,
+        source: SourceInfo | None = None,
+        table: TableInfo | None = None,
     ) -> None:
         """What the image will hold, before any data (``region_entry`` makes the entries).
 
@@ -119,7 +119,7 @@ class ImageWriter:
         used_bytes: int | None = None,
         reason: str = "",
         notes: Sequence[str] = (),
-        extra: Mapping[str, Any] | None = None,
+        partition: int | None = None,
     ) -> None:
         """Start a region (a partition, a raw area such as the post-MBR gap, or a whole disk)."""
         self._check_open()
@@ -129,7 +129,7 @@ class ImageWriter:
             raise ValueError(f"region {name} already written")
         entry = region_entry(
             name, kind, disk_offset, size, copy=copy, fstype=fstype, label=label, uuid=uuid,
-            state=state, used_bytes=used_bytes, reason=reason, notes=notes, extra=extra,
+            state=state, used_bytes=used_bytes, reason=reason, notes=notes, partition=partition,
         )  # fmt: skip
         self._region = OpenRegion(entry)
 
@@ -235,8 +235,8 @@ class ImageWriter:
     def finish(
         self,
         *,
-        source: Mapping[str, Any] | None = None,
-        table: Mapping[str, Any] | None = None,
+        source: SourceInfo | None = None,
+        table: TableInfo | None = None,
         warnings: Sequence[str] = (),
         created: str | None = None,
     ) -> Manifest:
@@ -261,8 +261,8 @@ class ImageWriter:
             regions=tuple(self._regions),
             packs=tuple(self._packs.packs),
             totals=totals,
-            source=dict(source or {}),
-            table=dict(table or {}),
+            source=source or SourceInfo(),
+            table=table or TableInfo(),
             warnings=tuple(warnings),
             unreadable=tuple(self._unreadable),
         )
