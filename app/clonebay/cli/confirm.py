@@ -90,7 +90,7 @@ def _device_lines(path: str) -> list[str]:
 
 def _holds(path: str) -> list[str]:
     """The partition table and each partition's filesystem, label and size (or why not)."""
-    from clonebay.engine.inspect import inspect_disk
+    from clonebay.engine import inspect_disk
 
     try:
         report = inspect_disk(path)

@@ -35,7 +35,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from clonebay.engine.inspect import inspect_disk
+    from clonebay.engine import inspect_disk
 
     report = inspect_disk(args.disk)
     if args.json:
@@ -46,8 +46,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_clone(args: argparse.Namespace) -> int:
-    from clonebay.engine.clone import CloneOptions, clone, clone_plan
-    from clonebay.engine.layout.plan import Grow
+    from clonebay.engine import CloneOptions, Grow, clone, clone_plan
 
     options = CloneOptions(
         grow=Grow(args.grow),

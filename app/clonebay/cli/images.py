@@ -52,8 +52,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from clonebay.engine import jobs
-    from clonebay.engine.layout.plan import Grow
+    from clonebay.engine import Grow, jobs
 
     options = jobs.RestoreOptions(
         region=args.region,

@@ -24,7 +24,7 @@ from clonebay.progress_view import ProgressView
 from clonebay.units import human_rate, human_size
 
 if TYPE_CHECKING:
-    from clonebay.engine.restore.directory import RestoreOptions
+    from clonebay.engine import RestoreOptions
 
 KEY_ENV = "CLONEBAY_KEY"
 DEFAULT_TCP_PORT = 7767  # as net/tcp.py (the parser is built without importing net/)
@@ -81,7 +81,7 @@ def _show_key(args: argparse.Namespace, shown: str) -> None:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    from clonebay.engine.multicast import jobs as multicast
+    from clonebay.engine import multicast
     from clonebay.net.sender import SendConfig, SessionStatus
 
     key, shown = _key(args, sender=True)
@@ -149,7 +149,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 def _send_tcp(args: argparse.Namespace, key: bytes) -> int:
     """The unicast fallback: the source to each --to receiver in turn."""
-    from clonebay.engine.multicast import unicast
+    from clonebay.engine import unicast
 
     outcomes = []
     for host in args.to:
@@ -177,14 +177,13 @@ def _send_tcp(args: argparse.Namespace, key: bytes) -> int:
 
 
 def _restore_options(args: argparse.Namespace) -> RestoreOptions:
-    from clonebay.engine.layout.plan import Grow
-    from clonebay.engine.restore.directory import RestoreOptions
+    from clonebay.engine import Grow, RestoreOptions
 
     return RestoreOptions(verify=args.verify, grow=Grow(args.grow), whole_disk=args.whole_disk)
 
 
 def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
-    from clonebay.engine.multicast import unicast
+    from clonebay.engine import unicast
 
     def listening(port: int) -> None:
         text = f"waiting for a sender on TCP port {port}"
@@ -211,7 +210,7 @@ def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
 
 
 def _cmd_receive(args: argparse.Namespace) -> int:
-    from clonebay.engine.multicast import jobs as multicast
+    from clonebay.engine import multicast
     from clonebay.net.receiver import ReceiveConfig
 
     # Before listening: the session's plan comes with its first records, and a receiver that

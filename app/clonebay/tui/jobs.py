@@ -17,9 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clonebay.engine import jobs
-from clonebay.engine.clone import CloneOptions, clone
-from clonebay.engine.layout.plan import Grow
+from clonebay.engine import CloneOptions, Grow, clone, jobs
 from clonebay.errors import CancelledError, ClonebayError, VerifyError
 from clonebay.model import Progress
 from clonebay.units import human_size

@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clonebay.engine.inspect import DiskReport
-from clonebay.engine.jobs import JobPlan
-from clonebay.engine.layout.plan import Plan
+from clonebay.engine import DiskReport, JobPlan, Plan
 from clonebay.model import Volume
 from clonebay.system.parttypes import type_name
 from clonebay.units import human_size

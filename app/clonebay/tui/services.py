@@ -24,12 +24,18 @@ from typing import Any
 
 from clonebay.browse.extract import ExtractReport
 from clonebay.browse.listing import Entry
-from clonebay.engine import browse_jobs, jobs
-from clonebay.engine.browse_jobs import Partition
-from clonebay.engine.clone import CloneOptions, clone_plan
-from clonebay.engine.inspect import DiskReport, inspect_disk
-from clonebay.engine.jobs import JobPlan
-from clonebay.engine.layout.plan import Grow, Plan
+from clonebay.engine import (
+    CloneOptions,
+    DiskReport,
+    Grow,
+    JobPlan,
+    Partition,
+    Plan,
+    browse_jobs,
+    clone_plan,
+    inspect_disk,
+    jobs,
+)
 from clonebay.errors import CancelledError, ClonebayError, SafetyError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk

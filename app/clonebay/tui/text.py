@@ -4,7 +4,7 @@ drive). No Textual here."""
 
 from __future__ import annotations
 
-from clonebay.engine.inspect import DiskReport
+from clonebay.engine import DiskReport
 from clonebay.model import Disk
 from clonebay.units import human_size
 

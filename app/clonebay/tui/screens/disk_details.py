@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Label, Static
 
-from clonebay.engine.inspect import DiskReport
+from clonebay.engine import DiskReport
 from clonebay.model import Disk
 from clonebay.tui.layouts import disk_layout
 from clonebay.tui.screens.base import BaseScreen

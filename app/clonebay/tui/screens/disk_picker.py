@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual.worker import get_current_worker
 
-from clonebay.engine.inspect import DiskReport
+from clonebay.engine import DiskReport
 from clonebay.errors import ClonebayError
 from clonebay.model import Disk
 from clonebay.tui.layouts import disk_layout

@@ -19,9 +19,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
-from clonebay.engine.layout.plan import Grow
-from clonebay.engine.multicast import jobs as multicast
-from clonebay.engine.restore.directory import RestoreOptions
+from clonebay.engine import Grow, RestoreOptions, multicast
 from clonebay.net.protocol import derive_key
 from clonebay.net.receiver import ReceiveConfig, ReceiveStatus
 from clonebay.tui.screens.ask import AskModal

@@ -20,7 +20,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 from textual.worker import Worker, WorkerState
 
-from clonebay.engine.multicast import jobs as multicast
+from clonebay.engine import multicast
 from clonebay.net.protocol import derive_key
 from clonebay.net.sender import SendConfig, SessionStatus
 from clonebay.tui.screens.ask import AskModal

@@ -20,7 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Footer, Header, Label, RadioButton, RadioSet, Static
 
-from clonebay.engine.layout.plan import Grow
+from clonebay.engine import Grow
 from clonebay.model import Disk
 from clonebay.tui.jobs import VERBS, JobKind, JobRequest
 from clonebay.tui.layouts import Layout, clone_layouts, restore_layouts, save_layouts
