@@ -71,10 +71,12 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         f"{verified} in {view.elapsed():.1f} s"
     )
     text += "".join(f"\n  {line}" for line in result.done)
+    text += "".join(f"\n  warning: {line}" for line in result.warnings)
     data = {
         "copied_bytes": result.copied_bytes,
         "verified_chunks": result.verified_chunks,
         "fixups": result.done,
+        "warnings": result.warnings,
     }
     emit_result(args, data, text)
     return 0
