@@ -117,3 +117,23 @@ def test_writes_are_refused_while_a_job_reads(loops: Loops, tmp_path: Path) -> N
                 os.close(fd)
     finally:
         job.close()
+
+
+def test_a_mounted_partition_beside_the_source_is_left_writable(
+    loops: Loops, tmp_path: Path
+) -> None:
+    """A running system's root beside the partition being copied: the kernel would refuse its
+    read-write remount, so neither it nor the disk (whose flag is its partitions') is set."""
+    image = tmp_path / "src.img"
+    small_disk(image)
+    disk = loops.attach(image, partitions=True)
+    mkfs = ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]
+    subprocess.run([*mkfs, f"{disk}p2"], check=True, capture_output=True)
+    loops.mount(f"{disk}p2", tmp_path / "mnt")
+    job = Job(f"{disk}p1")
+    try:
+        assert flags([disk, f"{disk}p1", f"{disk}p2"]) == [False, True, False]
+        (tmp_path / "mnt" / "still-writable").write_text("yes")
+    finally:
+        job.close()
+    assert flags([disk, f"{disk}p1", f"{disk}p2"]) == [False, False, False]

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from clonebay.system.devgraph import Graph, Node, identify, read_only_set
+from clonebay.system.devgraph import Graph, Node, covered, identify, read_mounts, read_only_set
 
 RO_DIR = Path("/run/clonebay/ro")
 BLKROSET = 0x125D
@@ -143,6 +143,19 @@ class ReadOnlyHold:
 
 def hold_source(path: str, lock_dir: Path = RO_DIR) -> ReadOnlyHold:
     """Set the block device ``path`` read-only with its disk, the disk's partitions and every
-    device under it, for as long as the hold lasts."""
+    device under it, for as long as the hold lasts.
+
+    A partition the source does not cover that is mounted read-write (an installed system's
+    root beside the partition being saved) is left alone, and so is its disk (the disk's flag
+    is its partitions' too): the running system writes there on purpose, and the kernel would
+    refuse a later read-write remount of it."""
     graph = Graph.read()
-    return ReadOnlyHold(read_only_set(graph, identify(path)), lock_dir)
+    ident = identify(path)
+    reads = covered(graph, ident)
+    written = {m.devnum for m in read_mounts() if m.writable}
+
+    def in_use(node: Node) -> bool:
+        family = [node, *graph.partitions(node.name)]
+        return node.ident not in reads and any(n.devnum in written for n in family)
+
+    return ReadOnlyHold([n for n in read_only_set(graph, ident) if not in_use(n)], lock_dir)
