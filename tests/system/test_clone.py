@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clonebay import cli
-from clonebay.engine.clone import CloneOptions, clone
+from clonebay.engine.clone_job import CloneOptions, clone
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.errors import SafetyError, TargetTooSmallError

@@ -46,11 +46,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_clone(args: argparse.Namespace) -> int:
-    from clonebay.engine import CloneOptions, Grow, clone_plan
-
-    # Not ``from clonebay.engine import clone``: once the submodule clonebay.engine.clone is
-    # loaded (CloneOptions loads it), the package's attribute ``clone`` is that module.
-    from clonebay.engine.clone import clone
+    from clonebay.engine import CloneOptions, Grow, clone, clone_plan
 
     options = CloneOptions(
         grow=Grow(args.grow),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clonebay.engine import browse_jobs, jobs, multicast
     from clonebay.engine.browse_jobs import Partition
-    from clonebay.engine.clone import CloneOptions, CloneResult, clone, clone_plan
+    from clonebay.engine.clone_job import CloneOptions, CloneResult, clone, clone_plan
     from clonebay.engine.inspect import DiskReport, inspect_disk
     from clonebay.engine.jobs import JobPlan
     from clonebay.engine.layout.plan import Grow, Plan
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from clonebay.engine.restore.placements import RestoreOptions
 
 _NAMES = {
-    "CloneOptions": "clonebay.engine.clone",
-    "CloneResult": "clonebay.engine.clone",
-    "clone": "clonebay.engine.clone",
-    "clone_plan": "clonebay.engine.clone",
+    "CloneOptions": "clonebay.engine.clone_job",
+    "CloneResult": "clonebay.engine.clone_job",
+    "clone": "clonebay.engine.clone_job",
+    "clone_plan": "clonebay.engine.clone_job",
     "DiskReport": "clonebay.engine.inspect",
     "inspect_disk": "clonebay.engine.inspect",
     "JobPlan": "clonebay.engine.jobs",
