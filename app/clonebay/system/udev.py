@@ -16,8 +16,9 @@ Which devices are disks: every whole block device except
   - loop devices with no backing file, and any device of size 0 (an optical or card-reader
     drive without a medium, an unconfigured nbd). Optical drives with a medium are kept.
 
-What makes a disk busy: its mount points (of the disk, its partitions, and of the dm/md
-devices stacked on them, followed through holders) and its direct holders.
+What makes a disk busy: its mount points (of the disk, its partitions, and of the devices
+stacked on them: dm/md followed through holders, and loop devices over any of them, as
+system/devgraph.py sees them) and its direct holders.
 
 The live-medium rule: a disk is marked ``is_live_medium`` when it, a partition of it or a
 device stacked on it is mounted at "/" (it backs the running system: an installed OS, or a
@@ -39,6 +40,7 @@ import pyudev
 
 from clonebay.errors import InputError
 from clonebay.model import Disk
+from clonebay.system.devgraph import Graph, blk, upper
 from clonebay.system.mounts import DevNum, MountTable, block_devnum, parse_devnum, read_mount_table
 
 SYS_CLASS_BLOCK = Path("/sys/class/block")
@@ -48,7 +50,6 @@ LIVE_PERSISTENCE_PREFIX = "/run/live/persistence/"
 SYSTEM_ROOT = "/"
 SECTOR = 512  # sysfs "size" counts 512-byte units whatever the logical sector size
 _SKIPPED_PREFIXES = ("ram", "zram", "dm-", "md")
-_MAX_STACK_DEPTH = 8  # dm on md on partition is 3; more means a loop in the holder graph
 _UDEV_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _FIREWIRE_NODE = re.compile(r"/fw\d+(\.\d+)?/")
 _ATA_PORT = re.compile(r"/ata\d+/")
@@ -219,26 +220,11 @@ def _holder_names(sys_dir: Path) -> list[str]:
         return []
 
 
-def _stacked_mountpoints(holders: Iterable[str], mounts: MountTable) -> list[str]:
-    """Mount points of the devices stacked on a disk, following holders of holders."""
-    found: list[str] = []
-    seen: set[str] = set()
-    level = list(holders)
-    for _ in range(_MAX_STACK_DEPTH):
-        upper: list[str] = []
-        for name in level:
-            if name in seen:
-                continue
-            seen.add(name)
-            sys_dir = SYS_CLASS_BLOCK / name
-            devnum = _devnum(sys_dir)
-            if devnum is not None:
-                found.extend(mounts.mountpoints(devnum))
-            upper.extend(_holder_names(sys_dir))
-        if not upper:
-            break
-        level = upper
-    return found
+def _stacked_mountpoints(graph: Graph, devnums: Iterable[DevNum], mounts: MountTable) -> list[str]:
+    """Mount points of the devices stacked on a disk and its partitions: holders of holders
+    (dm, md) and loop devices over any of them (system/devgraph.py)."""
+    stacked = upper(graph, {blk(devnum) for devnum in devnums})
+    return [point for ident in sorted(stacked) for point in mounts.mountpoints(ident[1:])]
 
 
 def _backing_file(name: str, sys_dir: Path) -> str | None:
@@ -311,7 +297,9 @@ def _node(device: pyudev.Device) -> str:
     return str(device.device_node or kernel_name_to_node(str(device.sys_name)))
 
 
-def _to_disk(device: pyudev.Device, mounts: MountTable, by_id: Mapping[str, list[str]]) -> Disk:
+def _to_disk(
+    device: pyudev.Device, mounts: MountTable, by_id: Mapping[str, list[str]], graph: Graph
+) -> Disk:
     name = str(device.sys_name)
     sys_dir = Path(device.sys_path)
     properties = {str(k): str(v) for k, v in device.properties.items()}
@@ -320,13 +308,15 @@ def _to_disk(device: pyudev.Device, mounts: MountTable, by_id: Mapping[str, list
 
     holders = _holder_names(sys_dir)
     mountpoints: list[str] = []
+    devnums: list[DevNum] = []
     for part_dir in [sys_dir, *(path for _, path in parts)]:
         devnum = _devnum(part_dir)
         if devnum is not None:
             mountpoints.extend(mounts.mountpoints(devnum))
+            devnums.append(devnum)
         if part_dir != sys_dir:
             holders.extend(h for h in _holder_names(part_dir) if h not in holders)
-    mountpoints.extend(_stacked_mountpoints(holders, mounts))
+    mountpoints.extend(_stacked_mountpoints(graph, devnums, mounts))
     mountpoints = list(dict.fromkeys(mountpoints))
 
     node = _node(device)
@@ -366,7 +356,7 @@ def disk_from_device(device: pyudev.Device) -> Disk | None:
     """One udev block device (e.g. from a hotplug event) as a Disk; None unless it is listed."""
     if device.subsystem != "block" or device.device_type != "disk" or not _listed(device):
         return None
-    return _to_disk(device, read_mount_table(), _by_id_links())
+    return _to_disk(device, read_mount_table(), _by_id_links(), Graph.read())
 
 
 def list_disks(context: pyudev.Context | None = None) -> list[Disk]:
@@ -376,7 +366,8 @@ def list_disks(context: pyudev.Context | None = None) -> list[Disk]:
     mounts = read_mount_table()
     by_id = _by_id_links()
     devices = context.list_devices(subsystem="block", DEVTYPE="disk")
-    disks = [_to_disk(d, mounts, by_id) for d in devices if _listed(d)]
+    graph = Graph.read()
+    disks = [_to_disk(d, mounts, by_id, graph) for d in devices if _listed(d)]
     return sorted(disks, key=lambda disk: natural_key(disk.path))
 
 
