@@ -6,6 +6,19 @@ sparse scratch file per region (``REGION.chunks``, at the same offset) and notes
 an append-only journal (``dirty.log``); that write and every later read or write of the chunk
 use the scratch file. Reads of clean chunks go to the image through ``read_at``.
 
+Every write into the scratch area is whole or an error. A chunk's copy-up is written in full
+and fsynced before the journal names it, and only then is the chunk read from the scratch file;
+so the journal never names a chunk whose scratch copy is a hole. A journal line carries its own
+checksum and ends in a newline (``p5 12 1b2c3d4e``): a line cut short by a crash is not
+mistaken for another chunk (``p5 1``), it is dropped, and any other damage refuses the commit.
+
+When a write fails (the scratch filesystem is full, which on the live system means /run, RAM;
+or the image cannot be read for the copy-up), that write and every later one gets the error,
+and the failure is written into ``edit.status``. That file is allocated in full when the edit
+begins, so recording the failure needs no free space. A filesystem driver above the view may
+have reported success to a program long before its writeback failed, so an edit with a failed
+write is never committed: ``commit`` refuses it and the image stays as it was.
+
 ``clonebay umount --commit`` hands the dirty chunks to imaging/revise.py, which appends them to
 the image as new frames and a new index revision; ``clonebay umount`` without it deletes the
 scratch folder, and the image is byte for byte what it was. The journal is fsynced whenever
@@ -16,28 +29,68 @@ a commit onto an image that changed meanwhile is refused.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import xxhash
 
-from clonebay.errors import SafetyError
+from clonebay.errors import DeviceError, SafetyError
 from clonebay.imaging import spec
 from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.revise import ImageReviser
+from clonebay.units import human_size
+
+log = logging.getLogger(__name__)
 
 JOURNAL = "dirty.log"
 BASE = "base.json"
+STATUS = "edit.status"
+STATUS_SIZE = 4096  # one page: allocated up front, rewritten in place
+STATUS_OK = b"ok"
+STATUS_FAILED = b"failed: "
+
+
+class EditFailedError(DeviceError):
+    """An edit lost writes (its scratch area filled up or could not be written) or its journal
+    is damaged: it cannot be committed, and the image stays as it was. Free space where the
+    scratch area lives (on the live system /run is RAM) and make the edit again."""
+
+    title = "Edit not committed"
 
 
 def manifest_digest(image: Path) -> str:
     """xxh3-128 of manifest.json as it is on disk: which revision of the image an edit began on."""
     return xxhash.xxh3_128_hexdigest((image / spec.MANIFEST_NAME).read_bytes())
+
+
+def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """``pwrite`` until every byte of ``data`` is written at ``offset``, or raise (a write that
+    writes nothing is reported as ENOSPC, which is what a full filesystem means by it)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        written = os.pwrite(fd, view[done:], offset + done)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += written
+
+
+def _append_all(fd: int, data: bytes) -> None:
+    """``write`` to an O_APPEND file until all of ``data`` is written, or raise."""
+    done = 0
+    while done < len(data):
+        written = os.write(fd, data[done:])
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += written
 
 
 class Overlay:
@@ -48,6 +101,8 @@ class Overlay:
         self.scratch = scratch
         self.chunk = reader.manifest.chunk_size
         self.dirty: dict[str, set[int]] = {r.name: set() for r in reader.regions}
+        self.failure = ""  # the first failed write: every later write fails too
+        self._failure_errno = errno.EIO
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         scratch.mkdir(parents=True, exist_ok=True)
@@ -56,11 +111,14 @@ class Overlay:
             self._check_base(json.loads(base.read_text()))
         else:
             base.write_text(json.dumps({"manifest_xxh3": manifest_digest(reader.path)}))
-        for region, index in _journal_entries(scratch / JOURNAL):
+        self._status = _open_status(scratch / STATUS)
+        entries, complete = _read_journal(scratch / JOURNAL)
+        for region, index in entries:
             self.dirty.setdefault(region, set()).add(index)
         self._journal = os.open(
             scratch / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
+        os.truncate(self._journal, complete)  # a torn last line must not prefix the next one
 
     def _check_base(self, base: dict[str, str]) -> None:
         if base.get("manifest_xxh3") != manifest_digest(self.reader.path):
@@ -98,22 +156,49 @@ class Overlay:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def write(self, region: str, offset: int, data: bytes) -> int:
-        """Write ``data`` at ``offset``; a chunk is copied up from the image on its first write."""
+        """Write all of ``data`` at ``offset`` or raise OSError; a chunk is copied up from the
+        image on its first write. After one failed write every write fails (the edit is lost)."""
         size = self.reader.region(region).size
         if offset + len(data) > size:
-            raise OSError(28, f"write past the end of region {region} ({size} bytes)")
+            raise OSError(errno.ENOSPC, f"write past the end of region {region} ({size} bytes)")
         view = memoryview(data)
         with self._lock:
-            for index, pos, part in self._pieces(region, offset, len(data)):
-                fd = self._fd(region)
-                if index not in self.dirty[region]:
-                    start = index * self.chunk
-                    whole = self.reader.read_at(region, start, min(self.chunk, size - start))
-                    os.pwrite(fd, whole, start)
-                    os.write(self._journal, f"{region} {index}\n".encode())
-                    self.dirty[region].add(index)
-                os.pwrite(fd, view[pos - offset : pos - offset + part], pos)
+            if self.failure:
+                raise OSError(self._failure_errno, f"the edit already failed: {self.failure}")
+            try:
+                for index, pos, part in self._pieces(region, offset, len(data)):
+                    fd = self._fd(region)
+                    if index not in self.dirty[region]:
+                        self._copy_up(region, index, fd, size)
+                    write_all(fd, view[pos - offset : pos - offset + part], pos)
+            except (OSError, spec.ImageError) as exc:
+                self._fail(f"write to {region} at {offset} (+{len(data)} bytes): {exc}", exc)
+                if isinstance(exc, OSError):
+                    raise
+                raise OSError(errno.EIO, str(exc)) from exc
         return len(data)
+
+    def _copy_up(self, region: str, index: int, fd: int, size: int) -> None:
+        """The chunk's image bytes into the scratch file, durable, then named in the journal;
+        only then is the chunk read from the scratch file."""
+        start = index * self.chunk
+        write_all(fd, self.reader.read_at(region, start, min(self.chunk, size - start)), start)
+        os.fsync(fd)
+        _append_all(self._journal, journal_line(region, index))
+        self.dirty[region].add(index)
+
+    def _fail(self, why: str, exc: BaseException) -> None:
+        """Remember the first failure, here and in the status file (allocated: no space needed)."""
+        self.failure = why
+        if isinstance(exc, OSError) and exc.errno:
+            self._failure_errno = exc.errno
+        log.error("%s; the edit in %s cannot be committed any more", why, self.scratch)
+        text = (STATUS_FAILED + why.encode(errors="replace"))[: STATUS_SIZE - 1] + b"\n"
+        try:
+            write_all(self._status, text.ljust(STATUS_SIZE, b" "), 0)
+            os.fsync(self._status)
+        except OSError as status_exc:
+            log.error("%s: the failure could not be recorded: %s", self.scratch, status_exc)
 
     def flush(self) -> None:
         """Make every write so far durable in the scratch folder (journal last)."""
@@ -130,27 +215,113 @@ class Overlay:
 
     def close(self) -> None:
         with self._lock:
-            for fd in [*self._fds.values(), self._journal]:
+            for fd in [*self._fds.values(), self._journal, self._status]:
                 os.close(fd)
             self._fds.clear()
 
 
-def _journal_entries(path: Path) -> Iterator[tuple[str, int]]:
-    if not path.exists():
-        return
-    for line in path.read_text().splitlines():
-        region, _, index = line.partition(" ")
-        if region and index.isdigit():  # a torn last line (crash mid-write) names no chunk
-            yield region, int(index)
+# -- the status file and the journal -----------------------------------------------------------
+
+
+def _open_status(path: Path) -> int:
+    """The status file, created ``ok`` and allocated in full when the edit begins."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_size < STATUS_SIZE:
+            os.posix_fallocate(fd, 0, STATUS_SIZE)
+            write_all(fd, (STATUS_OK + b"\n").ljust(STATUS_SIZE, b" "), 0)
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def edit_failure(scratch: Path) -> str:
+    """Why a write of the edit in ``scratch`` failed ("" when none did)."""
+    try:
+        text = (scratch / STATUS).read_bytes()
+    except FileNotFoundError:
+        return ""
+    if text.startswith(STATUS_FAILED):
+        return text[len(STATUS_FAILED) :].decode(errors="replace").strip()
+    return ""
+
+
+def journal_line(region: str, index: int) -> bytes:
+    """``REGION INDEX CHECK\\n``: CHECK is the xxh32 of ``REGION INDEX`` in hex."""
+    entry = f"{region} {index}"
+    return f"{entry} {xxhash.xxh32_hexdigest(entry.encode())}\n".encode()
+
+
+def _parse_line(line: bytes) -> tuple[str, int] | None:
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    try:
+        region = parts[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    index = int(parts[1])
+    if not region or journal_line(region, index) != line + b"\n":
+        return None
+    return region, index
+
+
+def _read_journal(path: Path) -> tuple[list[tuple[str, int]], int]:
+    """The chunks the journal names, and the length of its complete lines. A last line with no
+    newline was cut short by a crash while it was appended: the chunk's write never returned, so
+    it is dropped. A complete line that does not check is damage: the edit cannot be trusted."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    complete = data.rfind(b"\n") + 1
+    entries = []
+    for number, line in enumerate(data[:complete].split(b"\n")[:-1], 1):
+        entry = _parse_line(line)
+        if entry is None:
+            raise EditFailedError(
+                f"the edit's journal {path} is damaged at line {number} ({line[:40]!r}):"
+                " which chunks were written is not known, so the edit cannot be committed;"
+                " unmount without --commit to discard it"
+            )
+        entries.append(entry)
+    return entries, complete
 
 
 def changed_chunks(scratch: Path) -> int:
-    """How many chunks an edit wrote (0: nothing to commit)."""
-    return len(set(_journal_entries(scratch / JOURNAL)))
+    """How many chunks an edit wrote (0: nothing to commit), for messages: lines that do not
+    check are not counted here (a commit refuses them)."""
+    try:
+        data = (scratch / JOURNAL).read_bytes()
+    except FileNotFoundError:
+        return 0
+    lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
+    return len({entry for entry in map(_parse_line, lines) if entry is not None})
+
+
+def refuse_failed(image: Path, scratch: Path) -> None:
+    """Raise EditFailedError when a write of the edit in ``scratch`` failed."""
+    why = edit_failure(scratch)
+    if not why:
+        return
+    try:
+        free = f"{human_size(shutil.disk_usage(scratch).free)} free now"
+    except OSError:
+        free = "its free space unknown"
+    raise EditFailedError(
+        f"the edit of {image} lost writes, so it cannot be committed: {why}."
+        f" Its scratch area {scratch} ({free}) ran out of space or could not be written."
+        f" Nothing was committed and {image} is unchanged; free space there (on the live"
+        " system /run is RAM) and make the edit again"
+    )
 
 
 def commit(image: Path, scratch: Path, note: str = "") -> Manifest | None:
-    """Append the edit in ``scratch`` to ``image`` as its next revision (None: nothing changed)."""
+    """Append the edit in ``scratch`` to ``image`` as its next revision (None: nothing changed).
+    An edit with a failed write is refused (EditFailedError) and the image is not touched."""
+    refuse_failed(image, scratch)
     with ImageReader(image) as reader:
         overlay = Overlay(reader, scratch)
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from clonebay.browse import drivers
-from clonebay.browse.cow import changed_chunks
+from clonebay.browse.cow import EditFailedError, changed_chunks, refuse_failed
 from clonebay.browse.cow import commit as commit_edit
 from clonebay.browse.fusefs import STATS_FILE
 from clonebay.browse.procs import mounted_at, start_daemon, wait_for_exit
@@ -94,8 +94,12 @@ def save_state(state: MountState) -> None:
     path = state_path(state.mountpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_state(mountpoint: str | os.PathLike[str]) -> MountState:
@@ -187,7 +191,9 @@ def umount_image(mountpoint: str, *, commit: bool = False) -> MountState:
     """Undo ``mount_image``: every filesystem, then the view; for an edit, commit or discard.
 
     A filesystem still in use (a shell inside it) stops the unmount before anything is lost:
-    nothing is committed or discarded and the command can be run again."""
+    nothing is committed or discarded and the command can be run again. An edit that lost
+    writes (its scratch area filled up) cannot be committed: it is discarded all the same, so
+    that its RAM is freed, and EditFailedError says so once everything is unmounted."""
     state = load_state(mountpoint)
     if commit and not state.edit:
         raise UsageError(f"{mountpoint} was mounted read-only: there is nothing to commit")
@@ -197,7 +203,7 @@ def umount_image(mountpoint: str, *, commit: bool = False) -> MountState:
         with contextlib.suppress(FileNotFoundError):
             Path(fs.directory).rmdir()
         state.mounts.remove(fs)
-        save_state(state)
+        _save_progress(state)
     if mounted_at(state.view):
         # Lazy: the loop devices and drivers above are gone, but the kernel may drop the
         # last reference to a partition file a moment after they exit; the daemon exits
@@ -205,13 +211,20 @@ def umount_image(mountpoint: str, *, commit: bool = False) -> MountState:
         run(["umount", "-l", str(state.view)])
     wait_for_exit([state.view_pid] if state.view_pid else [])
     state.view_pid = 0
-    save_state(state)
+    _save_progress(state)
+    refused: EditFailedError | None = None
     if state.edit:
         state.changed_chunks = changed_chunks(state.scratch)
     if state.edit and commit:
-        note = f"clonebay edit at {state.mountpoint}"
-        manifest = commit_edit(Path(state.image), state.scratch, note=note)
-        state.revision = manifest.revision if manifest else 0
+        try:
+            refuse_failed(Path(state.image), state.scratch)
+        except EditFailedError as exc:
+            where = f"{state.mountpoint} ({state.changed_chunks} changed chunks)"
+            refused = EditFailedError(f"{exc.message}. The edit at {where} was discarded")
+        else:
+            note = f"clonebay edit at {state.mountpoint}"
+            manifest = commit_edit(Path(state.image), state.scratch, note=note)
+            state.revision = manifest.revision if manifest else 0
     with contextlib.suppress(FileNotFoundError):
         state.view.rmdir()
     if state.created_mountpoint:
@@ -219,7 +232,19 @@ def umount_image(mountpoint: str, *, commit: bool = False) -> MountState:
             Path(state.mountpoint).rmdir()
     shutil.rmtree(state.work, ignore_errors=True)
     state_path(state.mountpoint).unlink(missing_ok=True)
+    if refused is not None:
+        raise refused
     return state
+
+
+def _save_progress(state: MountState) -> None:
+    """Note what umount has undone so far. /run full (an edit's scratch filled it) must not
+    stop the unmount that frees it: a state file left behind only makes the next umount look
+    again at mounts that are already gone."""
+    try:
+        save_state(state)
+    except OSError as exc:
+        log.warning("%s: the mount state could not be updated: %s", state.mountpoint, exc)
 
 
 def view_stats(state: MountState) -> dict[str, Any]:
