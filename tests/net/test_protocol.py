@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hmac
 import socket
+import threading
 
 import pytest
 
 from clonebay.net import protocol as p
-from clonebay.net.control import Channel
+from clonebay.net.control import Channel, open_channel
 from clonebay.net.pacing import RateControl, loss_fraction
 from clonebay.net.peers import catalog_message, parse_catalog_message
 from clonebay.net.ranges import RangeSet
@@ -52,24 +53,126 @@ def test_wrong_key_refused_and_passphrase_normalised() -> None:
     assert p.PAYLOAD_SIZE + p.DATAGRAM_HEADER.size + p.TAG_SIZE == p.MAX_DATAGRAM == 1472
 
 
-def test_control_channel_refuses_another_key_and_replays() -> None:
+LIMITS = {p.M_HELLO: p.PREAUTH_LIMIT, p.M_CATALOG: 1 << 20}
+
+
+def channel_pair(
+    sender_key: bytes = KEY, receiver_key: bytes = KEY, session: int = 5
+) -> tuple[Channel, Channel]:
+    """Two ends of a socketpair after their greetings: (the sender's, the receiver's)."""
     a, b = socket.socketpair()
-    sender = Channel(a, KEY, 5, p.FROM_SENDER, p.FROM_RECEIVER)
-    receiver = Channel(b, KEY, 5, p.FROM_RECEIVER, p.FROM_SENDER)
+    out: list[Channel] = []
+    t = threading.Thread(
+        target=lambda: out.append(
+            open_channel(b, receiver_key, session, p.FROM_RECEIVER, limits=LIMITS, timeout=5)
+        )
+    )
+    t.start()
+    sender = open_channel(a, sender_key, session, p.FROM_SENDER, limits=LIMITS, timeout=5)
+    t.join()
+    return sender, out[0]
+
+
+def test_control_channel_refuses_another_key_and_replays() -> None:
+    sender, receiver = channel_pair()
     sender.send(p.M_CATALOG, b"one")
     assert receiver.recv() == (p.M_CATALOG, b"one")
     sender.sent = 0  # the same counter again: what a replay of message 0 looks like
     sender.send(p.M_CATALOG, b"one")
-    with pytest.raises(p.ProtocolError, match="authentication"):
+    with pytest.raises(p.AuthenticationError, match="authentication"):
         receiver.recv()
-    c, d = socket.socketpair()
-    stranger = Channel(c, p.derive_key("other"), 5, p.FROM_SENDER, p.FROM_RECEIVER)
-    victim = Channel(d, KEY, 5, p.FROM_RECEIVER, p.FROM_SENDER)
+    stranger, victim = channel_pair(sender_key=p.derive_key("other"))
     stranger.send(p.M_CATALOG, b"evil")
-    with pytest.raises(p.ProtocolError):
+    with pytest.raises(p.AuthenticationError):
         victim.recv()
     for ch in (sender, receiver, stranger, victim):
         ch.close()
+
+
+def test_a_message_recorded_on_one_connection_fails_on_the_next() -> None:
+    """Same key, same session, same counter: only the nonces differ, and they decide."""
+    sender, receiver = channel_pair()
+    recorded = []
+    sender.sock = _Tap(sender.sock, recorded)  # type: ignore[assignment]
+    sender.send(p.M_CATALOG, b"the old image")
+    assert receiver.recv() == (p.M_CATALOG, b"the old image")
+    sender2, receiver2 = channel_pair()
+    sender2.sock.sendall(recorded[0])  # the recorded message, byte for byte
+    with pytest.raises(p.AuthenticationError):
+        receiver2.recv()
+    for ch in (sender, receiver, sender2, receiver2):
+        ch.close()
+
+
+class _Tap:
+    """A socket whose sent bytes are also kept (what a recording of the wire holds)."""
+
+    def __init__(self, sock: socket.socket, into: list[bytes]) -> None:
+        self.sock, self.into = sock, into
+
+    def sendall(self, data: bytes) -> None:
+        self.into.append(bytes(data))
+        self.sock.sendall(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+def test_first_message_larger_than_the_preauth_limit_is_refused_unread() -> None:
+    """A peer that claims a 128 MiB message before anything it sent passed a tag: refused after
+    reading its 5-byte header, and the body is never read."""
+    sender, receiver = channel_pair()
+    sender.sock.sendall(p.CONTROL_HEADER.pack(128 << 20, p.M_CATALOG) + bytes(64 << 10))
+    with pytest.raises(p.ProtocolError, match="refused"):
+        receiver.recv()
+    # the 64 KiB that followed the header are still unread in the socket
+    receiver.sock.setblocking(False)
+    assert len(receiver.sock.recv(1 << 20)) == 64 << 10
+    sender.close()
+    receiver.close()
+
+
+def test_messages_of_unexpected_types_and_oversized_ones_are_refused() -> None:
+    sender, receiver = channel_pair()
+    sender.send(p.M_HELLO, b"{}")
+    assert receiver.recv() == (p.M_HELLO, b"{}")
+    sender.send(p.M_NAK, b"")  # not a type the receiver takes
+    with pytest.raises(p.ProtocolError, match="unexpected"):
+        receiver.recv()
+    sender, receiver = channel_pair()
+    sender.send(p.M_HELLO, b"{}")
+    receiver.recv()
+    sender.sock.sendall(p.CONTROL_HEADER.pack((1 << 20) + 2 + p.TAG_SIZE, p.M_CATALOG))
+    with pytest.raises(p.ProtocolError, match="refused"):
+        receiver.recv()
+
+
+def test_greeting_of_another_version_is_refused() -> None:
+    a, b = socket.socketpair()
+    a.sendall(p.GREETING.pack(p.MAGIC, 1, p.FROM_SENDER, bytes(16)))
+    with pytest.raises(p.ProtocolError, match="version 1"):
+        open_channel(b, KEY, 5, p.FROM_RECEIVER, limits=LIMITS, timeout=5)
+    a.close()
+    b.close()
+
+
+def test_a_silent_peer_times_out_during_the_handshake() -> None:
+    a, b = socket.socketpair()
+    with pytest.raises(TimeoutError):
+        open_channel(b, KEY, 5, p.FROM_SENDER, limits=LIMITS, timeout=0.2)
+    a.close()
+    b.close()
+
+
+def test_nak_ranges_must_lie_inside_the_catalog() -> None:
+    assert p.ranges_within(p.NAK_GAP, [(0, 10), (90, 10)], 100)
+    assert not p.ranges_within(p.NAK_GAP, [(95, 6)], 100)
+    assert not p.ranges_within(p.NAK_GAP, [(0, 2**63)], 100)
+    assert not p.ranges_within(p.NAK_CATCHUP, [(2**64 - 1, 1)], 100)
+    assert not p.ranges_within(p.NAK_GAP, [(5, 0)], 100)
+    assert not p.ranges_within(7, [(0, 1)], 100)
+    with pytest.raises(p.ProtocolError):
+        p.parse_ranges(p.NAK_HEAD.pack(p.NAK_GAP, p.MAX_NAK_RANGES + 1))
 
 
 def test_catalog_message_counts_datagrams() -> None:

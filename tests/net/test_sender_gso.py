@@ -42,10 +42,10 @@ def listener() -> Iterator[socket.socket]:
     sock.close()
 
 
-def receive(sock: socket.socket, count: int) -> list[p.Datagram]:
+def receive(sock: socket.socket, count: int, tagger: p.Tagger) -> list[p.Datagram]:
     out = []
     for _ in range(count):
-        d = p.parse_datagram(p.Tagger(KEY), sock.recv(65536))
+        d = p.parse_datagram(tagger, sock.recv(65536))
         assert d is not None, "a datagram failed its tag"
         out.append(d)
     return out
@@ -59,7 +59,7 @@ def test_batches_with_gso_then_one_call_per_datagram_when_refused(listener: sock
         assert len(batch) == GSO_SEGMENTS and {len(d) for d in batch} == {p.MAX_DATAGRAM}
         sender._send(batch)
         assert sender.gso, "the kernel refused UDP GSO on loopback"
-        got = receive(listener, GSO_SEGMENTS)
+        got = receive(listener, GSO_SEGMENTS, sender.data_tagger)
         assert [d.seq for d in got] == list(range(GSO_SEGMENTS))
 
         sender.udp.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)  # GSO now fails: EINVAL
@@ -67,7 +67,7 @@ def test_batches_with_gso_then_one_call_per_datagram_when_refused(listener: sock
         assert [len(d) for d in batch][-1] < p.MAX_DATAGRAM and len(batch) == 5
         sender._send(batch)
         assert not sender.gso
-        got += receive(listener, 5)
+        got += receive(listener, 5, sender.data_tagger)
         assert [d.seq for d in got] == list(range(21)) and sender.sent == 21
         assert b"".join(bytes(d.payload) for d in got) == source.body_bytes
         assert sender.wire_bytes == sum(len(d.payload) + 24 + 16 + 28 for d in got)

@@ -1,9 +1,16 @@
 """The sender's view of its receivers: one back-channel connection each, served by a thread.
 
-A receiver connects (HELLO), gets the catalog, says READY once its target is accepted, then
-sends STATUS (progress and loss counters) and NAK (missing datagrams) while data flows, and one
-RESULT at the end. A connection that drops before RESULT marks the receiver *lost*; the others
-carry on. Everything a connection thread learns goes into ``Peers`` under one lock.
+A receiver connects (greetings, then HELLO), gets WELCOME and the catalog, says READY once its
+target is accepted, then sends STATUS (progress and loss counters) and NAK (missing datagrams)
+while data flows, and one RESULT at the end. A connection that drops before RESULT marks the
+receiver *lost*; the others carry on. Everything a connection thread learns goes into ``Peers``
+under one lock.
+
+Hostile peers (docs/multicast.md §7): the sender (sender.py) serves at most a fixed number of
+connections at once; one that has not sent an authentic HELLO within the handshake timeout, or
+that stays silent for the idle timeout afterwards, is closed. Nothing past a 4 KiB HELLO is read
+before its tag passed, and afterwards each message type has its own size limit (``LIMITS``). A
+NAK that asks for slices outside the catalog is refused and counted, never repaired.
 """
 
 from __future__ import annotations
@@ -18,10 +25,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clonebay.net import protocol as p
-from clonebay.net.control import Channel
+from clonebay.net.control import Channel, open_channel
 from clonebay.net.ranges import RangeSet
 
 OUTCOMES = ("ok", "failed", "lost")
+# What a receiver may send, and the largest body of each (control.Channel refuses the rest).
+LIMITS = {
+    p.M_HELLO: p.PREAUTH_LIMIT,
+    p.M_READY: 0,
+    p.M_ALIVE: 0,
+    p.M_STATUS: p.MAX_REPORT,
+    p.M_NAK: p.MAX_NAK,
+    p.M_RESULT: p.MAX_REPORT,
+}
 
 
 @dataclass
@@ -68,10 +84,22 @@ class Peers:
     """Receivers and the repair queues their NAKs fill (``urgent`` before new data,
     ``catchup`` after it)."""
 
-    def __init__(self, key: bytes, session: int, catalog_message: bytes) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        session: int,
+        catalog_message: bytes,
+        data_nonce: bytes,
+        *,
+        datagrams: int,
+        timeouts: tuple[float, float] = (5.0, 30.0),
+    ) -> None:
         self.key = key
         self.session = session
         self.catalog_message = catalog_message
+        self.welcome = p.WELCOME.pack(data_nonce, len(catalog_message))
+        self.datagrams = datagrams  # NAKs may ask for [0, datagrams) only
+        self.handshake_timeout, self.idle_timeout = timeouts
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.receivers: list[ReceiverState] = []
@@ -79,7 +107,9 @@ class Peers:
         self.urgent = RangeSet()
         self.catchup = RangeSet()
         self.naks = 0
-        self.rejected = 0  # connections that failed authentication
+        self.naks_refused = 0  # NAKs for slices outside the catalog: never repaired
+        self.rejected = 0  # connections that failed authentication or timed out before it
+        self.active = 0  # connections being served (sender.py caps it)
         self.closing = False
 
     def snapshot(self) -> list[ReceiverState]:
@@ -111,25 +141,43 @@ class Peers:
 
     def serve(self, sock: socket.socket, address: str, on_change: Callable[[], None]) -> None:
         """Run one receiver's connection to its end (in its own thread)."""
-        channel = Channel(sock, self.key, self.session, p.FROM_SENDER, p.FROM_RECEIVER)
         state = ReceiverState(0, address)
         registered = False
+        channel: Channel | None = None
         try:
+            sock.settimeout(self.handshake_timeout)
+            channel = open_channel(
+                sock,
+                self.key,
+                self.session,
+                p.FROM_SENDER,
+                limits=LIMITS,
+                timeout=self.handshake_timeout,
+            )
             hello = channel.recv()
             if hello is None or hello[0] != p.M_HELLO:
                 raise p.ProtocolError("expected HELLO")
+            channel.deadline = None  # authentic: from now on the idle timeout applies
+            sock.settimeout(self.idle_timeout)
             state.name = str(json.loads(hello[1]).get("name", ""))[:64]
             with self.lock:
                 state.number = len(self.receivers) + 1
                 self.receivers.append(state)
                 self.channels.append(channel)
                 registered = True
+            channel.send(p.M_WELCOME, self.welcome)
             channel.send(p.M_CATALOG, self.catalog_message)
             on_change()
             while (message := channel.recv()) is not None:
                 self._handle(state, *message)
                 if state.finished:
                     break
+        except TimeoutError:
+            if not registered:
+                with self.lock:
+                    self.rejected += 1
+            elif not state.finished:
+                state.message = f"the receiver was silent for {self.idle_timeout:.0f} s"
         except (OSError, ValueError, p.ProtocolError) as exc:
             if not registered:
                 with self.lock:
@@ -141,12 +189,19 @@ class Peers:
                 state.state = "lost"
                 state.message = state.message or "the connection closed before a result"
                 state.finished_at = time.monotonic()
-            channel.close()
+            if channel is not None:
+                channel.close()
+            else:
+                sock.close()
+            with self.lock:
+                self.active -= 1
             self.wake.set()
             on_change()
 
     def _handle(self, state: ReceiverState, kind: int, body: bytes) -> None:
-        if kind == p.M_READY:
+        if kind == p.M_ALIVE:
+            pass  # still planning; only resets the idle timeout
+        elif kind == p.M_READY:
             state.state, state.ready = "ready", True
         elif kind == p.M_STATUS:
             info = json.loads(body)
@@ -156,6 +211,10 @@ class Peers:
                 state.state = "running"
         elif kind == p.M_NAK:
             nak_kind, ranges = p.parse_ranges(body)
+            if not p.ranges_within(nak_kind, ranges, self.datagrams):
+                with self.lock:
+                    self.naks_refused += 1
+                return
             with self.lock:
                 queue = self.catchup if nak_kind == p.NAK_CATCHUP else self.urgent
                 for first, count in ranges:

@@ -7,10 +7,14 @@ Two channels carry a session:
   is a 24-byte header, a payload, and a 16-byte tag: HMAC-SHA256 of header + payload under the
   session key, truncated to 128 bits. A datagram whose tag does not match is dropped and
   counted; it never reaches a disk.
-- **Control messages** on one TCP connection per receiver (the back channel): HELLO, CATALOG,
-  STATUS, NAK, RESULT. Each is a 4-byte length, a 1-byte type, a body and a 16-byte tag over a
-  direction byte, a per-connection message counter, the session id, the type and the body; the
-  counter makes a replayed or reordered message fail its tag.
+- **Control messages** on one TCP connection per receiver (the back channel): HELLO, WELCOME,
+  CATALOG, READY, STATUS, NAK, RESULT. The connection opens with a 24-byte GREETING from each
+  side carrying a fresh random nonce; the connection key is derived from the session key, the
+  session id and both nonces, so each side knows the other's tags were made for this connection
+  and no other. Each message is a 4-byte length, a 1-byte type, a body and a 16-byte tag under
+  the connection key over a direction byte, a per-connection message counter, the type and the
+  body; the counter makes a replayed or reordered message fail its tag. DATA is tagged under a
+  session data key that a receiver learns only from an authentic WELCOME (docs/multicast.md §7).
 
 Objects are opaque here (the engine decides what they are: an image's frames): the sender
 offers N objects with known sizes, and every object is cut into ``PAYLOAD_SIZE`` slices that
@@ -31,7 +35,7 @@ from clonebay.errors import InputError
 DEFAULT_GROUP = "239.255.67.66"  # administratively scoped (RFC 2365): stays inside the site
 DEFAULT_PORT = 7766
 MAGIC = b"CBMC"
-VERSION = 1
+VERSION = 2  # 2: greetings with nonces, connection and data keys, size limits
 DATAGRAM_HEADER = struct.Struct("<4sBBHQQ")  # magic, version, type, flags, session, seq
 TAG_SIZE = 16  # HMAC-SHA256 truncated to 128 bits (RFC 2104 allows >= half the hash)
 MAX_DATAGRAM = 1472  # 1500-byte MTU - 20 IPv4 - 8 UDP
@@ -48,22 +52,38 @@ STATE_RUNNING = 1
 STATE_DONE = 2
 STATE_NAMES = {STATE_WAITING: "waiting", STATE_RUNNING: "running", STATE_DONE: "done"}
 
-# Control messages (TCP): length (of type + body + tag), type, body, tag.
+# The back channel (TCP). Each side first sends a GREETING: magic, version, its role
+# (FROM_SENDER or FROM_RECEIVER), 2 bytes of zeros, a 16-byte random nonce. Then control
+# messages: length (of type + body + tag), type, body, tag.
+GREETING = struct.Struct("<4sBc2x16s")
+NONCE_SIZE = 16  # 128 bits: never twice in the lifetime of a key
 CONTROL_HEADER = struct.Struct("<IB")
-MAX_CONTROL = 256 << 20  # a catalog for a multi-TB image is a few MB; beyond this is not ours
-M_HELLO = 1  # receiver -> sender: JSON {name, version}
+# The first message from a peer is read before anything it sent was authentic: its body may not
+# exceed this (a HELLO's JSON or a WELCOME is well under 1 KiB). Nothing larger is read from a
+# peer until a message of its passed its tag.
+PREAUTH_LIMIT = 4096
+MAX_CATALOG = 256 << 20  # a catalog for a multi-TB image is tens of MB; beyond this is not ours
+MAX_NAK_RANGES = 16384  # a receiver's NAK holds at most this many ranges (256 KiB)
+MAX_REPORT = 256 << 10  # a STATUS or RESULT (JSON counters, a message, warnings)
+M_HELLO = 1  # either side's first message: JSON {name, version}
 M_CATALOG = 2  # sender -> receiver: CATALOG_HEAD, u32 sizes, then the engine's catalog bytes
 M_STATUS = 3  # receiver -> sender: JSON progress and loss counters
 M_NAK = 4  # receiver -> sender: NAK_HEAD then (first, count) u64 pairs of missing datagrams
 M_RESULT = 5  # receiver -> sender: JSON outcome
 M_READY = 6  # receiver -> sender: the plan is made, the target accepted; counts for the start
+M_WELCOME = 9  # sender -> receiver, its first message: WELCOME (data nonce, catalog length)
+M_ALIVE = 10  # receiver -> sender: empty; still planning (the sender drops silent peers)
 CATALOG_HEAD = struct.Struct("<IIQ")  # objects, payload size, datagrams in all
+WELCOME = struct.Struct("<16sQ")  # the session's data nonce, the CATALOG body's length
 NAK_HEAD = struct.Struct("<BI")  # kind (NAK_GAP / NAK_CATCHUP), number of ranges
 NAK_RANGE = struct.Struct("<QQ")
 NAK_GAP = 0  # lost in flight: repaired before new data
 NAK_CATCHUP = 1  # sent before this receiver joined: repaired after the first pass
+MAX_NAK = NAK_HEAD.size + MAX_NAK_RANGES * NAK_RANGE.size
 FROM_SENDER = b"S"
 FROM_RECEIVER = b"R"
+CONNECTION_LABEL = b"clonebay-v2-connection"
+DATA_LABEL = b"clonebay-v2-data"
 
 KDF_SALT = b"clonebay-multicast-v1"
 KDF_ROUNDS = 200_000  # ~0.1 s once per process; makes guessing a short passphrase offline slow
@@ -74,6 +94,11 @@ class ProtocolError(InputError):
     """A datagram or control message that is not ours, damaged, or not authentic."""
 
     title = "Network protocol error"
+
+
+class AuthenticationError(ProtocolError):
+    """A control message whose tag does not match: the peer does not know the key, or replays
+    what it recorded on another connection."""
 
 
 class Datagram(NamedTuple):
@@ -178,9 +203,24 @@ def parse_announce(payload: bytes | memoryview) -> Announce:
     return Announce(*ANNOUNCE.unpack(payload))
 
 
-def control_tag(tagger: Tagger, direction: bytes, head: tuple[int, int, int], body: bytes) -> bytes:
-    """The tag of a control message; ``head``: (message counter, session id, type)."""
-    return tagger.tag(direction + struct.pack("<QQB", *head) + body)
+def connection_key(key: bytes, session: int, sender_nonce: bytes, receiver_nonce: bytes) -> bytes:
+    """The key of one back-channel connection: HMAC-SHA256(session key, label, session id, the
+    sender's nonce, the receiver's nonce). Each side chose its own nonce for this connection, so
+    nothing recorded on another connection passes a tag on this one."""
+    data = CONNECTION_LABEL + struct.pack("<Q", session) + sender_nonce + receiver_nonce
+    return hmac.digest(key, data, "sha256")
+
+
+def data_key(key: bytes, session: int, nonce: bytes) -> bytes:
+    """The key that tags a session's DATA datagrams: HMAC-SHA256(session key, label, session
+    id, the sender's data nonce). A receiver learns the nonce only from an authentic WELCOME on
+    a connection bound to its own nonce, so DATA of any other session fails its tag."""
+    return hmac.digest(key, DATA_LABEL + struct.pack("<Q", session) + nonce, "sha256")
+
+
+def control_tag(tagger: Tagger, direction: bytes, counter: int, kind: int, body: bytes) -> bytes:
+    """The tag of a control message under the connection key (``tagger``)."""
+    return tagger.tag(direction + struct.pack("<QB", counter, kind) + body)
 
 
 def pack_ranges(kind: int, ranges: list[tuple[int, int]]) -> bytes:
@@ -194,7 +234,15 @@ def parse_ranges(body: bytes) -> tuple[int, list[tuple[int, int]]]:
     if len(body) < NAK_HEAD.size:
         raise ProtocolError("NAK message too short")
     kind, count = NAK_HEAD.unpack_from(body)
-    if len(body) != NAK_HEAD.size + count * NAK_RANGE.size:
+    if count > MAX_NAK_RANGES or len(body) != NAK_HEAD.size + count * NAK_RANGE.size:
         raise ProtocolError(f"NAK message of {len(body)} bytes does not hold {count} ranges")
     ranges = [NAK_RANGE.unpack_from(body, NAK_HEAD.size + i * NAK_RANGE.size) for i in range(count)]
     return kind, ranges
+
+
+def ranges_within(kind: int, ranges: list[tuple[int, int]], datagrams: int) -> bool:
+    """Whether a NAK asks only for slices the catalog announced: a known kind, every range
+    non-empty and inside [0, datagrams)."""
+    if kind not in (NAK_GAP, NAK_CATCHUP):
+        return False
+    return all(count > 0 and first + count <= datagrams for first, count in ranges)

@@ -1,7 +1,13 @@
 """The multicast receiver: join a session, collect every object, hand each one on as it completes.
 
 The receiver listens on the group, takes the first authentic ANNOUNCE, connects to the
-sender's back channel and gets the catalog (every object's size; the rest is the engine's).
+sender's back channel and gets WELCOME and the catalog (every object's size; the rest is the
+engine's). The connection is bound to a nonce this receiver chose (net/control.py), and the
+WELCOME gives the nonce of the session's data key, so only DATA of the sender that answered on
+that connection passes its tag: a recorded session replayed onto the group is refused. A
+session whose back channel fails its tag is ignored from then on; one whose back channel cannot
+be reached (or closes at once: the sender is at its connection limit) is tried again at its
+next ANNOUNCE.
 Then every DATA datagram is placed by its sequence number: objects complete in any order
 (first pass, repairs, catch-up after a late join) and each complete object goes to the sink at
 once, so nothing but the objects still in flight is held in memory.
@@ -25,26 +31,38 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from clonebay import __version__
 from clonebay.errors import CancelledError, ClonebayError
 from clonebay.net import protocol as p
-from clonebay.net.control import Channel
+from clonebay.net.control import Channel, open_channel
 from clonebay.net.peers import parse_catalog_message
 from clonebay.net.repair import Partial, Retries, missing_ranges
 
 SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: SO_RCVBUF past rmem_max, for root
 SO_MEMINFO = 55  # <asm-generic/socket.h>: the socket's memory counters, u32 each
 SK_MEMINFO_DROPS = 8  # <linux/sock_diag.h>: datagrams dropped, mostly a full receive buffer
-COUNTERS = ("received", "repairs", "duplicates", "rejected", "gaps", "overflow", "naks")
+COUNTERS = (
+    "received",
+    "repairs",
+    "duplicates",
+    "rejected",
+    "gaps",
+    "overflow",
+    "naks",
+    "sessions_refused",
+)
 HEAD = p.DATAGRAM_HEADER
 REORDER = 64  # datagrams behind the newest one before a missing one counts as lost
 NAK_EVERY = 0.1  # seconds, times a jitter in [0.5, 1.5), times receivers / 16 (at least 1)
 STATUS_EVERY = 0.5
-MAX_NAK_RANGES = 16384  # 256 KiB of ranges in one message; the rest waits for the next
+MAX_NAK_RANGES = p.MAX_NAK_RANGES  # 256 KiB of ranges in one message; the rest waits
+ALIVE_EVERY = 2.0  # s between ALIVE messages while the plan is made (the sender waits 30 s)
+CONNECT_TIMEOUT = 10.0  # s to connect and get the sender's greeting and WELCOME
+LIMITS = {p.M_WELCOME: p.WELCOME.size, p.M_CATALOG: 0}  # CATALOG: as WELCOME says
 COALESCE = 0.005  # s to pause once the socket is empty: ~100 datagrams gather at 30 MB/s
 DRAIN = 512  # datagrams taken in one go before the timers (NAK, status) get a turn
 RCVBUF = 16 << 20  # ~11,000 datagrams: a 0.3 s stall at 50 MB/s loses nothing
@@ -105,7 +123,9 @@ class Receiver:
         # the counters (docs/multicast.md §7), plain attributes: the hot loop bumps them
         self.received = self.repairs = self.duplicates = self.rejected = 0
         self.gaps = self.overflow = self.naks = 0
-        self.tagger = p.Tagger(config.key)
+        self.sessions_refused = 0  # announced sessions whose back channel was not authentic
+        self.tagger = p.Tagger(config.key)  # ANNOUNCE; DATA: data_tagger, from the WELCOME
+        self.data_tagger = self.tagger
         self.state = "searching"
         self.started = time.monotonic()
         self.sender = ""
@@ -122,6 +142,7 @@ class Receiver:
         self.join = 0  # first-pass position when this receiver joined
         self.announce: p.Announce | None = None
         self.session = 0
+        self.last_error = ""  # why the last attempt to join failed
         self.sender_gone = threading.Event()
         self.sock = self._udp_socket()
 
@@ -152,8 +173,7 @@ class Receiver:
     def run(self, sink: ObjectSink, cancel: threading.Event | None = None) -> ReceiveStatus:
         cancel = cancel or threading.Event()
         try:
-            session, port = self._find_session(cancel)
-            channel = self._connect(port, session)
+            channel = self._join(cancel)
             try:
                 self._take_part(channel, sink, cancel)
             finally:
@@ -171,7 +191,8 @@ class Receiver:
             sizes, _, catalog = parse_catalog_message(message[1])
             self._setup(sizes)
             self.state = "joined"
-            sink.prepare(catalog, sizes)
+            with self._alive(channel):
+                sink.prepare(catalog, sizes)
             channel.send(p.M_READY, b"")
             threading.Thread(target=self._watch, args=(channel,), daemon=True).start()
             self.state = "receiving"
@@ -190,8 +211,23 @@ class Receiver:
         self.state = "ok"
         self._result(channel, True, "", 0, warnings)
 
-    def _find_session(self, cancel: threading.Event) -> tuple[int, int]:
-        """Wait for an authentic ANNOUNCE of a session that is not over: (session id, port)."""
+    def _join(self, cancel: threading.Event) -> Channel:
+        """The back channel of the first announced session that answers authentically."""
+        refused: set[int] = set()
+        while True:
+            session, port = self._find_session(cancel, refused)
+            try:
+                return self._connect(port, session)
+            except p.AuthenticationError as exc:  # a replay, or not our sender: never again
+                refused.add(session)
+                self.sessions_refused += 1
+                self.last_error = exc.message
+            except (OSError, p.ProtocolError) as exc:  # try again at its next ANNOUNCE
+                self.last_error = exc.message if isinstance(exc, p.ProtocolError) else str(exc)
+
+    def _find_session(self, cancel: threading.Event, refused: set[int]) -> tuple[int, int]:
+        """Wait for an authentic ANNOUNCE of a session that is not over and not ``refused``:
+        (session id, port)."""
         buf = bytearray(2048)
         deadline = None if self.config.join_timeout is None else time.monotonic()
         while True:
@@ -200,10 +236,12 @@ class Receiver:
             if deadline is not None and time.monotonic() - deadline > (
                 self.config.join_timeout or 0
             ):
+                last = f"; last attempt: {self.last_error}" if self.last_error else ""
                 raise p.ProtocolError(
                     f"no sender announced a session on {self.config.group}:{self.config.port}"
                     f" within {self.config.join_timeout:.0f} s (is the key right? datagrams"
-                    f" refused: {self.rejected})"
+                    f" refused: {self.rejected}, sessions refused: {self.sessions_refused}"
+                    f"{last})"
                 )
             self._report(None)
             try:
@@ -212,9 +250,11 @@ class Receiver:
                 continue
             d = p.parse_datagram(self.tagger, memoryview(buf)[:n])
             if d is None:
-                self.rejected += 1
+                # DATA is tagged under a session's data key, unknown before joining: not counted
+                if n < HEAD.size + p.TAG_SIZE or buf[5] != p.T_DATA:
+                    self.rejected += 1
                 continue
-            if d.kind != p.T_ANNOUNCE:
+            if d.kind != p.T_ANNOUNCE or d.session in refused:
                 continue
             announce = p.parse_announce(d.payload)
             if announce.state == p.STATE_DONE:
@@ -225,18 +265,55 @@ class Receiver:
             return d.session, announce.port
 
     def _connect(self, port: int, session: int) -> Channel:
+        """Connect, greet, say HELLO and take the sender's WELCOME (which must pass its tag
+        under a key bound to this receiver's nonce): the channel, ready for the CATALOG."""
+        sock = socket.create_connection((self.sender, port), timeout=CONNECT_TIMEOUT)
         try:
-            sock = socket.create_connection((self.sender, port), timeout=10)
-        except OSError as exc:
-            raise p.ProtocolError(
-                f"cannot reach the sender's back channel at {self.sender}:{port}: {exc}"
-            ) from exc
+            channel = open_channel(
+                sock,
+                self.config.key,
+                session,
+                p.FROM_RECEIVER,
+                limits=dict(LIMITS),
+                timeout=CONNECT_TIMEOUT,
+            )
+            hello = {"name": self.config.name or socket.gethostname(), "version": __version__}
+            channel.send(p.M_HELLO, json.dumps(hello).encode())
+            message = channel.recv()
+            if message is None or message[0] != p.M_WELCOME:
+                raise p.ProtocolError("the sender closed the connection before its WELCOME")
+        except BaseException:
+            sock.close()
+            raise
+        nonce, catalog_size = p.WELCOME.unpack(message[1])
+        if catalog_size > p.MAX_CATALOG:
+            channel.close()
+            raise p.ProtocolError(f"the sender announces a catalog of {catalog_size} bytes")
+        channel.limits = {p.M_CATALOG: catalog_size}
+        channel.deadline = None
         sock.settimeout(None)
-        channel = Channel(sock, self.config.key, session, p.FROM_RECEIVER, p.FROM_SENDER)
         self.session = session
-        hello = {"name": self.config.name or socket.gethostname(), "version": __version__}
-        channel.send(p.M_HELLO, json.dumps(hello).encode())
+        self.data_tagger = p.Tagger(p.data_key(self.config.key, session, nonce))
         return channel
+
+    @contextlib.contextmanager
+    def _alive(self, channel: Channel) -> Iterator[None]:
+        """While the engine plans (it may zero runs of a large disk): ALIVE every ALIVE_EVERY
+        seconds, so the sender does not take this receiver for a silent one."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.wait(ALIVE_EVERY):
+                    channel.send(p.M_ALIVE, b"")
+
+        thread = threading.Thread(target=beat, name="clonebay-alive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _setup(self, sizes: list[int]) -> None:
         self.sizes = sizes
@@ -290,7 +367,7 @@ class Receiver:
 
         This loop runs for every datagram (tens of thousands a second), so it keeps what it
         uses in local names and hands only DATA on to ``_place``."""
-        recv_into, check, unpack = self.sock.recv_into, self.tagger.check, HEAD.unpack_from
+        recv_into, check, unpack = self.sock.recv_into, self.data_tagger.check, HEAD.unpack_from
         session, head, tag_size = self.session, HEAD.size, p.TAG_SIZE
         flags = 0
         for _ in range(DRAIN):
@@ -301,20 +378,28 @@ class Receiver:
             flags = socket.MSG_DONTWAIT
             end = n - tag_size
             if end < head or not check(view[:end], view[end:n]):
-                self.rejected += 1  # not ours, another key, or damaged: never placed
+                self._not_data(view[:n])  # an ANNOUNCE, or refused: never placed
                 continue
             magic, version, kind, dflags, dsession, seq = unpack(buf)
             if dsession != session or version != p.VERSION or magic != p.MAGIC:
                 continue
             if kind == p.T_DATA:
                 self._place(seq, dflags, view[head:end], sink)
-            elif kind == p.T_ANNOUNCE:
-                self.announce = p.parse_announce(view[head:end])
-                if self.announce.state == p.STATE_DONE and self.remaining:
-                    raise p.ProtocolError(
-                        "the sender ended the session before this receiver was done"
-                    )
         return False  # more may be waiting: no pause
+
+    def _not_data(self, raw: memoryview) -> None:
+        """A datagram that is not DATA under this session's data key: this session's ANNOUNCE
+        (under the session key), another session's, or one that is refused and counted (not
+        ours, another key, a replay of another session's DATA, damaged)."""
+        d = p.parse_datagram(self.tagger, raw)
+        if d is None or d.kind != p.T_ANNOUNCE:
+            self.rejected += 1
+            return
+        if d.session != self.session:
+            return
+        self.announce = p.parse_announce(d.payload)
+        if self.announce.state == p.STATE_DONE and self.remaining:
+            raise p.ProtocolError("the sender ended the session before this receiver was done")
 
     def _place(self, seq: int, flags: int, payload: memoryview, sink: ObjectSink) -> None:
         """One authentic DATA slice into its object; a complete object goes to the sink."""
@@ -390,6 +475,7 @@ class Receiver:
                     if due and len(into) > before:
                         asked.append(number)
             number += 1
+        del gaps[MAX_NAK_RANGES:], catchup[MAX_NAK_RANGES:]  # the sender refuses longer NAKs
         if not gaps and not catchup:
             return
         for kind, ranges in ((p.NAK_GAP, gaps), (p.NAK_CATCHUP, catchup)):

@@ -14,6 +14,13 @@ A session has three phases (docs/multicast.md §5):
    queued apart and sent only after the first pass, so a late joiner never slows the others.
 3. **Done.** When every receiver that joined has reported its outcome (or dropped its
    connection), the sender announces DONE a few times and returns every receiver's outcome.
+
+The back channel is served by one thread per connection, at most ``max_connections`` of them:
+a connection past that is closed at once (and counted); one that does not authenticate within
+``handshake_timeout`` or goes silent for ``idle_timeout`` is closed (peers.py). DATA is tagged
+under a data key of this session (a fresh nonce, protocol.data_key) that receivers learn only
+through their own authenticated connection; ANNOUNCE under the session key, so anyone with the
+key can find the session.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ TAIL_ANNOUNCE_EVERY = 0.1  # after the first pass: receivers NAK its last slices
 CONTROL_EVERY = 0.5  # seconds between rate updates and status callbacks
 BODY_CACHE = 64 << 20  # object bodies kept for slicing (repairs revisit recent objects)
 DONE_ANNOUNCES = 5
+SPARE_CONNECTIONS = 64  # back-channel connections allowed beyond min_receivers by default
+HANDSHAKE_TIMEOUT = 5.0  # s for a new connection's greeting and authentic HELLO (LAN: ms)
+IDLE_TIMEOUT = 30.0  # s of silence from a receiver (it reports every 0.5 s) before it is lost
 
 
 class NoReceiversError(ClonebayError):
@@ -74,6 +84,13 @@ class SendConfig:
     rate: float = 40e6  # bytes per second, the cap
     min_receivers: int = 1
     wait: float | None = None  # start after this many seconds with at least one receiver
+    max_connections: int = 0  # back-channel connections at once; 0: min_receivers + 64
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+
+    @property
+    def connection_limit(self) -> int:
+        return self.max_connections or self.min_receivers + SPARE_CONNECTIONS
 
 
 @dataclass
@@ -93,6 +110,8 @@ class SessionStatus:
     rejected: int = 0
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    naks_refused: int = 0  # NAKs asking for slices outside the catalog: refused, not repaired
+    connections_refused: int = 0  # past max_connections: closed at once
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +126,8 @@ class SessionStatus:
             "rate": round(self.rate),
             "naks": self.naks,
             "rejected_connections": self.rejected,
+            "refused_connections": self.connections_refused,
+            "naks_refused": self.naks_refused,
             "seconds": round(self.seconds, 1),
         }
 
@@ -130,9 +151,16 @@ class Sender:
             self.firsts.append(total)
             total += -(-size // p.PAYLOAD_SIZE)
         self.datagrams = total
+        data_nonce = secrets.token_bytes(p.NONCE_SIZE)
         self.peers = Peers(
-            config.key, self.session, catalog_message(source.catalog, source.sizes, total)
+            config.key,
+            self.session,
+            catalog_message(source.catalog, source.sizes, total),
+            data_nonce,
+            datagrams=total,
+            timeouts=(config.handshake_timeout, config.idle_timeout),
         )
+        self.refused = 0  # connections closed at once: max_connections were being served
         self.state = p.STATE_WAITING
         self.position = 0  # next sequence number of the first pass
         self.sent = self.repairs = self.wire_bytes = 0
@@ -140,9 +168,11 @@ class Sender:
         self.cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.cached_bytes = 0
         self.started = time.monotonic()
-        self.tagger = p.Tagger(config.key)
+        self.tagger = p.Tagger(config.key)  # ANNOUNCE
+        self.data_tagger = p.Tagger(p.data_key(config.key, self.session, data_nonce))  # DATA
         self.gso = True  # until the kernel refuses it once
         self.udp = self._udp_socket()
+        self.limit = config.connection_limit
         self.listener = socket.create_server(("", config.control_port), backlog=128)
         self.listener.settimeout(0.2)
         self.control_port = self.listener.getsockname()[1]
@@ -200,6 +230,8 @@ class Sender:
             self.peers.naks,
             self.peers.rejected,
             time.monotonic() - self.started,
+            naks_refused=self.peers.naks_refused,
+            connections_refused=self.refused,
         )
 
     def _wait_for_receivers(self, start: threading.Event, cancel: threading.Event) -> None:
@@ -286,7 +318,7 @@ class Sender:
         body = self._body(number)
         at = (seq - self.firsts[number]) * p.PAYLOAD_SIZE
         payload = memoryview(body)[at : at + p.PAYLOAD_SIZE]
-        return p.pack_datagram(self.tagger, p.T_DATA, self.session, seq, payload, flags=flags)
+        return p.pack_datagram(self.data_tagger, p.T_DATA, self.session, seq, payload, flags=flags)
 
     def _send(self, batch: list[bytes]) -> int:
         """Send ``batch``; the bytes it puts on the wire (with IPv4 and UDP headers).
@@ -380,10 +412,14 @@ class Sender:
                 continue
             except OSError:
                 return
-            if self.state == p.STATE_DONE:
+            with self.peers.lock:
+                admit = self.state != p.STATE_DONE and self.peers.active < self.limit
+                if admit:
+                    self.peers.active += 1
+            if not admit:
+                self.refused += 1
                 conn.close()
                 continue
-            conn.settimeout(None)
             threading.Thread(
                 target=self.peers.serve,
                 args=(conn, addr[0], self.peers.wake.set),

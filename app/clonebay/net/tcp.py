@@ -3,30 +3,33 @@
 The receiver listens (``clonebay receive --listen``); the sender connects (``clonebay send
 --to HOST``) and writes the image in the stream form (docs/format.md §10), which the receiver
 restores as it arrives, exactly like ``clonebay restore -``. The bytes travel in authenticated
-chunks on a back-channel ``Channel`` (net/control.py): the receiver opens with 8 random bytes
-that become the connection's session id, so every chunk's tag is bound to this connection and
-its position in it; a peer without the key, or a replayed connection, is refused before a byte
-reaches the disk. The receiver answers with one RESULT message.
+chunks on a back-channel ``Channel`` (net/control.py): both sides greet with a fresh nonce, so
+every message's tag is bound to this connection and its position in it, and each side's first
+message is a small HELLO (at most 4 KiB read before it passed its tag); a peer without the key,
+or a replayed connection, is refused before a byte reaches the disk. The receiver answers with
+one RESULT message.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import secrets
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
+from clonebay import __version__
 from clonebay.net import protocol as p
-from clonebay.net.control import Channel
+from clonebay.net.control import Channel, open_channel
 
 DEFAULT_TCP_PORT = 7767
 CHUNK = 1 << 20  # bytes of stream per message
 M_STREAM = 7  # sender -> receiver: the next bytes of the image stream
 M_END = 8  # sender -> receiver: the stream is complete
-NONCE = struct.Struct("<Q")
+SESSION = 0  # no multicast session: the two nonces alone bind a connection
+HANDSHAKE_TIMEOUT = 30.0  # s for the peer's greeting and HELLO
+RECEIVER_LIMITS = {p.M_HELLO: p.PREAUTH_LIMIT, M_STREAM: CHUNK, M_END: 0}
+SENDER_LIMITS = {p.M_HELLO: p.PREAUTH_LIMIT, p.M_RESULT: p.MAX_REPORT}
 
 
 class ChannelReader(io.RawIOBase):
@@ -94,8 +97,8 @@ class ChannelWriter(io.RawIOBase):
 def listen(
     key: bytes, port: int = DEFAULT_TCP_PORT, listening: Callable[[int], None] | None = None
 ) -> Channel:
-    """Wait for one sender to connect; the channel to read its stream from. ``listening`` is
-    called with the port once connections are accepted."""
+    """Wait for one sender to connect and authenticate; the channel to read its stream from.
+    ``listening`` is called with the port once connections are accepted."""
     try:
         server = socket.create_server(("", port))
     except OSError as exc:
@@ -104,25 +107,59 @@ def listen(
         if listening is not None:
             listening(server.getsockname()[1])
         conn, _ = server.accept()
-    session = secrets.randbits(63)
-    conn.sendall(NONCE.pack(session))
-    return Channel(conn, key, session, p.FROM_RECEIVER, p.FROM_SENDER)
+    try:
+        channel = open_channel(
+            conn,
+            key,
+            SESSION,
+            p.FROM_RECEIVER,
+            limits=dict(RECEIVER_LIMITS),
+            timeout=HANDSHAKE_TIMEOUT,
+        )
+        _hello(channel)
+    except BaseException:
+        conn.close()
+        raise
+    return channel
 
 
 def connect(key: bytes, host: str, port: int = DEFAULT_TCP_PORT) -> Channel:
+    """Connect to a listening receiver; the channel once the receiver's HELLO passed its tag."""
     try:
-        sock = socket.create_connection((host, port), timeout=30)
-        sock.settimeout(None)
-        head = b""
-        while len(head) < NONCE.size:
-            piece = sock.recv(NONCE.size - len(head))
-            if not piece:
-                raise p.ProtocolError(f"{host}:{port} closed the connection at once")
-            head += piece
+        sock = socket.create_connection((host, port), timeout=HANDSHAKE_TIMEOUT)
     except OSError as exc:
         raise p.ProtocolError(f"cannot connect to the receiver at {host}:{port}: {exc}") from exc
-    (session,) = NONCE.unpack(head)
-    return Channel(sock, key, session, p.FROM_SENDER, p.FROM_RECEIVER)
+    try:
+        channel = open_channel(
+            sock,
+            key,
+            SESSION,
+            p.FROM_SENDER,
+            limits=dict(SENDER_LIMITS),
+            timeout=HANDSHAKE_TIMEOUT,
+        )
+        _hello(channel)
+    except OSError as exc:
+        sock.close()
+        raise p.ProtocolError(f"the receiver at {host}:{port} did not answer: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return channel
+
+
+def _hello(channel: Channel) -> None:
+    """Send this side's HELLO and take the peer's (both small: the first message from a peer is
+    read with a 4 KiB limit). Afterwards no deadline: a disk saved on the fly may be slow."""
+    hello = {"name": socket.gethostname(), "version": __version__}
+    channel.send(p.M_HELLO, json.dumps(hello).encode())
+    message = channel.recv()
+    if message is None:
+        raise p.ProtocolError("the peer closed the connection before its HELLO")
+    if message[0] != p.M_HELLO:
+        raise p.ProtocolError(f"expected HELLO, got message type {message[0]}")
+    channel.deadline = None
+    channel.sock.settimeout(None)
 
 
 def send_result(channel: Channel, result: dict[str, Any]) -> None:
