@@ -254,3 +254,27 @@ def test_the_job_file_confirms_with_yes_true(source: Path, target: str, tmp_path
         assert "running: clonebay clone" in proc.stderr and "--yes" in proc.stderr
         assert 'p1: ext4 "OLDDATA"' in proc.stderr  # the log names what was overwritten
     assert_cloned(target, source, tmp_path)
+
+
+def image_files(image: Path) -> dict[str, str]:
+    return {p.relative_to(image).as_posix(): sha256(p) for p in image.rglob("*") if p.is_file()}
+
+
+def test_umount_commit_names_the_image_and_asks(source: Path, tmp_path: Path) -> None:
+    image = saved_image(source, tmp_path)
+    before = image_files(image)
+    point = tmp_path / "edit"
+    assert clonebay("edit", str(image), str(point)).returncode == 0
+    try:
+        (point / "p1-SRCDATA" / "added.txt").write_text("added in the edit\n")
+        refused = clonebay("umount", "--commit", str(point))
+        assert refused.returncode == 2 and "--yes" in refused.stderr, refused.stderr
+        code, screen, _ = on_terminal(["umount", "--commit", str(point)], answer="no")
+        assert code == 9, screen
+        assert str(image) in screen and "changed chunks" in screen, screen
+        assert image_files(image) == before, "the image changed without a yes"
+        assert (point / "p1-SRCDATA" / "added.txt").exists()  # still mounted: nothing undone
+    finally:
+        done = clonebay("umount", "--commit", "--yes", str(point))
+    assert done.returncode == 0, done.stderr
+    assert "committed as revision 1" in done.stdout
