@@ -164,7 +164,7 @@ def restore_job(
         target,
         needed_size(manifest, region),
         regions,
-        sector_size=table.sector_size,
+        sector_size=table.sector_size if table.recorded else manifest.source.logical_sector_size,
         whole_disk=whole,
         allow_table_overwrite=options.whole_disk,
         layout=grown,
