@@ -1,0 +1,112 @@
+"""A disk image with a bad block: a FUSE filesystem that shows one file, ``disk.img``, read-only,
+with the bytes of BACKING, except that every read overlapping [START, START + LENGTH) fails with
+EIO, as a read of a failing sector does.
+
+    python -m tests.faultfile BACKING MOUNTPOINT START LENGTH
+
+It runs in the foreground until MOUNTPOINT is unmounted (``fusermount3 -u``) and prints "ready"
+on stdout once mounted. Reads bypass the page cache (direct_io), so each read the program under
+test makes reaches this process with its own offset and length: one that overlaps the bad range
+fails whole, as the block layer fails a whole request; the others succeed. ``failing`` starts
+it and unmounts it again, for tests."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mfusepy
+
+NAME = "disk.img"
+
+
+class FaultFile(mfusepy.Operations):  # type: ignore[misc]
+    """One read-only file over BACKING with EIO for reads that touch the bad range."""
+
+    def __init__(self, backing: str, start: int, length: int) -> None:
+        self.fd = os.open(backing, os.O_RDONLY | os.O_CLOEXEC)
+        self.size = os.fstat(self.fd).st_size
+        self.bad = (start, start + length)
+        self.failed = 0
+
+    def init(self, path: str) -> None:
+        print("ready", flush=True)
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        if path == "/":
+            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2}
+        if path == "/" + NAME:
+            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": self.size}
+        raise mfusepy.FuseOSError(errno.ENOENT)
+
+    def readdir(self, path: str, fh: int) -> list[str]:
+        return [".", "..", NAME]
+
+    def open(self, path: str, flags: int) -> int:
+        if path != "/" + NAME:
+            raise mfusepy.FuseOSError(errno.ENOENT)
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        return 0
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        if offset < self.bad[1] and offset + size > self.bad[0]:
+            self.failed += 1
+            raise mfusepy.FuseOSError(errno.EIO)
+        return os.pread(self.fd, size, offset)
+
+
+@contextmanager
+def failing(backing: Path, mountpoint: Path, start: int, length: int) -> Iterator[Path]:
+    """``backing`` with a bad range, as ``mountpoint``/disk.img; unmounted after."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "tests.faultfile", str(backing), str(mountpoint)]
+    proc = subprocess.Popen(
+        [*argv, str(start), str(length)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            _, err = proc.communicate()
+            raise RuntimeError(f"faultfile did not mount {mountpoint}: {err.strip()}")
+        yield mountpoint / NAME
+    finally:
+        if os.path.ismount(mountpoint):
+            subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, check=False)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="faultfile", description=__doc__.splitlines()[0])
+    parser.add_argument("backing")
+    parser.add_argument("mountpoint")
+    parser.add_argument("start", type=int, help="first byte that fails")
+    parser.add_argument("length", type=int, help="bytes that fail")
+    args = parser.parse_args(argv)
+    operations = FaultFile(args.backing, args.start, args.length)
+    mfusepy.FUSE(
+        operations, args.mountpoint, foreground=True, ro=True, direct_io=True, fsname="faultfile"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
