@@ -210,8 +210,11 @@ class Peers:
             if state.state in ("joined", "ready"):
                 state.state = "running"
         elif kind == p.M_NAK:
-            nak_kind, ranges = p.parse_ranges(body)
-            if not p.ranges_within(nak_kind, ranges, self.datagrams):
+            try:
+                nak_kind, ranges = p.parse_ranges(body)
+                if not p.ranges_within(nak_kind, ranges, self.datagrams):
+                    raise p.ProtocolError("a NAK for slices outside the catalog")
+            except p.ProtocolError:
                 with self.lock:
                     self.naks_refused += 1
                 return
