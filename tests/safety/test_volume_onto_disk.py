@@ -14,7 +14,9 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from clonebay.system.run import output, run
 from clonebay.testdisks import ext
 from clonebay.testdisks.fat import hash_folder
 from clonebay.testdisks.files import sparse_file
-from tests.edgedisks import MIB, clonebay, gpt_disk, layout, loop, mkext, sha256
+from tests.edgedisks import CLONEBAY, MIB, clonebay, gpt_disk, layout, loop, mkext, sha256
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")
 SIZE = 96 * MIB
@@ -106,8 +108,48 @@ def test_volume_onto_a_partitioned_disk_is_refused(
         assert_refused(refused, whole, before)
         done = clonebay(how, what, str(whole), "--whole-disk", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "p0:" not in done.stdout + done.stderr  # #19: a volume is not "p0"
     assert_only_ext4(whole, source.files)
     assert sha256(source.disk) == src_before
+
+
+def _receive_over_tcp(image: Path, target: Path, work: Path, *extra: str) -> tuple[int, str]:
+    """``clonebay receive --listen`` onto ``target`` fed by ``clonebay send --to`` on the
+    loopback (a free port: parallel runs do not meet): the receiver's exit code and output."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = work / "receive.log"
+    argv = [str(CLONEBAY), "receive", "--listen", "--tcp-port", str(port), "--key", "k"]
+    with open(log, "wb") as out:
+        receiver = subprocess.Popen(
+            [*argv, *extra, "--yes", "--json", str(target)], stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while '"listening"' not in log.read_text():
+            assert receiver.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        send = [str(CLONEBAY), "send", "--to", f"127.0.0.1:{port}", "--key", "k", str(image)]
+        subprocess.run(send, capture_output=True, timeout=240, check=False)
+        return receiver.wait(timeout=240), log.read_text()
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+
+
+def test_volume_received_onto_a_partitioned_disk_is_refused(source: Source, tmp_path: Path) -> None:
+    whole = tmp_path / "whole.img"
+    shutil.copyfile(source.disk, whole)
+    before = sha256(whole)
+    code, said = _receive_over_tcp(source.p1img, whole, tmp_path)
+    assert code == SafetyError.exit_code, said
+    assert "gpt partition table" in said and "--whole-disk" in said, said
+    assert sha256(whole) == before, "the disk was written before the refusal"
+    code, said = _receive_over_tcp(source.p1img, whole, tmp_path, "--whole-disk")
+    assert code == 0, said
+    assert_only_ext4(whole, source.files)
 
 
 @pytest.mark.parametrize("how", ["restore", "clone"])
