@@ -1,7 +1,8 @@
 """Safety audit #10 (in part; skipping unreadable sectors is a later feature): one unreadable
 block of the source stops a clone with a device error (exit code 8) that says where the read
 failed and that the target is incomplete: inside a partition's used data, and outside every
-partition (the post-GPT gap, which before gave a Python traceback and exit code 1).
+partition (the post-GPT gap, which before gave a Python traceback and exit code 1). A save
+stops the same way (it already did: kept so that it stays so).
 
 The source is a disk image seen through tests/faultfile.py, a FUSE file that fails every read
 touching one 4 KiB block with EIO."""
@@ -21,7 +22,9 @@ from tests.diskcheck import extract
 from tests.edgedisks import MIB, clonebay, gpt_disk, layout, mkext, sha256
 from tests.faultfile import failing
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="FUSE mounts need root")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/dev/fuse"), reason="FUSE mounts need root"
+)
 BLOCK = 4096
 GAP = 51200  # a byte in the post-GPT gap: after the GPT's entries, before p1 at 1 MiB
 CHUNK = 4 * MIB  # the most a single read of clonebay covers
@@ -77,3 +80,19 @@ def test_unreadable_block_stops_the_clone_with_a_device_error(
         at = _named_offset(r"read error on \S+ at byte (\d+) \(outside the partitions\)", said)
         assert at <= bad < at + CHUNK, said
     assert sha256(source) == before
+
+
+@pytest.mark.parametrize("where", ["partition", "gap"])
+def test_unreadable_block_stops_the_save_with_a_device_error(
+    source: Path, tmp_path: Path, where: str
+) -> None:
+    bad = _in_big_file(source, tmp_path) if where == "partition" else GAP
+    with failing(source, tmp_path / "mnt", bad, BLOCK) as disk:
+        proc = clonebay("save", str(disk), str(tmp_path / "image"))
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == DeviceError.exit_code, said
+    assert "Traceback" not in said, said
+    region = "p?1" if where == "partition" else "area0"
+    at = _named_offset(rf"read error in {region} at offset (\d+)", said)
+    p1_start = layout(source)[1][0] * 512
+    assert at <= (bad - p1_start if where == "partition" else bad) < at + CHUNK, said
