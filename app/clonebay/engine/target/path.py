@@ -259,10 +259,10 @@ class TargetPath:
         self._write_held()
         self.dev.sync()
         result = TargetResult(dict(self.planned), dict(self.written), {})
-        result.warnings.extend(self.warnings)
         if self.job.verify:
             result.verified, result.verified_chunks = self._verify()
         result.done.extend(self._fixups())
+        result.warnings.extend(self.warnings)  # after the fixups: they add theirs
         self.dev.sync()
         self._count_check(result)
         return result
