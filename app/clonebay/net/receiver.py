@@ -214,8 +214,9 @@ class Receiver:
     def _join(self, cancel: threading.Event) -> Channel:
         """The back channel of the first announced session that answers authentically."""
         refused: set[int] = set()
+        began = time.monotonic()  # join_timeout counts for all attempts together
         while True:
-            session, port = self._find_session(cancel, refused)
+            session, port = self._find_session(cancel, refused, began)
             try:
                 return self._connect(port, session)
             except p.AuthenticationError as exc:  # a replay, or not our sender: never again
@@ -225,11 +226,13 @@ class Receiver:
             except (OSError, p.ProtocolError) as exc:  # try again at its next ANNOUNCE
                 self.last_error = exc.message if isinstance(exc, p.ProtocolError) else str(exc)
 
-    def _find_session(self, cancel: threading.Event, refused: set[int]) -> tuple[int, int]:
+    def _find_session(
+        self, cancel: threading.Event, refused: set[int], began: float
+    ) -> tuple[int, int]:
         """Wait for an authentic ANNOUNCE of a session that is not over and not ``refused``:
-        (session id, port)."""
+        (session id, port); ``join_timeout`` seconds after ``began`` it gives up."""
         buf = bytearray(2048)
-        deadline = None if self.config.join_timeout is None else time.monotonic()
+        deadline = None if self.config.join_timeout is None else began
         while True:
             if cancel.is_set():
                 raise CancelledError("receive cancelled while waiting for a sender")
@@ -391,6 +394,9 @@ class Receiver:
         """A datagram that is not DATA under this session's data key: this session's ANNOUNCE
         (under the session key), another session's, or one that is refused and counted (not
         ours, another key, a replay of another session's DATA, damaged)."""
+        if len(raw) < HEAD.size or raw[5] != p.T_ANNOUNCE:  # a flood costs one tag check each
+            self.rejected += 1
+            return
         d = p.parse_datagram(self.tagger, raw)
         if d is None or d.kind != p.T_ANNOUNCE:
             self.rejected += 1
