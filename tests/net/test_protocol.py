@@ -322,6 +322,27 @@ def test_receiver_asks_for_new_losses_at_once_and_old_ones_after_their_retry_tim
         receiver.sock.close()
 
 
+def test_receiver_nak_holds_no_more_ranges_than_the_sender_accepts() -> None:
+    """20 objects of 2,000 slices, every other slice lost: 20,000 ranges missing. Each NAK holds
+    at most MAX_NAK_RANGES of them, every one inside the catalog (the sender refuses others)."""
+    receiver = Receiver(ReceiveConfig(key=KEY, port=7798, interface="127.0.0.1"))
+    try:
+        receiver._setup([2000 * p.PAYLOAD_SIZE] * 20)
+        payload = memoryview(bytes(p.PAYLOAD_SIZE))
+        for seq in range(0, receiver.end, 2):
+            receiver._place(seq, 0, payload, _NoSink())
+        end = receiver.end
+        receiver.announce = p.Announce(p.STATE_RUNNING, 1, 1, 20, end, end, 30_000_000)
+        channel = _Recorder()
+        receiver._nak(channel, now=0.0)  # type: ignore[arg-type]
+        naks = [p.parse_ranges(body) for kind, body in channel.sent if kind == p.M_NAK]
+        assert naks and all(len(ranges) <= p.MAX_NAK_RANGES for _, ranges in naks)
+        assert all(p.ranges_within(kind, ranges, end) for kind, ranges in naks)
+        assert sum(len(ranges) for _, ranges in naks) == p.MAX_NAK_RANGES
+    finally:
+        receiver.sock.close()
+
+
 class _NoSink:
     def prepare(self, catalog: bytes, sizes: object) -> None: ...
 
