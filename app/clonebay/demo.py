@@ -9,8 +9,9 @@ verification, and probe the result (``--no-tour`` skips it).
 Then, on a terminal, the TUI starts on the GPT disk, the MBR disk and an empty disk twice the
 GPT disk's size (``--no-tui`` skips it). As root the three files are attached as loop devices
 first, so the TUI shows them as the block devices a technician would see (with partitions,
-guards and hotplug); they are detached when the TUI exits, and by the kernel should the demo
-be killed (system/loopdev.py). Without root the TUI is given the image files themselves.
+guards and hotplug); they are detached when the TUI exits, also when it leaves because its
+terminal went away (tmux killed: tui/app.py), and by the kernel should the demo be killed
+(system/loopdev.py). Without root the TUI is given the image files themselves.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from clonebay import cli
 from clonebay.testdisks import disks
+
+HANGUP_CODE = 129  # 128 + SIGHUP, as the TUI exits when its terminal goes
 
 
 def _build(path: Path, maker: str) -> None:
@@ -114,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     blank = out / "blank-target.img"
     _fresh(blank, gpt.stat().st_size * 2)  # an empty disk to clone or restore onto
     if not args.no_tour:
-        input("\nPress Enter to try the same disks in the TUI (q quits)... ")
+        try:
+            input("\nPress Enter to try the same disks in the TUI (q quits)... ")
+        except EOFError:  # the terminal went away during the tour: nothing is attached yet
+            return HANGUP_CODE
     return tui(out, [p for p in (gpt, mbr, blank) if p.exists()])
 
 

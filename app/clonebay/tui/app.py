@@ -6,20 +6,35 @@ no uevent source opens), which hands every change of the disk list to the open d
 the one error handler: any worker that raises, on any screen, ends in ``show_error`` and an
 ErrorModal with the error's title and text.
 
+When the terminal goes away (tmux or ssh killed, the window closed: the tty hangs up, reads
+give EOF, writes EIO) or SIGHUP or SIGTERM arrives, the app leaves as on quit, without asking:
+every running job is cancelled and waited for (it stops within a chunk, and the partition a
+browse job mounted is unmounted), then the app exits with 128 + the signal. The terminal
+driver (TerminalDriver) notices: a thread polls the tty for POLLHUP, a write error on the
+screen is caught before it can end textual's writer thread (whose full queue would otherwise
+block the app for good), and the signals are handled in the event loop. What ran the TUI
+(the demo: its loop devices) cleans up after ``run_tui`` returns.
+
 ``run_tui`` is what ``clonebay`` (no arguments) and ``make demo`` start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import select
+import signal
 import threading
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TextIO
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
+from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from clonebay.system.hotplug import DiskChange
@@ -31,6 +46,116 @@ from clonebay.tui.screens.error import ErrorModal
 from clonebay.tui.screens.home import HomeScreen
 from clonebay.tui.screens.progress import ProgressScreen
 from clonebay.tui.services import Services
+
+LEAVE_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+HANGUP_CODE = 128 + signal.SIGHUP  # the exit code after the terminal went away, as for SIGHUP
+BACKGROUND = ("flow", "leave")  # workers that wait on screens: not waited for when leaving
+
+
+class TerminalGone(Message):
+    """The terminal went away, or SIGHUP/SIGTERM arrived: leave without asking."""
+
+    def __init__(self, why: str, code: int) -> None:
+        super().__init__()
+        self.why = why
+        self.code = code
+
+
+class _ScreenOutput:
+    """What textual's writer thread writes the screen into. A write to a terminal that hung up
+    fails (EIO); uncaught, that ends the writer thread, its queue (30 writes) fills and the app
+    blocks for good on the next write, unable even to quit. Here the write is dropped and the
+    failure reported once."""
+
+    def __init__(self, file: TextIO, failed: Callable[[str], None]) -> None:
+        self._file = file
+        self._failed = failed
+
+    def write(self, text: str) -> int:
+        try:
+            return self._file.write(text)
+        except OSError as exc:
+            self._failed(f"the terminal cannot be written: {exc.strerror or exc}")
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self._failed(f"the terminal cannot be written: {exc.strerror or exc}")
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+
+class TerminalDriver(LinuxDriver):
+    """textual's Linux driver, and a TerminalGone message to the app when the terminal goes."""
+
+    def __init__(self, app: App[Any], **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        screen = self._file
+        assert screen is not None, "no stderr to draw on"
+        self._file = _ScreenOutput(screen, self._write_failed)  # type: ignore[assignment]
+        self._ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+        self._reported = threading.Event()
+        self._hung_up = False
+        self._wake: tuple[int, int] | None = None
+        self._watcher: threading.Thread | None = None
+        self._old_handlers: dict[signal.Signals, Any] = {}
+
+    def start_application_mode(self) -> None:
+        super().start_application_mode()  # type: ignore[no-untyped-call]
+        loop = asyncio.get_running_loop()
+        for sig in LEAVE_SIGNALS:
+            self._old_handlers[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, self._report, f"{sig.name} arrived", 128 + sig)
+        self._wake = os.pipe2(os.O_CLOEXEC)
+        self._watcher = threading.Thread(target=self._watch, name="terminal-watch", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        if self._wake is not None and self._watcher is not None:
+            os.write(self._wake[1], b"x")
+            self._watcher.join()
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
+        loop = asyncio.get_running_loop()
+        for sig, old in self._old_handlers.items():
+            loop.remove_signal_handler(sig)
+            # after a hangup the caller's cleanup (the demo's loop devices) must not be cut
+            # short by the SIGHUP a shell sends its jobs when it goes
+            signal.signal(sig, signal.SIG_IGN if self._hung_up else old)
+        self._old_handlers.clear()
+        super().close()
+
+    def _watch(self) -> None:
+        """Block until a tty hangs up (POLLHUP and POLLERR are always polled) or ``close``."""
+        assert self._wake is not None
+        poller = select.poll()
+        for fd in self._ttys:
+            poller.register(fd, 0)
+        poller.register(self._wake[0], select.POLLIN)
+        if any(fd != self._wake[0] for fd, _ in poller.poll()):
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """/dev/null in place of the dead tty: reads give EOF, and what is still written on the
+        way out (the screen's last frames, an error printed at exit) goes nowhere, no EIO."""
+        self._hung_up = True
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        for fd in self._ttys:
+            os.dup2(null, fd)
+        os.close(null)
+        self._report("the terminal hung up", HANGUP_CODE)
+
+    def _write_failed(self, why: str) -> None:
+        self._report(why, HANGUP_CODE)
+
+    def _report(self, why: str, code: int) -> None:
+        if not self._reported.is_set():
+            self._reported.set()
+            self._app.post_message(TerminalGone(why, code))
 
 
 class ClonebayApp(App[int]):
@@ -49,6 +174,10 @@ class ClonebayApp(App[int]):
         self.watch_disks = watch_disks
         self.stop_watching = threading.Event()
         self.hotplug_changes = 0
+        self.leaving = False
+
+    def get_driver_class(self) -> type[Driver]:
+        return TerminalDriver  # a test's headless run uses textual's headless driver instead
 
     def on_mount(self) -> None:
         self.push_screen(HomeScreen())
@@ -118,6 +247,29 @@ class ClonebayApp(App[int]):
     def _quit_answered(self, leave: bool | None) -> None:
         if leave:
             self.exit(0)
+
+    def on_terminal_gone(self, message: TerminalGone) -> None:
+        logging.getLogger(__name__).info("leaving: %s", message.why)
+        self.leave(message.code)
+
+    def leave(self, code: int) -> None:
+        """Quit without asking, as on quit: every job is cancelled (each job screen holds its
+        cancel Event as ``cancel``) and waited for, then the app exits with ``code``."""
+        if self.leaving:
+            return
+        self.leaving = True
+        self.stop_watching.set()
+        for screen in self.screen_stack:
+            cancel = getattr(screen, "cancel", None)
+            if isinstance(cancel, threading.Event):
+                cancel.set()
+        self.run_worker(self._exit_when_idle(code), group="leave", exit_on_error=False)
+
+    async def _exit_when_idle(self, code: int) -> None:
+        """Exit once no worker but the flows runs (a job's error is its screen's business)."""
+        while busy := [w for w in self.workers if w.group not in BACKGROUND and w.is_running]:
+            await asyncio.gather(*(w.wait() for w in busy), return_exceptions=True)
+        self.exit(return_code=code)
 
 
 def run_tui(disk_paths: list[str] | None = None, image_dir: str | None = None) -> int:
