@@ -203,9 +203,13 @@ class Overlay:
     def flush(self) -> None:
         """Make every write so far durable in the scratch folder (journal last)."""
         with self._lock:
-            for fd in self._fds.values():
-                os.fsync(fd)
-            os.fsync(self._journal)
+            try:
+                for fd in self._fds.values():
+                    os.fsync(fd)
+                os.fsync(self._journal)
+            except OSError as exc:  # written bytes may be lost: as a failed write
+                self._fail(f"flushing the scratch area: {exc}", exc)
+                raise
 
     def dirty_ranges(self, region: str) -> list[tuple[int, int]]:
         size = self.reader.region(region).size
