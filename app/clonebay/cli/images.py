@@ -63,13 +63,17 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     )
     image = stdin_stream() if args.image == "-" else args.image
     if args.dry_run:
-        plan = jobs.restore_plan(image, args.target, args.region, Grow(args.grow))
+        plan = jobs.restore_plan(
+            image, args.target, args.region, Grow(args.grow), whole_disk=args.whole_disk
+        )
         emit_result(args, plan.as_dict(), plan.text())
         return 0
     if isinstance(image, str) and not args.yes and os.path.exists(args.target):
         # The plan's refusals (too small, a region that is not there) before the question;
         # a stream on stdin cannot be read twice (and is no terminal: only --yes goes on).
-        jobs.restore_plan(image, args.target, args.region, Grow(args.grow))
+        jobs.restore_plan(
+            image, args.target, args.region, Grow(args.grow), whole_disk=args.whole_disk
+        )
     confirm(args, args.target)
     view = ProgressView(args.json)
     try:

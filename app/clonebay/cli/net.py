@@ -210,11 +210,14 @@ def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
 
 
 def _cmd_receive(args: argparse.Namespace) -> int:
-    from clonebay.engine import multicast
+    from clonebay.engine import jobs, multicast
     from clonebay.net.receiver import ReceiveConfig
 
     # Before listening: the session's plan comes with its first records, and a receiver that
-    # stopped at a question then would hold up every other receiver of the session.
+    # stopped at a question then would hold up every other receiver of the session. The
+    # guard's refusals come first, so nobody answers "yes" for a target that cannot be written.
+    if os.path.exists(args.target):
+        jobs.check_target(args.target)
     confirm(args, args.target)
     key, _ = _key(args, sender=False)
     if args.listen:

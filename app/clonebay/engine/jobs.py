@@ -18,9 +18,16 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
 from clonebay.engine.restore.directory import restore as restore_directory
-from clonebay.engine.restore.placements import RestoreOptions, placements_for
+from clonebay.engine.restore.placements import (
+    RestoreOptions,
+    needed_size,
+    placements_for,
+    restore_job,
+    single_partition,
+)
 from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
 from clonebay.engine.save import SaveOptions, save
+from clonebay.engine.target import checks
 from clonebay.engine.verify import verify_image as verify_directory
 from clonebay.engine.verify import verify_stream, verify_target
 from clonebay.imaging.manifest import Manifest
@@ -28,7 +35,6 @@ from clonebay.imaging.reader import ImageReader, VerifyReport
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.imaging.stream_read import StreamEnd, StreamReader
 from clonebay.model import Progress
-from clonebay.system.blockdev import device_size
 from clonebay.units import human_size
 
 __all__ = [
@@ -116,22 +122,37 @@ def save_plan(source: str, partition: int | None = None) -> JobPlan:
 
 
 def restore_plan(
-    image: str | IO[bytes], target: str, region: str | None = None, grow: Grow = Grow.NONE
+    image: str | IO[bytes],
+    target: str,
+    region: str | None = None,
+    grow: Grow = Grow.NONE,
+    *,
+    whole_disk: bool = False,
 ) -> JobPlan:
-    """Where ``restore`` would write each region (checks the target's size; writes nothing).
-    With ``grow`` and a larger target, partitions get the places and sizes of engine/layout/plan.py.
+    """Where ``restore`` would write each region, after every refusal the restore would make
+    before its first write (the guard, size, sector size, a single volume over a partitioned
+    disk); writes nothing. With ``grow`` and a larger target, partitions get the places and
+    sizes of engine/layout/plan.py.
 
     A stream's plan needs only its MANIFEST record (the rest of the stream is not read)."""
     manifest = _manifest_before_data(image)
-    if os.path.exists(target):
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            size = device_size(fd)
-        finally:
-            os.close(fd)
-    else:
-        size = manifest.source.size
+    region = region or single_partition(manifest)
+    size = checks.target_size(target, needed_size(manifest, region))
     placements, grown = placements_for(manifest, size, region, grow)
+    options = RestoreOptions(region=region, grow=grow, whole_disk=whole_disk)
+    planned = {p.region.name: p.region.used_bytes for p in placements}
+    job = restore_job(
+        "restore",
+        manifest,
+        target,
+        placements=placements,
+        grown=grown,
+        options=options,
+        planned=planned,
+        region=region,
+    )
+    checks.preflight(None, target)
+    checks.check_job(job, size)
     sizes: dict[str, int] = {}
     notes: list[str] = []
     if not isinstance(image, str) or is_stream_file(image):
@@ -156,6 +177,12 @@ def restore_plan(
     )
     name = image if isinstance(image, str) else "-"
     return JobPlan(f"restore {name} -> {target} ({human_size(size)})", lines, tuple(notes))
+
+
+def check_target(target: str) -> None:
+    """The guard's refusals for a target a job will write (mounted, held, the live medium,
+    stacked on something in use); for a receiver, before it joins a session."""
+    checks.preflight(None, target)
 
 
 def _grow_note(before: int, after: int) -> str:

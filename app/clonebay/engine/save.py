@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import IO
 
-from clonebay.engine.inspect import inspect_disk
+from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
+from clonebay.errors import ClonebayError, UsageError
 from clonebay.fs import extents
+from clonebay.imaging import spec
 from clonebay.imaging.codec import EncodedChunk, encode_chunk
 from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.imaging.regionlog import entry_fields, region_entry
@@ -125,28 +127,71 @@ def save(
 ) -> Manifest:
     """Save ``source`` into the image directory ``image``, or as a stream into the binary file
     object ``image`` (stdout, a pipe, a socket file); returns the manifest written."""
+    _check_options(options)
     report = inspect_disk(source)
     regions = source_regions(report, options.partition)
     entries = region_entries(regions)
-    codec = options.codec
     with SourceDevice(source) as src, _open_writer(image, options) as writer:
-        table = table_as_data(report) if options.partition is None else TableInfo()
-        info = _source_info(source, src.size, src.fd, options.partition)
-        writer.declare(entries, source=info, table=table)
-        sink = _RegionSink(writer, entries)
-        pipe: Pipeline[EncodedChunk] = Pipeline(
-            lambda c: encode_chunk(c.data, codec),
-            sink,
-            workers=options.workers,
-            buffers=options.workers * 2 + 2,
-            chunk_size=options.chunk_size,
-            cancel=cancel,
-            progress=progress,
+        try:
+            return _save_into(
+                writer,
+                src,
+                report=report,
+                regions=regions,
+                entries=entries,
+                options=options,
+                progress=progress,
+                cancel=cancel,
+            )
+        except ClonebayError as exc:
+            where = image if isinstance(image, str) else "the stream"
+            exc.message += (
+                f"\nthe save stopped: {where} is incomplete (it has no manifest.json): delete"
+                " it and save again"
+                if isinstance(image, str)
+                else f"\nthe save stopped: {where} is incomplete (it has no END record)"
+            )
+            raise
+
+
+def _check_options(options: SaveOptions) -> None:
+    smallest = spec.PACK_HEADER.size + spec.FRAME_HEADER.size + options.chunk_size
+    if not smallest <= options.pack_limit <= spec.MAX_PACK_SIZE:
+        raise UsageError(
+            f"a pack limit of {options.pack_limit} bytes is outside what a pack can hold"
+            f" ({smallest} bytes to 4 GiB - 1)"
         )
-        totals = {r.name: r.used_bytes for r in regions}
-        pipe.run(chunk_tasks(regions, src.fd, options.chunk_size), totals)
-        sink.advance_to(None)
-        return writer.finish(source=info, table=table, warnings=report.warnings)
+
+
+def _save_into(
+    writer: ImageWriter | StreamWriter,
+    src: SourceDevice,
+    *,
+    report: DiskReport,
+    regions: list[SourceRegion],
+    entries: list[RegionEntry],
+    options: SaveOptions,
+    progress: Callable[[Progress], None] | None,
+    cancel: threading.Event | None,
+) -> Manifest:
+    codec = options.codec
+    table = table_as_data(report) if options.partition is None else TableInfo()
+    info = _source_info(src.path, src.size, src.fd, options.partition)
+    writer.declare(entries, source=info, table=table)
+    sink = _RegionSink(writer, entries)
+    pipe: Pipeline[EncodedChunk] = Pipeline(
+        lambda c: encode_chunk(c.data, codec),
+        sink,
+        workers=options.workers,
+        buffers=options.workers * 2 + 2,
+        chunk_size=options.chunk_size,
+        cancel=cancel,
+        progress=progress,
+    )
+    totals = {r.name: r.used_bytes for r in regions}
+    pipe.run(chunk_tasks(regions, src.fd, options.chunk_size), totals)
+    sink.advance_to(None)
+    return writer.finish(source=info, table=table, warnings=report.warnings)
 
 
 def _open_writer(image: str | IO[bytes], options: SaveOptions) -> ImageWriter | StreamWriter:
