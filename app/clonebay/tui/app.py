@@ -97,9 +97,11 @@ class TerminalDriver(LinuxDriver):
         assert screen is not None, "no stderr to draw on"
         self._file = _ScreenOutput(screen, self._write_failed)  # type: ignore[assignment]
         self._ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
-        self._reported = threading.Event()
+        self._lock = threading.Lock()
+        self._reported = False
         self._hung_up = False
         self._wake: tuple[int, int] | None = None
+        self._quiet_input = -1  # after a hangup: the write end of the empty pipe read as input
         self._watcher: threading.Thread | None = None
         self._old_handlers: dict[signal.Signals, Any] = {}
 
@@ -107,11 +109,21 @@ class TerminalDriver(LinuxDriver):
         super().start_application_mode()  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
         for sig in LEAVE_SIGNALS:
-            self._old_handlers[sig] = signal.getsignal(sig)
-            loop.add_signal_handler(sig, self._report, f"{sig.name} arrived", 128 + sig)
+            old = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, self._report, f"{sig.name} arrived", 128 + sig)
+            except (RuntimeError, ValueError):  # not the main thread: the tty watch remains
+                break
+            self._old_handlers[sig] = old
         self._wake = os.pipe2(os.O_CLOEXEC)
         self._watcher = threading.Thread(target=self._watch, name="terminal-watch", daemon=True)
         self._watcher.start()
+
+    def run_input_thread(self) -> None:
+        try:
+            super().run_input_thread()
+        except OSError as exc:  # EIO: the tty is going away (the watch may not have seen it yet)
+            self._report(f"the terminal cannot be read: {exc.strerror or exc}", HANGUP_CODE)
 
     def close(self) -> None:
         if self._wake is not None and self._watcher is not None:
@@ -120,9 +132,16 @@ class TerminalDriver(LinuxDriver):
             for fd in self._wake:
                 os.close(fd)
             self._wake = None
-        loop = asyncio.get_running_loop()
+        if self._quiet_input >= 0:  # textual's input thread is done: stdin may give EOF now
+            os.close(self._quiet_input)
+            self._quiet_input = -1
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         for sig, old in self._old_handlers.items():
-            loop.remove_signal_handler(sig)
+            if loop is not None:
+                loop.remove_signal_handler(sig)
             # after a hangup the caller's cleanup (the demo's loop devices) must not be cut
             # short by the SIGHUP a shell sends its jobs when it goes
             signal.signal(sig, signal.SIG_IGN if self._hung_up else old)
@@ -140,22 +159,30 @@ class TerminalDriver(LinuxDriver):
             self._hang_up()
 
     def _hang_up(self) -> None:
-        """/dev/null in place of the dead tty: reads give EOF, and what is still written on the
-        way out (the screen's last frames, an error printed at exit) goes nowhere, no EIO."""
+        """Quiet files in place of the dead tty: the input is an empty pipe (a hung-up tty
+        gives EOF at once, and textual's input thread would spin on it until the app is gone;
+        non-blocking, so a read the thread had already decided on fails with EAGAIN and ends it
+        instead of waiting for ever), and what is still written on the way out (the last
+        frames, an error printed at exit) goes to /dev/null instead of failing with EIO."""
         self._hung_up = True
+        read_end, self._quiet_input = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)  # closed by close()
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         for fd in self._ttys:
-            os.dup2(null, fd)
+            os.dup2(read_end if fd == self.fileno else null, fd)
         os.close(null)
+        os.close(read_end)
         self._report("the terminal hung up", HANGUP_CODE)
 
     def _write_failed(self, why: str) -> None:
         self._report(why, HANGUP_CODE)
 
     def _report(self, why: str, code: int) -> None:
-        if not self._reported.is_set():
-            self._reported.set()
-            self._app.post_message(TerminalGone(why, code))
+        """Tell the app once (the watch, the writer thread and a signal may all notice)."""
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+        self._app.post_message(TerminalGone(why, code))
 
 
 class ClonebayApp(App[int]):
