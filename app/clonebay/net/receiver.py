@@ -2,7 +2,7 @@
 
 The receiver listens on the group, takes the first authentic ANNOUNCE, connects to the
 sender's back channel and gets WELCOME and the catalog (every object's size; the rest is the
-engine's). The connection is bound to a nonce this receiver chose (net/control.py), and the
+engine's). The connection is bound to a nonce this receiver chose (net/joining.py), and the
 WELCOME gives the nonce of the session's data key, so only DATA of the sender that answered on
 that connection passes its tag: a recorded session replayed onto the group is refused. A
 session whose back channel fails its tag is ignored from then on; one whose back channel cannot
@@ -31,14 +31,14 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clonebay import __version__
 from clonebay.errors import CancelledError, ClonebayError
 from clonebay.net import protocol as p
-from clonebay.net.control import Channel, open_channel
+from clonebay.net.control import Channel
+from clonebay.net.joining import alive, join
 from clonebay.net.peers import parse_catalog_message
 from clonebay.net.repair import Partial, Retries, missing_ranges
 
@@ -60,9 +60,6 @@ REORDER = 64  # datagrams behind the newest one before a missing one counts as l
 NAK_EVERY = 0.1  # seconds, times a jitter in [0.5, 1.5), times receivers / 16 (at least 1)
 STATUS_EVERY = 0.5
 MAX_NAK_RANGES = p.MAX_NAK_RANGES  # 256 KiB of ranges in one message; the rest waits
-ALIVE_EVERY = 0.5  # s between ALIVE messages while the plan is made (the sender waits 30 s)
-CONNECT_TIMEOUT = 10.0  # s to connect and get the sender's greeting and WELCOME
-LIMITS = {p.M_WELCOME: p.WELCOME.size, p.M_CATALOG: 0}  # CATALOG: as WELCOME says
 COALESCE = 0.005  # s to pause once the socket is empty: ~100 datagrams gather at 30 MB/s
 DRAIN = 512  # datagrams taken in one go before the timers (NAK, status) get a turn
 RCVBUF = 16 << 20  # ~11,000 datagrams: a 0.3 s stall at 50 MB/s loses nothing
@@ -191,7 +188,7 @@ class Receiver:
             sizes, _, catalog = parse_catalog_message(message[1])
             self._setup(sizes)
             self.state = "joined"
-            with self._alive(channel):
+            with alive(channel):
                 sink.prepare(catalog, sizes)
             channel.send(p.M_READY, b"")
             threading.Thread(target=self._watch, args=(channel,), daemon=True).start()
@@ -268,55 +265,10 @@ class Receiver:
             return d.session, announce.port
 
     def _connect(self, port: int, session: int) -> Channel:
-        """Connect, greet, say HELLO and take the sender's WELCOME (which must pass its tag
-        under a key bound to this receiver's nonce): the channel, ready for the CATALOG."""
-        sock = socket.create_connection((self.sender, port), timeout=CONNECT_TIMEOUT)
-        try:
-            channel = open_channel(
-                sock,
-                self.config.key,
-                session,
-                p.FROM_RECEIVER,
-                limits=dict(LIMITS),
-                timeout=CONNECT_TIMEOUT,
-            )
-            hello = {"name": self.config.name or socket.gethostname(), "version": __version__}
-            channel.send(p.M_HELLO, json.dumps(hello).encode())
-            message = channel.recv()
-            if message is None or message[0] != p.M_WELCOME:
-                raise p.ProtocolError("the sender closed the connection before its WELCOME")
-        except BaseException:
-            sock.close()
-            raise
-        nonce, catalog_size = p.WELCOME.unpack(message[1])
-        if catalog_size > p.MAX_CATALOG:
-            channel.close()
-            raise p.ProtocolError(f"the sender announces a catalog of {catalog_size} bytes")
-        channel.limits = {p.M_CATALOG: catalog_size}
-        channel.deadline = None
-        sock.settimeout(None)
+        joined = join(self.sender, port, self.config.key, session, self.config.name)
         self.session = session
-        self.data_tagger = p.Tagger(p.data_key(self.config.key, session, nonce))
-        return channel
-
-    @contextlib.contextmanager
-    def _alive(self, channel: Channel) -> Iterator[None]:
-        """While the engine plans (it may zero runs of a large disk): ALIVE every ALIVE_EVERY
-        seconds, so the sender does not take this receiver for a silent one."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            with contextlib.suppress(OSError):
-                while not stop.wait(ALIVE_EVERY):
-                    channel.send(p.M_ALIVE, b"")
-
-        thread = threading.Thread(target=beat, name="clonebay-alive", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        self.data_tagger = p.Tagger(joined.data_key)
+        return joined.channel
 
     def _setup(self, sizes: list[int]) -> None:
         self.sizes = sizes
