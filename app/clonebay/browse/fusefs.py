@@ -7,7 +7,9 @@ drivers come back to the same metadata (superblock, group descriptors, $MFT, the
 and again. On top of these files the system's own drivers mount each filesystem (mounts.py).
 
 In edit mode the files are writable and writes go to a copy-on-write overlay (cow.py); the
-image itself is never written by the view.
+image itself is never written by the view. A write is whole or fails (ENOSPC when the scratch
+area is full, EIO when the image could not be read for the copy-up), and after one failure
+every write of that edit fails: it can no longer be committed.
 
 A damaged frame gives EIO for the read that met it, never wrong bytes, and the view stays up.
 The message (file, region, offset, what is wrong) goes to the view's log and into
@@ -109,11 +111,8 @@ class PartitionsFS(mfusepy.Operations):  # type: ignore[misc]
             raise mfusepy.FuseOSError(errno.EROFS)
         name = path[1:]
         try:
-            return self.overlay.write(name, offset, data)
-        except ImageError as exc:
-            self._error(f"write to {name} at {offset}: copying the chunk up failed: {exc}")
-            raise mfusepy.FuseOSError(errno.EIO) from None
-        except OSError as exc:
+            return self.overlay.write(name, offset, data)  # all of it, or OSError
+        except OSError as exc:  # ENOSPC: the scratch area is full (the edit is over)
             self._error(f"write to {name} at {offset}: {exc}")
             raise mfusepy.FuseOSError(exc.errno or errno.EIO) from None
 
