@@ -1,6 +1,5 @@
-"""The back channel's limits against well-behaved receivers, on loopback: a receiver whose plan
-takes longer than the sender's idle timeout is kept (it sends ALIVE meanwhile), and a receiver
-that lacks more ranges than a NAK may hold asks for them in NAKs the sender accepts."""
+"""The back channel's idle timeout against a well-behaved receiver, on loopback: a receiver whose
+plan and finish take longer than the sender's idle timeout is kept (it sends ALIVE meanwhile)."""
 
 from __future__ import annotations
 
@@ -30,8 +29,9 @@ class Objects:
         return self.bodies[number]
 
 
-class SlowPlan:
-    """A sink whose plan takes ``seconds`` (as the engine's can, zeroing a large disk)."""
+class SlowSink:
+    """A sink whose plan and finish take ``seconds`` each (as the engine's can: zeroing runs of
+    a large disk, fsync and --verify)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -44,17 +44,18 @@ class SlowPlan:
         self.objects[number] = bytes(body)
 
     def finish(self) -> list[str]:
+        time.sleep(self.seconds)  # the slow fsync and verify under test
         return []
 
 
-def test_receiver_planning_longer_than_the_idle_timeout_is_kept() -> None:
+def test_receiver_planning_and_finishing_longer_than_the_idle_timeout_is_kept() -> None:
     place = Place()
     source = Objects()
     sender = Sender(place.send_config(idle_timeout=1.5), source)
     cancel = threading.Event()
     sending = Worker("sender", lambda: sender.run(None, cancel))
     try:
-        sink = SlowPlan(3.5)
+        sink = SlowSink(3.0)
         receiver = Receiver(place.receive_config("slow", join_timeout=30))
         receiving = Worker("receiver", lambda: receiver.run(sink))
         receiving.result(60)

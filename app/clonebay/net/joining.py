@@ -1,7 +1,7 @@
 """A receiver's side of the back channel before data flows (docs/multicast.md §5, §6): connect,
 greet, say HELLO, and take the sender's WELCOME, which must pass its tag under a connection key
-bound to the nonce this receiver just drew; then, while the engine plans the restore, ALIVE
-messages so the sender does not take the receiver for a silent one.
+bound to the nonce this receiver just drew; and, while the engine plans the restore or finishes
+it (fsync, --verify), ALIVE messages so the sender does not take the receiver for a silent one.
 
 A WELCOME that fails its tag raises ``AuthenticationError`` (a recorded session replayed, or not
 our sender: the receiver ignores that session from then on); a connection refused, closed or
@@ -23,7 +23,7 @@ from clonebay.net import protocol as p
 from clonebay.net.control import Channel, open_channel
 
 CONNECT_TIMEOUT = 10.0  # s to connect and get the sender's greeting and WELCOME
-ALIVE_EVERY = 0.5  # s between ALIVE messages while the plan is made (the sender waits 30 s)
+ALIVE_EVERY = 0.5  # s between ALIVE messages while planning or finishing (the sender waits 30 s)
 LIMITS = {p.M_WELCOME: p.WELCOME.size}  # then CATALOG, of the length the WELCOME says
 
 
@@ -59,8 +59,8 @@ def join(address: str, port: int, key: bytes, session: int, name: str) -> Joined
 
 @contextlib.contextmanager
 def alive(channel: Channel) -> Iterator[None]:
-    """ALIVE every ALIVE_EVERY seconds while the block runs (the engine plans the restore and
-    may zero runs of a large disk meanwhile)."""
+    """ALIVE every ALIVE_EVERY seconds while the block runs (the engine plans the restore, and
+    may zero runs of a large disk meanwhile, or finishes it: fsync, --verify)."""
     stop = threading.Event()
 
     def beat() -> None:

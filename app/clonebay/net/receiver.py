@@ -196,7 +196,8 @@ class Receiver:
             self._receive(channel, sink, cancel)
             self.state = "finishing"
             self._report(channel)
-            warnings = sink.finish()
+            with alive(channel):  # fsync and --verify may take minutes
+                warnings = sink.finish()
         except ClonebayError as exc:
             self.state = "failed"
             self._result(channel, False, exc.message, exc.exit_code, [])
