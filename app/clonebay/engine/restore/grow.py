@@ -16,12 +16,21 @@ from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.model import CopyMethod, Volume, VolumeState
 
 
-def _volume(region: RegionEntry) -> Volume:
+def region_volume(region: RegionEntry) -> Volume:
+    """The volume a save recorded for a region (no extents: the image's index has them)."""
     try:
         state = VolumeState(region.state)
     except ValueError:
         state = VolumeState.UNKNOWN
-    return Volume(region.fstype, region.size, (), CopyMethod(region.copy), state)
+    return Volume(
+        region.fstype,
+        region.size,
+        (),
+        CopyMethod(region.copy),
+        state,
+        reason=region.reason,
+        notes=tuple(region.notes),
+    )
 
 
 def growth_plan(manifest: Manifest, target_size: int, grow: Grow) -> Plan | None:
@@ -35,6 +44,6 @@ def growth_plan(manifest: Manifest, target_size: int, grow: Grow) -> Plan | None
     for region in manifest.regions:
         number = region.partition or 0
         if region.kind == "partition" and number:
-            volumes[number] = _volume(region)
+            volumes[number] = region_volume(region)
     plan = plan_layout(table, volumes, target_size, grow, "the image")
     return None if plan.same_layout else plan

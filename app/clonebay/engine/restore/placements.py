@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from clonebay.engine.layout.plan import Grow, Plan
-from clonebay.engine.layout.states import EDITABLE
-from clonebay.engine.restore.grow import growth_plan
+from clonebay.engine.layout.states import EDITABLE, state_note
+from clonebay.engine.restore.grow import growth_plan, region_volume
 from clonebay.engine.target import RegionPlan, TargetJob
 from clonebay.errors import TargetTooSmallError
 from clonebay.imaging.manifest import Manifest, RegionEntry
@@ -155,9 +155,10 @@ def restore_job(
     )
     table = manifest.table
     notes = tuple(
-        f"{r.name}: {r.fstype or 'data'} copied raw: {r.reason}"
-        for r in manifest.regions
-        if r.kind == "partition" and r.copy == "raw" and r.reason
+        note
+        for p in placements
+        if p.region.kind != "raw-area"
+        and (note := state_note(p.region.name, region_volume(p.region)))
     )
     return TargetJob(
         what,
