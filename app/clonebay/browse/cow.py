@@ -111,8 +111,8 @@ class Overlay:
             self._check_base(json.loads(base.read_text()))
         else:
             base.write_text(json.dumps({"manifest_xxh3": manifest_digest(reader.path)}))
-        self._status = _open_status(scratch / STATUS)
         entries, complete = _read_journal(scratch / JOURNAL)
+        self._status = _open_status(scratch / STATUS)
         for region, index in entries:
             self.dirty.setdefault(region, set()).add(index)
         self._journal = os.open(
