@@ -230,7 +230,12 @@ class ClonebayApp(App[int]):
     # --- the one error handler --------------------------------------------------------------
 
     def show_error(self, error: BaseException) -> None:
-        """Every worker error ends here: a modal with the error's title and text."""
+        """Every worker error ends here: a modal with the error's title and text (none once
+        the app is leaving: the terminal is gone, and a screen mounting as the app exits races
+        its own teardown)."""
+        if self.leaving:
+            logging.getLogger(__name__).info("while leaving: %s", error)
+            return
         self.push_screen(ErrorModal(error))
 
     def on_worker_error(self, message: WorkerError) -> None:

@@ -37,6 +37,8 @@ MAX_STEPS = 1000  # a flow is a handful of screens; this only bounds the loop
 async def run_job(app: App[Any], services: Services, request: JobRequest) -> None:
     """Progress, then Result (which powers the machine off when asked and all went well)."""
     outcome = await app.push_screen_wait(ProgressScreen(services, request))
+    if getattr(app, "leaving", False):
+        return  # the terminal is gone and the app is on its way out: no screen to show
     power_off = request.power_off and outcome.ok
     await app.push_screen_wait(ResultScreen(outcome, services if power_off else None))
 
