@@ -18,13 +18,7 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
 from clonebay.engine.restore.directory import restore as restore_directory
-from clonebay.engine.restore.placements import (
-    RestoreOptions,
-    needed_size,
-    placements_for,
-    restore_job,
-    single_partition,
-)
+from clonebay.engine.restore.placements import RestoreOptions, plan_target
 from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
 from clonebay.engine.save import SaveOptions, save
 from clonebay.engine.target import checks
@@ -136,21 +130,9 @@ def restore_plan(
 
     A stream's plan needs only its MANIFEST record (the rest of the stream is not read)."""
     manifest = _manifest_before_data(image)
-    region = region or single_partition(manifest)
-    size = checks.target_size(target, needed_size(manifest, region))
-    placements, grown = placements_for(manifest, size, region, grow)
     options = RestoreOptions(region=region, grow=grow, whole_disk=whole_disk)
-    planned = {p.region.name: p.region.used_bytes for p in placements}
-    job = restore_job(
-        "restore",
-        manifest,
-        target,
-        placements=placements,
-        grown=grown,
-        options=options,
-        planned=planned,
-        region=region,
-    )
+    plan = plan_target("restore", manifest, target, options)
+    job, size, placements, grown = plan.job, plan.target_size, plan.placements, plan.grown
     checks.preflight(None, target)
     checks.check_job(job, size)
     sizes: dict[str, int] = {}
@@ -161,7 +143,7 @@ def restore_plan(
         sizes = {f"p{m.number}": m.target_size for m in grown.moves}
         notes.extend(grown.fixups)
         notes.append("the partition table is written anew for the larger disk, last")
-    elif region is None:
+    elif plan.region is None:
         notes.append("raw areas (partition tables) are written last")
     lines = tuple(
         PlanLine(

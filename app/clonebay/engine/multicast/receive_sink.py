@@ -19,13 +19,10 @@ from collections.abc import Callable, Sequence
 from clonebay.engine.multicast.catalog import Catalog, parse_catalog
 from clonebay.engine.restore.placements import (
     RestoreOptions,
-    needed_size,
-    placements_for,
-    restore_job,
-    single_partition,
+    plan_target,
     unreadable_note,
 )
-from clonebay.engine.target import TargetPath, checks
+from clonebay.engine.target import TargetPath
 from clonebay.imaging.codec import DecodeError, decode_payload
 from clonebay.imaging.spec import FLAG_UNREADABLE, ImageError
 from clonebay.model import Progress
@@ -63,22 +60,14 @@ class MulticastRestore:
         cat = parse_catalog(catalog, list(sizes))
         self.catalog = cat
         manifest = cat.manifest
-        region = self.options.region or single_partition(manifest)
-        size = checks.target_size(self.target, needed_size(manifest, region))
-        placements, grown = placements_for(manifest, size, region, self.options.grow)
-        planned = {
-            p.region.name: sum(r.length for r in cat.records[p.region.name]) for p in placements
-        }
-        job = restore_job(
+        plan = plan_target(
             "receive",
             manifest,
             self.target,
-            placements=placements,
-            grown=grown,
-            options=self.options,
-            planned=planned,
-            region=region,
+            self.options,
+            lambda entry: sum(r.length for r in cat.records[entry.name]),
         )
+        job, placements = plan.job, plan.placements
         # the disk works while frames arrive, so the final fsync is short
         path = TargetPath(
             job,

@@ -20,12 +20,11 @@ from clonebay.engine.restore.placements import (
     Placement,
     RestoreOptions,
     needed_size,
-    placements_for,
-    restore_job,
+    plan_target,
     single_partition,
     unreadable_note,
 )
-from clonebay.engine.target import TargetPath, checks
+from clonebay.engine.target import TargetPath
 from clonebay.errors import CancelledError
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.spec import FLAG_UNREADABLE, ImageError, Record
@@ -96,22 +95,14 @@ def restore(
     options = options or RestoreOptions()
     with ImageReader(image) as reader:
         manifest = reader.manifest
-        region = options.region or single_partition(manifest)
-        size = checks.target_size(target, needed_size(manifest, region))
-        placements, grown = placements_for(manifest, size, region, options.grow)
-        planned = {
-            p.region.name: sum(r.length for r in reader.records(p.region.name)) for p in placements
-        }
-        job = restore_job(
+        plan = plan_target(
             "restore",
             manifest,
             target,
-            placements=placements,
-            grown=grown,
-            options=options,
-            planned=planned,
-            region=region,
+            options,
+            lambda entry: sum(r.length for r in reader.records(entry.name)),
         )
+        job, placements = plan.job, plan.placements
         warnings: list[str] = []
         path = TargetPath(job, progress=progress, cancel=cancel)
         with path, path.writing():

@@ -12,13 +12,13 @@ at offset 0 of a partition (or, with ``--whole-disk``, of a whole disk).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from clonebay.engine.layout.plan import Grow, Plan
 from clonebay.engine.layout.states import EDITABLE, state_note
 from clonebay.engine.restore.grow import growth_plan, region_volume
-from clonebay.engine.target import RegionPlan, TargetJob
+from clonebay.engine.target import RegionPlan, TargetJob, checks
 from clonebay.errors import TargetTooSmallError
 from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.imaging.spec import ImageError
@@ -182,3 +182,44 @@ def unreadable_note(region: str, offset: int, length: int) -> str:
         f"region {region}: {length} bytes at offset {offset} were unreadable on the source and"
         " are zeros on the target"
     )
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A restore decided before anything is written: the region restored alone (or None for
+    the whole disk), the target's size, where each region goes, a grown layout, and the job the
+    target path runs."""
+
+    region: str | None
+    target_size: int
+    placements: list[Placement]
+    grown: Plan | None
+    job: TargetJob
+
+
+def plan_target(
+    what: str,
+    manifest: Manifest,
+    target: str,
+    options: RestoreOptions,
+    covered: Callable[[RegionEntry], int] | None = None,
+) -> RestorePlan:
+    """Plan a restore of ``manifest``'s image onto ``target``; ``covered`` gives the bytes a
+    region's records cover (the count check's plan; default: what the save recorded as used)."""
+    region = options.region or single_partition(manifest)
+    size = checks.target_size(target, needed_size(manifest, region))
+    placements, grown = placements_for(manifest, size, region, options.grow)
+    planned = {
+        p.region.name: covered(p.region) if covered else p.region.used_bytes for p in placements
+    }
+    job = restore_job(
+        what,
+        manifest,
+        target,
+        placements=placements,
+        grown=grown,
+        options=options,
+        planned=planned,
+        region=region,
+    )
+    return RestorePlan(region, size, placements, grown, job)

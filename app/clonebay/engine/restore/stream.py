@@ -22,13 +22,10 @@ from typing import IO
 from clonebay.engine.restore.placements import (
     Placement,
     RestoreOptions,
-    needed_size,
-    placements_for,
-    restore_job,
-    single_partition,
+    plan_target,
     unreadable_note,
 )
-from clonebay.engine.target import TargetPath, checks
+from clonebay.engine.target import TargetPath
 from clonebay.errors import CancelledError
 from clonebay.imaging import stream
 from clonebay.imaging.codec import Buffer
@@ -55,24 +52,12 @@ def restore_stream(
     options = options or RestoreOptions()
     reader = StreamReader(source, name)  # header and MANIFEST: nothing written yet
     manifest = reader.manifest
-    region = options.region or single_partition(manifest)
-    size = checks.target_size(target, needed_size(manifest, region))
-    placements, grown = placements_for(manifest, size, region, options.grow)
-    planned = {p.region.name: p.region.used_bytes for p in placements}
-    job = restore_job(
-        "restore",
-        manifest,
-        target,
-        placements=placements,
-        grown=grown,
-        options=options,
-        planned=planned,
-        region=region,
-    )
+    plan = plan_target("restore", manifest, target, options)
+    job = plan.job
     path = TargetPath(job, progress=progress, cancel=cancel)
     with path, path.writing():
         path.begin()
-        apply = _Apply(reader, path, placements, whole_disk=region is None)
+        apply = _Apply(reader, path, plan.placements, whole_disk=plan.region is None)
         apply.run(cancel)
         result = path.finish()
     if is_block_device(target):
