@@ -135,8 +135,11 @@ class TargetPath:
             raise error from exc
 
     def incomplete_note(self) -> str:
-        cleared = " (its old partition table was cleared)" if self.job.whole_disk else ""
-        return f"\nthe {self.job.what} stopped: {self.job.target} is incomplete{cleared}"
+        if self.dev.fresh:
+            why = " (a new file, with no partition table yet)" if self.job.whole_disk else ""
+        else:
+            why = " (its old partition table was cleared)" if self.job.whole_disk else ""
+        return f"\nthe {self.job.what} stopped: {self.job.target} is incomplete{why}"
 
     # -- wipe --------------------------------------------------------------------------------
 
