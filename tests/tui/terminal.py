@@ -20,7 +20,7 @@ DEADLINE = 60.0
 
 
 class Terminal:
-    """One tmux session running a command at 120x40."""
+    """One tmux session running a command at ``width``x40 (120 columns unless said)."""
 
     def __init__(
         self,
@@ -30,6 +30,7 @@ class Terminal:
         *,
         socket: str | None = None,
         status: Path | None = None,
+        width: int = 120,
     ) -> None:
         self.name = name
         self.socket = socket
@@ -39,10 +40,10 @@ class Terminal:
         if status is not None:
             record = f"echo $? > {shlex.quote(str(status))}"
             command = f"trap '' HUP; cd {shlex.quote(str(cwd))} && {run}; {record}"
-        self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "40", command)
+        self.tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", "40", command)
         # the size must not follow other tmux clients or the server's default-size
         self.tmux("set-option", "-t", name, "window-size", "manual")
-        self.tmux("resize-window", "-t", name, "-x", "120", "-y", "40")
+        self.tmux("resize-window", "-t", name, "-x", str(width), "-y", "40")
 
     def tmux(self, *args: str) -> str:
         server = ["-L", self.socket] if self.socket else []

@@ -23,7 +23,9 @@ def test_save_flow_in_tmux(
     images = tmp_path / "images"
     images.mkdir()
     argv = [sys.executable, "-m", "clonebay.tui", "--image-dir", str(images), str(demo_disk.path)]
-    term = Terminal(f"clonebay-test-{os.getpid()}", argv, tmp_path)
+    # wide enough for the Status column beside this machine's disks (the demo disk's long
+    # pytest path, and loop devices other tests may have left behind)
+    term = Terminal(f"clonebay-test-{os.getpid()}", argv, tmp_path, width=170)
     terminal_factory.append(term)
 
     term.wait_for("Save image")

@@ -30,6 +30,14 @@ class DiskRow:
     contents: str = "reading…"
 
 
+MODEL_WIDTH = 32  # a loop device's model is its backing file's path: the status must stay seen
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, its end kept (a path's file name matters most)."""
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
 def row_cells(row: DiskRow) -> list[Text]:
     disk = row.disk
     words = status_words(disk)
@@ -49,7 +57,7 @@ def row_cells(row: DiskRow) -> list[Text]:
     style = "dim" if row.refusal else ""
     cells = [
         Text(disk.path, style=style or "bold"),
-        Text(disk.model or "-", style=style),
+        Text(clip(disk.model or "-", MODEL_WIDTH), style=style),
         Text(disk.serial or "-", style=style),
         Text(human_size(disk.size), style=style, justify="right"),
         Text(disk.transport or "-", style=style),
