@@ -47,14 +47,48 @@ class ReadTask:
     length: int
 
 
+class Lease:
+    """Who still uses a pool buffer: the pipeline until the sink returns, and every holder the
+    sink added (a target writer thread that writes the chunk later). The buffer goes back to the
+    pool when the last one lets go, never earlier: a buffer reused while a target still writes
+    from it would put the next chunk's bytes on that target."""
+
+    def __init__(self, pool: BufferPool, buf: mmap.mmap) -> None:
+        self.pool = pool
+        self.buf = buf
+        self.count = 1
+        self.lock = threading.Lock()
+
+    def hold(self) -> Callable[[], None]:
+        """One more holder; call the returned function exactly once when done with the data."""
+        with self.lock:
+            self.count += 1
+        return self.release
+
+    def release(self) -> None:
+        with self.lock:
+            self.count -= 1
+            last = self.count == 0
+        if last:
+            self.pool.put(self.buf)
+
+
 @dataclass
 class Chunk:
-    """A chunk in flight. ``data`` is a view of a pool buffer, valid until the sink returns."""
+    """A chunk in flight. ``data`` is a view of a pool buffer, valid until the sink returns, or
+    for as long as the sink holds it: ``keep()`` gives a release function to call when done."""
 
     region: str
     offset: int
     data: memoryview
     source_offset: int
+    lease: Lease | None = None
+
+    def keep(self) -> Callable[[], None]:
+        """Keep the data valid after the sink returns (a writer thread writes it later)."""
+        if self.lease is None:
+            raise RuntimeError("this chunk's buffer is not leased")
+        return self.lease.hold()
 
 
 class BufferPool:
@@ -173,7 +207,7 @@ class Pipeline(Generic[T]):
                 )
             got += n
         self.clock.read += time.perf_counter() - started
-        return Chunk(task.region, task.offset, view, task.source_offset)
+        return Chunk(task.region, task.offset, view, task.source_offset, Lease(self.pool, buf))
 
     def _reader(
         self,
@@ -219,8 +253,8 @@ class Pipeline(Generic[T]):
                     self.sink(chunk, result)
                     self.clock.write += time.perf_counter() - started
                     length = chunk.data.nbytes
-                    chunk.data.release()
-                    self.pool.put(buf)
+                    assert chunk.lease is not None and chunk.lease.buf is buf
+                    chunk.lease.release()
                     meter.add(chunk.region, length, self._neck())
                 meter.add(next(iter(totals), ""), 0, self._neck(), final=True)
                 _count_check(totals, meter.done)

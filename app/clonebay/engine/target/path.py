@@ -166,9 +166,17 @@ class TargetPath:
 
     # -- feeding -----------------------------------------------------------------------------
 
-    def put(self, region: str, offset: int, data: Buffer, digest: bytes) -> None:
-        """Queue ``data`` (owned by the path from now on) for ``offset`` of the target."""
-        self._writer().put(lambda: self.write_now(region, offset, data, digest))
+    def put(
+        self,
+        region: str,
+        offset: int,
+        data: Buffer,
+        digest: bytes,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``data`` for ``offset`` of the target. The path owns ``data`` until it is
+        written; ``release`` (if given) is called then, or when the write is skipped."""
+        self._writer().put(lambda: self.write_now(region, offset, data, digest), release)
 
     def put_zero(self, region: str, offset: int, length: int) -> None:
         """Queue a run of zeros (a ZERO or UNREADABLE record, a zero chunk of a raw copy)."""
