@@ -24,7 +24,9 @@ from types import TracebackType
 import xxhash
 
 from clonebay.imaging import spec
-from clonebay.imaging.codec import Buffer, DecodeError, decode_payload, zeros
+from clonebay.imaging.codec import Buffer, zeros
+from clonebay.imaging.frame_check import check_frame, decode_frame, frame_at
+from clonebay.imaging.frame_stream import FrameStream
 from clonebay.imaging.manifest import Manifest, RegionEntry, parse
 from clonebay.imaging.spec import ImageError, IncompleteImageError, Record, where
 
@@ -315,80 +317,74 @@ class ImageReader:
     def _frame(self, name: str, rec: Record) -> Buffer:
         """Read, check and decode the frame ``rec`` points at; ImageError on any mismatch."""
         raw, at = self._read_frame(name, rec)
-        try:
-            return decode_payload(
-                rec.codec, memoryview(raw)[spec.FRAME_HEADER.size :], rec.length, rec.digest
-            )
-        except DecodeError as exc:
-            raise ImageError(f"{at}: {exc}") from None
+        return decode_frame(raw, rec, at)
 
     def _read_frame(self, name: str, rec: Record) -> tuple[bytes, str]:
         """The frame (header + payload) ``rec`` points at, its header checked, and where it is
         (for messages)."""
-        path = str(self._packs.paths[rec.pack])
-        at = f"{where(path, name, rec.offset)}: frame at pack offset {rec.pack_offset}"
-        want = spec.FRAME_HEADER.size + rec.stored_length
+        at = frame_at(self.pack_path(rec.pack), name, rec)
         try:
-            raw = self._packs.pread(rec.pack, want, rec.pack_offset)
+            raw = self._packs.pread(
+                rec.pack, spec.FRAME_HEADER.size + rec.stored_length, rec.pack_offset
+            )
         except OSError as exc:
             raise ImageError(f"{at}: read failed ({exc.strerror or exc})") from None
         with self._stats_lock:
             self.stats.frames_decoded += 1
             self.stats.stored_bytes_read += len(raw)
             self.stats.raw_bytes_decoded += rec.length
-        if len(raw) < want:
-            raise ImageError(f"{at}: pack truncated (needs {want} bytes, found {len(raw)})")
-        header = spec.parse_frame_header(raw, at)
-        found = (header.codec, header.raw_length, header.stored_length, header.digest)
-        expected = (rec.codec, rec.length, rec.stored_length, rec.digest)
-        if found != expected:
-            raise ImageError(
-                f"{at}: frame header (codec, raw length, stored length, xxh3) does not match the"
-                f" index: expected {_fields(expected)}, found {_fields(found)}"
-            )
+        check_frame(raw, rec, at)
         return raw, at
+
+    def pack_path(self, number: int) -> str:
+        """The file of pack ``number``."""
+        return str(self._packs.paths[number])
 
     # -- verify ----------------------------------------------------------------------------
 
-    def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-        """Decode every frame once (in pack order) and check it; report every problem found."""
+    def verify(
+        self, progress: Callable[[int, int], None] | None = None, *, workers: int | None = None
+    ) -> VerifyReport:
+        """Decode every frame once and check it; report every problem found. Frames are taken
+        in pack order, read sequentially and decoded on ``workers`` threads (default: every
+        core; imaging/frame_stream.py); the decoded-frame cache is not used."""
         report = VerifyReport()
         users: dict[tuple[int, int], list[tuple[str, Record]]] = collections.defaultdict(list)
         for region in self.regions:
             for rec in self._records[region.name]:
                 if not rec.flags:
                     users[(rec.pack, rec.pack_offset)].append((region.name, rec))
-        total = sum(spec.FRAME_HEADER.size + u[0][1].stored_length for u in users.values())
+        keys = sorted(users)
+        total = sum(spec.FRAME_HEADER.size + users[key][0][1].stored_length for key in keys)
         done = 0
-        for key in sorted(users):
-            first_name, first = users[key][0]
-            file = self._pack_file(first)
-            damage = None
-            try:
-                report.raw_bytes += len(self._frame(first_name, first))
-            except ImageError as exc:
-                damage = str(exc)
-                report.problems.append(Problem(file, first_name, first.offset, damage))
-            for name, rec in users[key][1:]:
-                if damage is not None:
-                    why = f"uses the damaged frame of region {first_name} offset {first.offset}"
-                elif rec[1:] != first[1:]:
-                    why = f"shares a frame with region {first_name} offset {first.offset}"
-                    why += " but their records differ"
-                else:
-                    continue
-                text = f"{where(file, name, rec.offset)}: {why} (pack offset {rec.pack_offset})"
-                report.problems.append(Problem(file, name, rec.offset, text))
-            report.frames += 1
-            done += spec.FRAME_HEADER.size + first.stored_length
-            report.stored_bytes = done
-            if progress is not None:
-                progress(done, total)
+        paths = [self.pack_path(n) for n in range(len(self.manifest.packs))]
+        with FrameStream(paths, [users[key][0] for key in keys], workers=workers) as stream:
+            for key, decoded in zip(keys, stream, strict=True):
+                first_name, first = users[key][0]
+                file = self.pack_path(first.pack)
+                damage = None
+                try:
+                    report.raw_bytes += len(decoded.result())
+                except ImageError as exc:
+                    damage = str(exc)
+                    report.problems.append(Problem(file, first_name, first.offset, damage))
+                for name, rec in users[key][1:]:
+                    if damage is not None:
+                        why = f"uses the damaged frame of region {first_name} offset {first.offset}"
+                    elif rec[1:] != first[1:]:
+                        why = f"shares a frame with region {first_name} offset {first.offset}"
+                        why += " but their records differ"
+                    else:
+                        continue
+                    text = f"{where(file, name, rec.offset)}: {why} (pack offset {rec.pack_offset})"
+                    report.problems.append(Problem(file, name, rec.offset, text))
+                report.frames += 1
+                done += spec.FRAME_HEADER.size + first.stored_length
+                report.stored_bytes = done
+                if progress is not None:
+                    progress(done, total)
         self._check_tiling(users, report)
         return report
-
-    def _pack_file(self, rec: Record) -> str:
-        return str(self._packs.paths[rec.pack])
 
     def _check_tiling(
         self, users: dict[tuple[int, int], list[tuple[str, Record]]], report: VerifyReport
@@ -459,11 +455,6 @@ class ImageReader:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _fields(values: tuple[int, int, int, bytes]) -> str:
-    codec, raw_length, stored_length, digest = values
-    return f"({codec}, {raw_length}, {stored_length}, {digest.hex()})"
 
 
 def _zero_pieces(length: int) -> Iterator[memoryview]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from clonebay.imaging import spec, stream
-from clonebay.imaging.codec import DecodeError, decode_payload
+from clonebay.imaging.frame_check import decode_frame, frame_at
 from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.regionlog import entry_fields
@@ -164,25 +164,15 @@ class _Packs:
         return str(self.paths[rec.pack])
 
     def frame(self, region: str, rec: Record) -> bytes:
-        at = f"{where(self.file(rec), region, rec.offset)}: frame at pack offset {rec.pack_offset}"
-        size = spec.FRAME_HEADER.size + rec.stored_length
+        at = frame_at(self.file(rec), region, rec)
         try:
             fd = self._fds.get(rec.pack)
             if fd is None:
                 fd = self._fds[rec.pack] = os.open(self.paths[rec.pack], os.O_RDONLY)
-            raw = os.pread(fd, size, rec.pack_offset)
+            raw = os.pread(fd, spec.FRAME_HEADER.size + rec.stored_length, rec.pack_offset)
         except OSError as exc:
             raise ImageError(f"{at}: read failed ({exc.strerror or exc})") from None
-        if len(raw) != size:
-            raise ImageError(f"{at}: pack truncated (needs {size} bytes, found {len(raw)})")
-        head = spec.parse_frame_header(raw, at)
-        if head[:1] + head[2:] != (rec.codec, rec.length, rec.stored_length, rec.digest):
-            raise ImageError(f"{at}: frame header does not match the index record")
-        try:
-            payload = memoryview(raw)[spec.FRAME_HEADER.size :]
-            decode_payload(rec.codec, payload, rec.length, rec.digest)
-        except DecodeError as exc:
-            raise ImageError(f"{at}: {exc}") from None
+        decode_frame(raw, rec, at)
         return raw
 
     def __enter__(self) -> _Packs:
