@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from clonebay.engine.restore.placements import (
     Placement,
@@ -25,7 +25,8 @@ from clonebay.engine.restore.placements import (
     unreadable_note,
 )
 from clonebay.engine.target import TargetPath
-from clonebay.errors import CancelledError
+from clonebay.imaging.codec import Buffer
+from clonebay.imaging.frame_stream import region_frames
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.spec import FLAG_UNREADABLE, ImageError, Record
 from clonebay.model import Progress
@@ -37,24 +38,14 @@ __all__ = ["RestoreOptions", "check_frames", "needed_size", "restore", "single_p
 
 def _decoded(
     reader: ImageReader, placements: list[Placement], workers: int, cancel: threading.Event
-) -> Iterator[tuple[Placement, Record, Future[bytes] | None]]:
-    """(placement, record, future of its bytes) in write order, decoding a few ahead."""
-    depth = workers * 2
-    with ThreadPoolExecutor(workers, thread_name_prefix="clonebay-decode") as pool:
-        window: list[tuple[Placement, Record, Future[bytes] | None]] = []
-        for place in placements:
-            for rec in reader.records(place.region.name):
-                if cancel.is_set():
-                    raise CancelledError("restore cancelled")
-                fut = (
-                    None
-                    if rec.flags
-                    else pool.submit(reader.read_at, place.region.name, rec.offset, rec.length)
-                )
-                window.append((place, rec, fut))
-                if len(window) > depth:
-                    yield window.pop(0)
-        yield from window
+) -> Iterator[tuple[Placement, Record, Future[Buffer] | None]]:
+    """(placement, record, future of its bytes) in write order: the packs read sequentially and
+    decoded on ``workers`` threads ahead of the writer (imaging/frame_stream.py), never through
+    the reader's browsing cache. None for ZERO and UNREADABLE records."""
+    place_of = {place.region.name: place for place in placements}
+    plan = [(name, reader.records(name)) for name in place_of]
+    for name, rec, fut in region_frames(reader, plan, workers=workers, cancel=cancel):
+        yield place_of[name], rec, fut
 
 
 def check_frames(
