@@ -185,11 +185,13 @@ class FrameStream:
             target=self._read_all, args=(self._pool,), name="clonebay-packs", daemon=True
         )
         self._thread.start()
+        finished = False
         try:
             for _ in self.frames:
                 yield self._next(self._thread)
+            finished = True
         finally:
-            self.close()
+            self.close(drop_pending=not finished)
 
     def _next(self, thread: threading.Thread) -> Future[Buffer]:
         while True:
@@ -255,13 +257,14 @@ class FrameStream:
         future.cancel()
         return False
 
-    def close(self) -> None:
-        """Stop the reader and the decoders (frames not taken are dropped)."""
+    def close(self, *, drop_pending: bool = True) -> None:
+        """Stop the reader and the decoders. Futures not decoded yet are cancelled, unless every
+        frame was handed out (the caller may still hold them): then they are waited for."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=drop_pending)
 
     def __enter__(self) -> FrameStream:
         return self
@@ -292,6 +295,7 @@ def region_frames(
                 if cancel.is_set():
                     raise CancelledError("cancelled by the user")
                 yield name, rec, None if rec.flags else next(futures)
+        next(futures, None)  # none left: the stream ends as finished, keeping the caller's futures
 
 
 def _failed(exc: BaseException) -> Future[Buffer]:
