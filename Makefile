@@ -11,8 +11,11 @@ APT_PACKAGES := e2fsprogs ntfs-3g dosfstools mtools fdisk gdisk parted libparted
 	partclone util-linux python3-venv python3-dev gcc attr udev lz4 fuse3 kmod \
 	cryptsetup-bin lvm2 tmux iproute2 iptables udpcast ethtool
 
+# Bench-only packages (bench/compare.py's peers: Clonezilla, zstd); not needed by the tests.
+BENCH_APT_PACKAGES := clonezilla drbl zstd partclone lz4 ntfs-3g e2fsprogs gdisk dosfstools
+
 .DEFAULT_GOAL := help
-.PHONY: help setup apt demo test test-fast lint typecheck bench clean
+.PHONY: help setup apt demo test test-fast lint typecheck bench bench-setup clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +51,10 @@ typecheck: setup ## mypy --strict on the package
 
 bench: setup ## map a multi-GiB disk against partclone (more scripts in bench/)
 	$(PY) bench/map_speed.py
+
+bench-setup: ## install the bench-only Debian packages (Clonezilla, zstd; as root)
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BENCH_APT_PACKAGES) >/dev/null
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) $(APT_STAMP) .pytest_cache .mypy_cache .ruff_cache
