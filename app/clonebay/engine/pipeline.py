@@ -1,15 +1,19 @@
-"""The copy pipeline: a reader thread, transform workers, and an in-order sink.
+"""The copy pipeline: reads in flight, transform workers, and an in-order sink.
 
-    reader thread --(buffers from a fixed pool)--> worker pool (compress + hash) --> sink (caller)
+    tasks --(buffers from a fixed pool)--> thread pool (read + compress/hash) --> sink (caller)
 
-The reader fills page-aligned buffers from a fixed pool with ``os.preadv`` (no fresh 4 MiB bytes
-object per chunk: that costs a page-fault pass per chunk), hands each to the worker pool, and puts
-the future into a bounded queue in read order. The caller's thread takes futures from that queue in
-order and gives each result to the sink, so output order equals input order without any sorting,
-and memory in flight is bounded by the pool size. A buffer returns to the pool once the sink is done
-with the chunk (a disk-to-disk sink writes straight from it).
+A dispatcher thread takes a page-aligned buffer from a fixed pool for each task (no fresh 4 MiB
+bytes object per chunk: that costs a page-fault pass per chunk) and submits "read it, then
+transform it" to a pool of ``workers + readers`` threads, putting each future into a bounded
+queue in task order. So ``readers`` reads are in flight while ``workers`` chunks are hashed or
+compressed: with direct I/O (system/directio.py) one 4 MiB read at a time leaves the disk idle
+between requests (545 MB/s here against 783-811 MB/s with two to four in flight). The caller's
+thread takes futures from that queue in order and gives each result to the sink, so output order
+equals input order without any sorting, and memory in flight is bounded by the pool size. A
+buffer returns to the pool once the sink is done with the chunk (a disk-to-disk sink writes
+straight from it, or keeps it until its target writer threads have written it).
 
-Exceptions in the reader or a worker reach the caller when it takes that chunk; the cancel Event
+Exceptions in a read or a worker reach the caller when it takes that chunk; the cancel Event
 stops every stage within one chunk. At the end, the bytes each region sent through the sink must
 equal its planned total (the count check). Progress reports bytes done/total per region, MB/s,
 ETA, and which stage was busiest (read, transform or write): the bottleneck a technician can act
@@ -19,7 +23,6 @@ on.
 from __future__ import annotations
 
 import mmap
-import os
 import queue
 import threading
 import time
@@ -30,19 +33,22 @@ from typing import Any, Generic, TypeVar
 
 from clonebay.errors import CancelledError, DeviceError
 from clonebay.model import Progress
+from clonebay.system.directio import DirectFile, pread_all
 
 T = TypeVar("T")
 
 CHUNK = 4 << 20  # 4 MiB: large enough for sequential speed, small enough to dedup well
+READERS = 2  # reads in flight: 2 and 4 measured alike here, 1 lost 30 % (see the docstring)
 
 
 @dataclass(frozen=True)
 class ReadTask:
-    """Read ``length`` bytes at ``source_offset`` of ``fd``: chunk ``offset`` of ``region``."""
+    """Read ``length`` bytes at ``source_offset`` of ``fd``: chunk ``offset`` of ``region``.
+    ``fd`` is a DirectFile (direct I/O where allowed) or a plain descriptor."""
 
     region: str
     offset: int
-    fd: int
+    fd: DirectFile | int
     source_offset: int
     length: int
 
@@ -126,8 +132,16 @@ class StageClock:
         with self.lock:
             self.transform += seconds
 
-    def bottleneck(self, workers: int) -> str:
-        stages = {"read": self.read, "transform": self.transform / workers, "write": self.write}
+    def add_read(self, seconds: float) -> None:
+        with self.lock:
+            self.read += seconds
+
+    def bottleneck(self, workers: int, readers: int = 1) -> str:
+        stages = {
+            "read": self.read / readers,
+            "transform": self.transform / workers,
+            "write": self.write,
+        }
         return max(stages, key=lambda k: stages[k])
 
 
@@ -170,6 +184,7 @@ class Pipeline(Generic[T]):
         sink: Callable[[Chunk, T], None],
         *,
         workers: int = 2,
+        readers: int = READERS,
         buffers: int = 8,
         chunk_size: int = CHUNK,
         cancel: threading.Event | None = None,
@@ -178,51 +193,55 @@ class Pipeline(Generic[T]):
         self.transform = transform
         self.sink = sink
         self.workers = workers
-        self.pool = BufferPool(buffers, chunk_size)
+        self.readers = max(1, readers)
+        self.pool = BufferPool(max(buffers, workers + self.readers + 2), chunk_size)
         self.cancel = cancel or threading.Event()
         self.progress = progress
         self.clock = StageClock()
 
-    def _work(self, chunk: Chunk) -> T:
+    def _read_and_work(self, task: ReadTask, buf: mmap.mmap) -> tuple[Chunk, T]:
+        chunk = self._read(task, buf)
         started = time.perf_counter()
         try:
-            return self.transform(chunk)
+            return chunk, self.transform(chunk)
         finally:
             self.clock.add_transform(time.perf_counter() - started)
 
     def _read(self, task: ReadTask, buf: mmap.mmap) -> Chunk:
         view = memoryview(buf)[: task.length]
         started = time.perf_counter()
-        got = 0
-        while got < task.length:
-            try:
-                n = os.preadv(task.fd, [view[got:]], task.source_offset + got)
-            except OSError as exc:
-                raise DeviceError(
-                    f"read error in {task.region} at offset {task.offset + got}: {exc.strerror}"
-                ) from exc
-            if n == 0:
-                raise DeviceError(
-                    f"unexpected end of source in {task.region} at offset {task.offset + got}"
-                )
-            got += n
-        self.clock.read += time.perf_counter() - started
+        if self.cancel.is_set():
+            raise CancelledError("cancelled")
+        try:
+            if isinstance(task.fd, DirectFile):
+                got = task.fd.read_into(view, task.source_offset)
+            else:
+                got = pread_all(task.fd, view, task.source_offset)
+        except OSError as exc:
+            raise DeviceError(
+                f"read error in {task.region} in the {task.length} bytes at offset"
+                f" {task.offset}: {exc.strerror}"
+            ) from exc
+        if got < task.length:
+            raise DeviceError(
+                f"unexpected end of source in {task.region} at offset {task.offset + got}"
+            )
+        self.clock.add_read(time.perf_counter() - started)
         return Chunk(task.region, task.offset, view, task.source_offset, Lease(self.pool, buf))
 
     def _reader(
         self,
         tasks: Iterable[ReadTask],
         executor: ThreadPoolExecutor,
-        out: queue.Queue[tuple[Chunk, mmap.mmap, Future[T]] | BaseException | None],
+        out: queue.Queue[tuple[mmap.mmap, Future[tuple[Chunk, T]]] | BaseException | None],
     ) -> None:
         try:
             for task in tasks:
                 if task.length > self.pool.size:
                     raise ValueError(f"read of {task.length} bytes exceeds the chunk size")
                 buf = self.pool.get(self.cancel)
-                chunk = self._read(task, buf)
-                future = executor.submit(self._work, chunk)
-                self._put(out, (chunk, buf, future))
+                future = executor.submit(self._read_and_work, task, buf)
+                self._put(out, (buf, future))
             self._put(out, None)
         except BaseException as exc:  # forwarded to the caller's thread
             self._put(out, exc)
@@ -239,16 +258,17 @@ class Pipeline(Generic[T]):
     def run(self, tasks: Iterable[ReadTask], totals: dict[str, int]) -> None:
         """Copy every task through transform and sink; raises the first error of any stage."""
         meter = ProgressMeter(totals, self.progress)
-        out: queue.Queue[tuple[Chunk, mmap.mmap, Future[T]] | BaseException | None]
+        out: queue.Queue[tuple[mmap.mmap, Future[tuple[Chunk, T]]] | BaseException | None]
         out = queue.Queue(maxsize=self.pool.count)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="clonebay-work") as executor:
+        threads = self.workers + self.readers
+        with ThreadPoolExecutor(threads, thread_name_prefix="clonebay-work") as executor:
             reader = threading.Thread(
                 target=self._reader, args=(tasks, executor, out), name="clonebay-read", daemon=True
             )
             reader.start()
             try:
-                for chunk, buf, future in self._drain(out):
-                    result = future.result()
+                for buf, future in self._drain(out):
+                    chunk, result = future.result()
                     started = time.perf_counter()
                     self.sink(chunk, result)
                     self.clock.write += time.perf_counter() - started
@@ -265,11 +285,11 @@ class Pipeline(Generic[T]):
                 reader.join()
 
     def _neck(self) -> str:
-        return self.clock.bottleneck(self.workers)
+        return self.clock.bottleneck(self.workers, self.readers)
 
     def _drain(
-        self, out: queue.Queue[tuple[Chunk, mmap.mmap, Future[T]] | BaseException | None]
-    ) -> Iterator[tuple[Chunk, mmap.mmap, Future[T]]]:
+        self, out: queue.Queue[tuple[mmap.mmap, Future[tuple[Chunk, T]]] | BaseException | None]
+    ) -> Iterator[tuple[mmap.mmap, Future[tuple[Chunk, T]]]]:
         while True:
             if self.cancel.is_set():
                 raise CancelledError("cancelled by the user")

@@ -32,6 +32,7 @@ from clonebay.imaging.stream_write import StreamWriter
 from clonebay.imaging.writer import ImageWriter
 from clonebay.model import Progress
 from clonebay.system.blockdev import SourceDevice, sector_sizes
+from clonebay.system.directio import DirectFile
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class SaveOptions:
     overwrite: bool = False
 
 
-def chunk_tasks(regions: list[SourceRegion], fd: int, chunk: int) -> Iterator[ReadTask]:
+def chunk_tasks(
+    regions: list[SourceRegion], fd: DirectFile | int, chunk: int
+) -> Iterator[ReadTask]:
     """Read tasks for every run of every region, cut at chunk-aligned boundaries."""
     for region in regions:
         for piece in extents.split(region.runs, chunk):
@@ -189,7 +192,7 @@ def _save_into(
         progress=progress,
     )
     totals = {r.name: r.used_bytes for r in regions}
-    pipe.run(chunk_tasks(regions, src.fd, options.chunk_size), totals)
+    pipe.run(chunk_tasks(regions, src.io, options.chunk_size), totals)
     sink.advance_to(None)
     return writer.finish(source=info, table=table, warnings=report.warnings)
 

@@ -15,10 +15,12 @@ import fcntl
 import os
 import stat
 import struct
+import threading
 from types import TracebackType
 from typing import Protocol
 
 from clonebay.errors import DeviceError, InputError
+from clonebay.system.directio import DirectFile, direct_default
 from clonebay.system.readonly import ReadOnlyHold, hold_source
 
 BLKGETSIZE64 = 0x80081272
@@ -168,9 +170,10 @@ class SourceDevice:
     for as long as it is open, with its whole disk, every partition of that disk and every
     device under it, so that nothing in this process or another can write it by mistake. The
     flags are shared with other clonebay jobs reading the same disk (system/readonly.py): the
-    last one to close puts the previous settings back."""
+    last one to close puts the previous settings back. ``io`` reads it with direct I/O where the
+    kernel allows (system/directio.py)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, direct: bool | None = None) -> None:
         self.path = path
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -184,6 +187,10 @@ class SourceDevice:
             except BaseException:
                 os.close(self.fd)
                 raise
+        use_direct = direct_default() if direct is None else direct
+        self.io = DirectFile(
+            path, self.fd, os.O_RDONLY, sector_sizes(self.fd)[0], direct=use_direct
+        )
 
     def close(self) -> None:
         if self.fd < 0:
@@ -193,6 +200,7 @@ class SourceDevice:
                 self._hold.release()
                 self._hold = None
         finally:
+            self.io.close()
             os.close(self.fd)
             self.fd = -1
 
@@ -207,9 +215,18 @@ class TargetDevice:
     """A target opened for writing: a block device exclusively (O_EXCL: refused while anything
     has it open or mounted), or an image file, created sparse at ``size`` when it does not exist.
     ``fresh`` says the target is known to read as zeros (a new file), so zero runs need not be
-    written."""
+    written. Writes and read-back go through ``io``: direct I/O where the kernel allows it
+    (system/directio.py), buffered otherwise. Several threads may write at once (distinct
+    ranges)."""
 
-    def __init__(self, path: str, size: int | None = None, write_behind: int = 0) -> None:
+    def __init__(
+        self,
+        path: str,
+        size: int | None = None,
+        write_behind: int = 0,
+        *,
+        direct: bool | None = None,
+    ) -> None:
         self.path = path
         self.fresh = False
         self.write_behind = write_behind  # start writeback after this many bytes; 0: never
@@ -231,27 +248,31 @@ class TargetDevice:
             os.ftruncate(self.fd, size)
         self.size = device_size(self.fd)
         self.block = block
+        use_direct = direct_default() if direct is None else direct
+        self.io = DirectFile(path, self.fd, os.O_RDWR, sector_sizes(self.fd)[0], direct=use_direct)
         self.unflushed = 0  # bytes written since writeback was last started, and where
         self.dirty_from, self.dirty_to = 1 << 63, 0
+        self._lock = threading.Lock()
 
-    def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            try:
-                done += os.pwrite(self.fd, view[done:], offset + done)
-            except OSError as exc:
-                raise DeviceError(
-                    f"write error on {self.path} at byte {offset + done}: {exc.strerror}"
-                ) from exc
-        if self.write_behind:  # what start_writeback will push out, and when
-            self.unflushed += len(view)
-            self.dirty_from = min(self.dirty_from, offset)
-            self.dirty_to = max(self.dirty_to, offset + len(view))
-            if self.unflushed >= self.write_behind:
+    def write_at(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        try:
+            self.io.write(view, offset)
+        except OSError as exc:
+            raise DeviceError(
+                f"write error on {self.path} in the {len(view)} bytes at byte {offset}:"
+                f" {exc.strerror}"
+            ) from exc
+        if self.write_behind and not self.io.direct:  # what start_writeback will push out
+            with self._lock:
+                self.unflushed += len(view)
+                self.dirty_from = min(self.dirty_from, offset)
+                self.dirty_to = max(self.dirty_to, offset + len(view))
+                due = self.unflushed >= self.write_behind
+            if due:
                 self.start_writeback()
 
-    def zero(self, offset: int, length: int, chunk: int = 4 << 20) -> None:
+    def zero(self, offset: int, length: int) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros."""
         if self.fresh:
             return
@@ -261,12 +282,13 @@ class TargetDevice:
                 return
             except OSError:
                 pass
-        zeros = bytes(min(chunk, length))
-        pos = offset
-        while pos < offset + length:
-            n = min(len(zeros), offset + length - pos)
-            self.write_at(memoryview(zeros)[:n], pos)
-            pos += n
+        try:
+            self.io.write_zeros(offset, length)
+        except OSError as exc:
+            raise DeviceError(
+                f"write error on {self.path} zeroing {length} bytes at byte {offset}:"
+                f" {exc.strerror}"
+            ) from exc
 
     def start_writeback(self) -> None:
         """Start writing what is dirty to the medium now, without waiting for it.
@@ -279,8 +301,9 @@ class TargetDevice:
         receiver waits for the network); for a clone or restore, whose source keeps the disk busy,
         alternating runs of a 2 GiB ext4 clone on our VM, with and without it every 32 MiB,
         differed by less than the VM's noise, so only receivers ask for it (``write_behind``)."""
-        start, end = self.dirty_from, self.dirty_to
-        self.unflushed, self.dirty_from, self.dirty_to = 0, 1 << 63, 0
+        with self._lock:
+            start, end = self.dirty_from, self.dirty_to
+            self.unflushed, self.dirty_from, self.dirty_to = 0, 1 << 63, 0
         if end > start:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
@@ -297,8 +320,31 @@ class TargetDevice:
         self.sync()
         drop_cache(self.fd)
 
+    def drop_range(self, offset: int, length: int) -> None:
+        """Drop the clean cached pages of ``length`` bytes at ``offset`` (after a flush)."""
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+    def read(self, length: int, offset: int) -> bytes:
+        """``length`` bytes at ``offset``, read from the medium when the kernel allows direct
+        reads (else possibly from the page cache: call ``drop_cache`` first)."""
+        parts, got = [], 0
+        while got < length:
+            try:
+                piece = self.io.read(min(length - got, 16 << 20), offset + got)
+            except OSError as exc:
+                raise DeviceError(
+                    f"read error on {self.path} at byte {offset + got}: {exc.strerror}"
+                ) from exc
+            if not piece:
+                raise DeviceError(f"{self.path}: short read at byte {offset + got}")
+            parts.append(piece)
+            got += len(piece)
+        return b"".join(parts)
+
     def close(self) -> None:
         if self.fd >= 0:
+            self.io.close()
             os.close(self.fd)
             self.fd = -1
 

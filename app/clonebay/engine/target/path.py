@@ -8,13 +8,14 @@ safe is kept here, once:
 2. wipe: the first and last MiB of the disk (old MBR/GPT, a stale backup GPT, md/LVM labels),
    and the head and tail of every region that gets a new place (a stale md 1.0 superblock at
    a partition's end would otherwise outlive a native copy, which writes only used blocks);
-3. data, through one bounded, ordered writer thread (engine/target/writer.py);
+3. data, through bounded writer threads that take jobs in order (engine/target/writer.py),
+   with direct I/O where the kernel allows it (system/directio.py);
 4. raw areas that hold partition tables, held in memory until every region's data is written,
    then written from the end of the disk backwards, offset 0 last; when the layout changes the
    old table's sectors in the head area are zeroed, so an interrupted job never leaves a table
    that describes the old layout;
-5. flush, then a read-back verify of every chunk written (from the medium: the page cache is
-   dropped first);
+5. a read-back verify of every chunk written, from the medium, overlapping the copy: a window
+   at a time, flushed and read back while later chunks are written (engine/target/verifier.py);
 6. the new partition table (when the layout changed), then fixups: hidden sectors of moved
    NTFS/FAT volumes, filesystem growth, the GPT backup moved to the end of a larger target;
    hibernated or encrypted volumes are never edited;
@@ -27,11 +28,9 @@ Any error after the first write says that the target is incomplete.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 
 import xxhash
@@ -40,8 +39,9 @@ from clonebay.engine.layout import fixups
 from clonebay.engine.layout.table_write import write_table
 from clonebay.engine.target import checks
 from clonebay.engine.target.job import TargetJob, TargetResult
+from clonebay.engine.target.verifier import ZERO_DIGEST, Verifier, Written
 from clonebay.engine.target.writer import OrderedWriter
-from clonebay.errors import CancelledError, ClonebayError, DeviceError, VerifyError
+from clonebay.errors import CancelledError, ClonebayError, DeviceError
 from clonebay.fs import extents
 from clonebay.model import Extent, Progress, Volume, VolumeState
 from clonebay.system.blockdev import TargetDevice, is_block_device
@@ -51,19 +51,9 @@ WIPE = 1 << 20  # zeroed at each end of the disk and of every new region
 MAX_HELD = 64 << 20  # raw-area bytes held in memory; real disks hold ~2 MiB outside partitions
 EBR_SPOT = 64 << 10  # an extended boot record sits in the first sector of its area
 MBR_TABLE = 446  # the MBR's partition entries and signature start here (boot code before)
-ZERO_DIGEST = b""  # marks a zeroed run in the written list (read back as zeros)
+WRITERS = 2  # writes in flight per target (1: 545 MB/s, 2: 783 MB/s with direct I/O here)
 
 Buffer = bytes | bytearray | memoryview
-
-
-@dataclass(frozen=True)
-class Written:
-    """A run put on the target, for the read-back: its xxh3-128, or zeros."""
-
-    region: str
-    offset: int
-    length: int
-    digest: bytes  # ZERO_DIGEST: the run must read back as zeros
 
 
 class TargetPath:
@@ -90,7 +80,8 @@ class TargetPath:
         self.planned = {r.name: r.planned_bytes for r in job.regions}
         self.region_starts = {r.name: r.target_offset for r in job.regions}
         self.written = dict.fromkeys(self.planned, 0)
-        self.runs: list[Written] = []
+        self.lock = threading.Lock()  # counts and held areas: several writer threads
+        self.verifier: Verifier | None = None
         self.held: list[tuple[str, int, int, bytes | None]] = []  # region, offset, length, data
         self.held_bytes = 0
         self.writer: OrderedWriter | None = None
@@ -115,6 +106,9 @@ class TargetPath:
         if self.writer is not None:
             self.writer.stop()
             self.writer = None
+        if self.verifier is not None:
+            self.verifier.stop()
+            self.verifier = None
         self.dev.close()
 
     @contextlib.contextmanager
@@ -147,6 +141,8 @@ class TargetPath:
         """Wipe where old signatures live, then start the writer thread. Call once, right
         before the first data."""
         self.touched = True
+        if self.job.verify:
+            self.verifier = Verifier(self.dev, self.cancel, self.progress)
         if not self.dev.fresh:
             size = self.dev.size
             spots = [Extent(0, min(WIPE, size)), Extent(max(0, size - WIPE), min(WIPE, size))]
@@ -161,8 +157,9 @@ class TargetPath:
                 self.dev.zero(spot.start, spot.length)
         for tail in self.job.zero_tails:
             self.dev.zero(tail.start, tail.length)
-            self.runs.append(Written("", tail.start, tail.length, ZERO_DIGEST))
-        self.writer = OrderedWriter(self.cancel)
+            if self.verifier is not None:
+                self.verifier.add(Written("", tail.start, tail.length, ZERO_DIGEST))
+        self.writer = OrderedWriter(self.cancel, threads=WRITERS)
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -213,14 +210,15 @@ class TargetPath:
                 digest = xxhash.xxh3_128_digest(data)
                 (self.write_now if now else self.put)(region, offset, data, digest)
             return False
-        if data is not None:
-            self.held_bytes += length
-        if self.held_bytes > MAX_HELD:
-            raise DeviceError(
-                f"more than {MAX_HELD >> 20} MiB of partition-table data outside the partitions"
-                f" (region {region}): that is not a disk layout clonebay knows"
-            )
-        self.held.append((region, offset, length, None if data is None else bytes(data)))
+        with self.lock:
+            if data is not None:
+                self.held_bytes += length
+            if self.held_bytes > MAX_HELD:
+                raise DeviceError(
+                    f"more than {MAX_HELD >> 20} MiB of partition-table data outside the"
+                    f" partitions (region {region}): that is not a disk layout clonebay knows"
+                )
+            self.held.append((region, offset, length, None if data is None else bytes(data)))
         return True
 
     def _table_spot(self, region: str, offset: int, length: int) -> bool:
@@ -234,7 +232,7 @@ class TargetPath:
         """Bytes already written at ``offset`` (a stream's REF to an earlier frame), read from
         the target and checked against ``digest``."""
         self.drain()
-        data = _pread(self.dev.fd, length, offset, self.job.target)
+        data = self.dev.read(length, offset)
         if xxhash.xxh3_128_digest(data) != digest:
             raise DeviceError(
                 f"{self.job.target}: {what}, but reading it back at byte {offset} gave other"
@@ -248,17 +246,22 @@ class TargetPath:
         return self.writer
 
     def _count(self, region: str, offset: int, length: int, digest: bytes) -> None:
-        self.written[region] = self.written.get(region, 0) + length
-        self.runs.append(Written(region, offset, length, digest))
-        self.done_bytes += length
-        if self.report_writes and self.progress is not None:
+        """A run is written (any writer thread): count it, hand it to the verifier."""
+        if self.verifier is not None:
+            self.verifier.add(Written(region, offset, length, digest))
+        with self.lock:
+            self.written[region] = self.written.get(region, 0) + length
+            self.done_bytes += length
+            done = self.done_bytes
             now = time.monotonic()
             total = self.job.planned_bytes
-            if now - self.last_report > 0.5 or self.done_bytes >= total:
+            due = now - self.last_report > 0.5 or done >= total
+            if due:
                 self.last_report = now
-                rate = self.done_bytes / max(now - self.started, 1e-6)
-                eta = (total - self.done_bytes) / rate if rate else None
-                self.progress(Progress(region, self.done_bytes, total, rate, eta, "write"))
+        if due and self.report_writes and self.progress is not None:
+            rate = done / max(now - self.started, 1e-6)
+            eta = (total - done) / rate if rate else None
+            self.progress(Progress(region, done, total, rate, eta, "write"))
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -270,8 +273,9 @@ class TargetPath:
         self._write_held()
         self.dev.sync()
         result = TargetResult(dict(self.planned), dict(self.written), {})
-        if self.job.verify:
-            result.verified, result.verified_chunks = self._verify()
+        if self.verifier is not None:
+            result.verified, result.verified_chunks = self.verifier.finish()
+            self.verifier = None
         result.done.extend(self._fixups())
         result.warnings.extend(self.warnings)  # after the fixups: they add theirs
         self.dev.sync()
@@ -292,36 +296,6 @@ class TargetPath:
                 else data
             )
             self.write_now(region, offset, put, xxhash.xxh3_128_digest(put))
-
-    def _verify(self) -> tuple[dict[str, int], int]:
-        """Read back every run written, from the medium; VerifyError names the first bad one."""
-        self.dev.drop_cache()
-        verified: dict[str, int] = dict.fromkeys(self.planned, 0)
-        total = sum(w.length for w in self.runs)
-        done = 0
-        bad: list[Written] = []
-        started = last = time.monotonic()
-        for w in self.runs:
-            if self.cancel.is_set():
-                raise CancelledError("cancelled while verifying the target")
-            if not _reads_back(self.dev.fd, w, self.job.target):
-                bad.append(w)
-            elif w.region:
-                verified[w.region] = verified.get(w.region, 0) + w.length
-            done += w.length
-            now = time.monotonic()
-            if self.progress and (now - last > 0.5 or done == total):
-                last = now
-                rate = done / max(now - started, 1e-6)
-                self.progress(Progress("verify", done, total, rate, (total - done) / rate, "read"))
-        if bad:
-            first = bad[0]
-            raise VerifyError(
-                f"verification of {self.job.target} failed: {len(bad)} chunk(s) read back differ"
-                f" from what was written; first: region {first.region or '-'} at target byte"
-                f" {first.offset} ({first.length} bytes): the target is unreliable"
-            )
-        return verified, len([w for w in self.runs if w.region])
 
     def _fixups(self) -> list[str]:
         """The new table, then edits of moved volumes; hibernated and encrypted ones never."""
@@ -414,24 +388,3 @@ def _scrub_tables(head: bytes, first_usable: int) -> bytes:
     end = max(512, first_usable) if first_usable else 512
     out[MBR_TABLE : min(end, len(out))] = bytes(min(end, len(out)) - MBR_TABLE)
     return bytes(out)
-
-
-def _reads_back(fd: int, w: Written, target: str) -> bool:
-    data = _pread(fd, w.length, w.offset, target)
-    if w.digest == ZERO_DIGEST:
-        return data.count(0) == len(data)
-    return xxhash.xxh3_128_digest(data) == w.digest
-
-
-def _pread(fd: int, length: int, offset: int, where: str) -> bytes:
-    parts, got = [], 0
-    while got < length:
-        try:
-            piece = os.pread(fd, min(length - got, 16 << 20), offset + got)
-        except OSError as exc:
-            raise DeviceError(f"read error on {where} at byte {offset + got}: {exc}") from exc
-        if not piece:
-            raise DeviceError(f"{where}: short read at byte {offset + got}")
-        parts.append(piece)
-        got += len(piece)
-    return b"".join(parts)
