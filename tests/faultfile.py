@@ -8,7 +8,11 @@ It runs in the foreground until MOUNTPOINT is unmounted (``fusermount3 -u``) and
 on stdout once mounted. Reads bypass the page cache (direct_io), so each read the program under
 test makes reaches this process with its own offset and length: one that overlaps the bad range
 fails whole, as the block layer fails a whole request; the others succeed. ``failing`` starts
-it and unmounts it again, for tests."""
+it and unmounts it again, for tests.
+
+With ``--writes`` the file is writable and the bad range fails *writes* instead (reads all
+succeed), as a target disk with a failing sector does: ``python -m tests.faultfile --writes
+BACKING MOUNTPOINT START LENGTH``. Writes go to BACKING."""
 
 from __future__ import annotations
 
@@ -31,8 +35,9 @@ NAME = "disk.img"
 class FaultFile(mfusepy.Operations):  # type: ignore[misc]
     """One read-only file over BACKING with EIO for reads that touch the bad range."""
 
-    def __init__(self, backing: str, start: int, length: int) -> None:
-        self.fd = os.open(backing, os.O_RDONLY | os.O_CLOEXEC)
+    def __init__(self, backing: str, start: int, length: int, writes: bool = False) -> None:
+        self.writes = writes
+        self.fd = os.open(backing, (os.O_RDWR if writes else os.O_RDONLY) | os.O_CLOEXEC)
         self.size = os.fstat(self.fd).st_size
         self.bad = (start, start + length)
         self.failed = 0
@@ -44,7 +49,8 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
         if path == "/":
             return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2}
         if path == "/" + NAME:
-            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": self.size}
+            mode = 0o644 if self.writes else 0o444
+            return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": self.size}
         raise mfusepy.FuseOSError(errno.ENOENT)
 
     def readdir(self, path: str, fh: int) -> list[str]:
@@ -53,22 +59,48 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
     def open(self, path: str, flags: int) -> int:
         if path != "/" + NAME:
             raise mfusepy.FuseOSError(errno.ENOENT)
-        if flags & os.O_ACCMODE != os.O_RDONLY:
+        if flags & os.O_ACCMODE != os.O_RDONLY and not self.writes:
             raise mfusepy.FuseOSError(errno.EROFS)
         return 0
 
+    def _bad(self, offset: int, size: int) -> bool:
+        return offset < self.bad[1] and offset + size > self.bad[0]
+
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        if offset < self.bad[1] and offset + size > self.bad[0]:
+        if not self.writes and self._bad(offset, size):
             self.failed += 1
             raise mfusepy.FuseOSError(errno.EIO)
         return os.pread(self.fd, size, offset)
 
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        if not self.writes:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        if self._bad(offset, len(data)):
+            self.failed += 1
+            raise mfusepy.FuseOSError(errno.EIO)
+        return os.pwrite(self.fd, data, offset)
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        if length != self.size:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+
+    def fsync(self, path: str, datasync: int, fh: int) -> None:
+        os.fsync(self.fd)
+
+    def flush(self, path: str, fh: int) -> None:
+        return None
+
 
 @contextmanager
-def failing(backing: Path, mountpoint: Path, start: int, length: int) -> Iterator[Path]:
-    """``backing`` with a bad range, as ``mountpoint``/disk.img; unmounted after."""
+def failing(
+    backing: Path, mountpoint: Path, start: int, length: int, *, writes: bool = False
+) -> Iterator[Path]:
+    """``backing`` with a bad range (for reads, or with ``writes`` for writes), as
+    ``mountpoint``/disk.img; unmounted after."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "tests.faultfile", str(backing), str(mountpoint)]
+    if writes:
+        argv.insert(3, "--writes")
     proc = subprocess.Popen(
         [*argv, str(start), str(length)],
         stdout=subprocess.PIPE,
@@ -96,14 +128,20 @@ def failing(backing: Path, mountpoint: Path, start: int, length: int) -> Iterato
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faultfile", description=__doc__.splitlines()[0])
+    parser.add_argument("--writes", action="store_true", help="fail writes, not reads")
     parser.add_argument("backing")
     parser.add_argument("mountpoint")
     parser.add_argument("start", type=int, help="first byte that fails")
     parser.add_argument("length", type=int, help="bytes that fail")
     args = parser.parse_args(argv)
-    operations = FaultFile(args.backing, args.start, args.length)
+    operations = FaultFile(args.backing, args.start, args.length, args.writes)
     mfusepy.FUSE(
-        operations, args.mountpoint, foreground=True, ro=True, direct_io=True, fsname="faultfile"
+        operations,
+        args.mountpoint,
+        foreground=True,
+        ro=not args.writes,
+        direct_io=True,
+        fsname="faultfile",
     )
     return 0
 

@@ -140,3 +140,36 @@ def confirm(
     answer = sys.stdin.readline()
     if answer.strip().lower() != ANSWER:
         raise CancelledError(f"not confirmed: nothing was written to {target}")
+
+
+def confirm_many(
+    args: argparse.Namespace, targets: Sequence[str], *, what: str = "everything on it will be lost"
+) -> None:
+    """Ask once before several targets are written: every target that exists is described
+    (a new file has nothing to lose); one "yes" goes on for all of them. One target asks as
+    ``confirm`` does."""
+    if len(targets) == 1:
+        confirm(args, targets[0], what=what)
+        return
+    if getattr(args, "dry_run", False) or getattr(args, "yes", False):
+        return
+    existing = [t for t in targets if os.path.lexists(t)]
+    if not existing:
+        return
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(
+            f"{', '.join(existing)} would be overwritten and there is no terminal to confirm"
+            " it on: pass --yes (-y) to go on without asking"
+        )
+    print(f"\n{len(targets)} targets will be written: {what}.", file=sys.stderr)
+    for n, target in enumerate(targets, 1):
+        print(f"\n[{n}] " + "\n".join(describe_target(target)), file=sys.stderr)
+    print(
+        f'\nType "{ANSWER}" to overwrite all {len(targets)}, anything else to stop: ',
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+    answer = sys.stdin.readline()
+    if answer.strip().lower() != ANSWER:
+        raise CancelledError(f"not confirmed: nothing was written to {', '.join(targets)}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
+from clonebay.cli import many
 from clonebay.cli.common import emit_result
-from clonebay.cli.confirm import add_yes, confirm
+from clonebay.cli.confirm import add_yes, confirm, confirm_many
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
     disk_json,
@@ -17,6 +19,9 @@ from clonebay.report import (
     tapes_json,
 )
 from clonebay.units import human_size
+
+if TYPE_CHECKING:
+    from clonebay.engine import CloneOptions
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -55,19 +60,22 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         allow_truncated=args.allow_truncated,
         whole_disk=args.whole_disk,
     )
-    plan = clone_plan(args.source, args.target, options)
+    if len(args.target) > 1:
+        return _clone_many(args, options)
+    (target,) = args.target
+    plan = clone_plan(args.source, target, options)
     if args.dry_run:
         emit_result(args, {"plan": plan.text()}, plan.text())
         return 0
-    confirm(args, args.target)
+    confirm(args, target)
     view = ProgressView(args.json)
     try:
-        result = clone(args.source, args.target, options, progress=view)
+        result = clone(args.source, target, options, progress=view)
     finally:
         view.close()
     verified = f", {result.verified_chunks} chunks verified" if options.verify else ""
     text = (
-        f"cloned {args.source} to {args.target}: {human_size(result.copied_bytes)} copied"
+        f"cloned {args.source} to {target}: {human_size(result.copied_bytes)} copied"
         f"{verified} in {view.elapsed():.1f} s"
     )
     text += "".join(f"\n  {line}" for line in result.done)
@@ -80,6 +88,26 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     }
     emit_result(args, data, text)
     return 0
+
+
+def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
+    """One read of the source onto every target (engine/target/fanout.py)."""
+    from clonebay.engine import clone_many, clone_plans
+
+    targets: list[str] = args.target
+    _, plans = clone_plans(args.source, targets, options)  # every refusal before the question
+    if args.dry_run:
+        texts = {t: plan.text() for t, plan in plans.items()}
+        text = "\n\n".join(f"onto {t}:\n{plan}" for t, plan in texts.items())
+        emit_result(args, {"plans": texts}, text)
+        return 0
+    confirm_many(args, targets)
+    view = ProgressView(args.json)
+    try:
+        outcomes = clone_many(args.source, targets, options, progress=view)
+    finally:
+        view.close()
+    return many.report(args, "cloned", args.source, outcomes, view.elapsed(), verify=options.verify)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,7 +123,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("clone", help="copy a disk (or a volume) onto another disk or file")
     p.add_argument("source", help="disk, partition device or disk image file to read")
-    p.add_argument("target", help="disk, partition device or image file to overwrite")
+    p.add_argument(
+        "target",
+        nargs="+",
+        help="disk, partition device or image file to overwrite; several: all written from"
+        " one read, each checked, verified and reported on its own",
+    )
     p.add_argument(
         "--grow",
         choices=["proportional", "last", "none"],

@@ -6,14 +6,18 @@ import argparse
 import contextlib
 import io
 import os
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
+from clonebay.cli import many
 from clonebay.cli.common import add_restore_grow, emit_result, stdin_stream, stdout_stream
-from clonebay.cli.confirm import add_yes, confirm
-from clonebay.errors import VerifyError
+from clonebay.cli.confirm import add_yes, confirm, confirm_many
+from clonebay.errors import UsageError, VerifyError
 from clonebay.progress_view import ProgressView
 from clonebay.system.tape import TapeStream, is_stream_device
 from clonebay.units import human_size
+
+if TYPE_CHECKING:
+    from clonebay.engine import RestoreOptions
 
 
 def open_stream_device(path: str) -> IO[bytes]:
@@ -61,30 +65,60 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         check=not args.no_check,
         whole_disk=args.whole_disk,
     )
+    if len(args.target) > 1:
+        return _restore_many(args, options)
+    (target,) = args.target
     image = stdin_stream() if args.image == "-" else args.image
     if args.dry_run:
         plan = jobs.restore_plan(
-            image, args.target, args.region, Grow(args.grow), whole_disk=args.whole_disk
+            image, target, args.region, Grow(args.grow), whole_disk=args.whole_disk
         )
         emit_result(args, plan.as_dict(), plan.text())
         return 0
-    if isinstance(image, str) and not args.yes and os.path.exists(args.target):
+    if isinstance(image, str) and not args.yes and os.path.exists(target):
         # The plan's refusals (too small, a region that is not there) before the question;
         # a stream on stdin cannot be read twice (and is no terminal: only --yes goes on).
-        jobs.restore_plan(
-            image, args.target, args.region, Grow(args.grow), whole_disk=args.whole_disk
-        )
-    confirm(args, args.target)
+        jobs.restore_plan(image, target, args.region, Grow(args.grow), whole_disk=args.whole_disk)
+    confirm(args, target)
     view = ProgressView(args.json)
     try:
-        warnings = jobs.restore(image, args.target, options, progress=view)
+        warnings = jobs.restore(image, target, options, progress=view)
     finally:
         view.close()
     verified = " and verified" if args.verify else ""
-    text = f"restored {args.image} to {args.target}{verified} in {view.elapsed():.1f} s"
+    text = f"restored {args.image} to {target}{verified} in {view.elapsed():.1f} s"
     text += "".join(f"\nwarning: {w}" for w in warnings)
-    emit_result(args, {"target": args.target, "verified": args.verify, "warnings": warnings}, text)
+    emit_result(args, {"target": target, "verified": args.verify, "warnings": warnings}, text)
     return 0
+
+
+def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
+    """One read of an image directory onto every target (engine/target/fanout.py); a stream
+    is restored onto one target at a time."""
+    from clonebay.engine import Grow, jobs
+
+    targets: list[str] = args.target
+    if args.image == "-":
+        raise UsageError(
+            "a stream on stdin is restored onto one target at a time: save it as an image"
+            " directory (clonebay convert - DIR) to restore it onto several; nothing was written"
+        )
+    jobs.check_distinct(targets)
+    plans = [  # every refusal of every target before the question
+        jobs.restore_plan(args.image, t, args.region, Grow(args.grow), whole_disk=args.whole_disk)
+        for t in targets
+    ]
+    if args.dry_run:
+        text = "\n\n".join(plan.text() for plan in plans)
+        emit_result(args, {"plans": [plan.as_dict() for plan in plans]}, text)
+        return 0
+    confirm_many(args, targets)
+    view = ProgressView(args.json)
+    try:
+        outcomes = jobs.restore_many(args.image, targets, options, progress=view)
+    finally:
+        view.close()
+    return many.report(args, "restored", args.image, outcomes, view.elapsed(), verify=args.verify)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -152,7 +186,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("restore", help="write an image to a disk, partition or image file")
     p.add_argument("image", help="image directory, image stream file, or - for a stream on stdin")
-    p.add_argument("target", help="disk, partition or image file to write (created if absent)")
+    p.add_argument(
+        "target",
+        nargs="+",
+        help="disk, partition or image file to write (created if absent); several: all written"
+        " from one read of an image directory, each on its own",
+    )
     p.add_argument("--region", help="restore only this region (e.g. p2) at the target's start")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
     add_restore_grow(p)

@@ -17,18 +17,29 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clonebay.engine import browse_jobs, jobs, multicast
     from clonebay.engine.browse_jobs import Partition
-    from clonebay.engine.clone_job import CloneOptions, CloneResult, clone, clone_plan
+    from clonebay.engine.clone_job import (
+        CloneOptions,
+        CloneResult,
+        clone,
+        clone_many,
+        clone_plan,
+        clone_plans,
+    )
     from clonebay.engine.inspect import DiskReport, inspect_disk
     from clonebay.engine.jobs import JobPlan
     from clonebay.engine.layout.plan import Grow, Plan
     from clonebay.engine.multicast import unicast
     from clonebay.engine.restore.placements import RestoreOptions
+    from clonebay.engine.target.fanout import TargetOutcome
 
 _NAMES = {
     "CloneOptions": "clonebay.engine.clone_job",
     "CloneResult": "clonebay.engine.clone_job",
     "clone": "clonebay.engine.clone_job",
     "clone_plan": "clonebay.engine.clone_job",
+    "clone_many": "clonebay.engine.clone_job",
+    "clone_plans": "clonebay.engine.clone_job",
+    "TargetOutcome": "clonebay.engine.target.fanout",
     "DiskReport": "clonebay.engine.inspect",
     "inspect_disk": "clonebay.engine.inspect",
     "JobPlan": "clonebay.engine.jobs",
@@ -53,9 +64,12 @@ __all__ = [
     "Partition",
     "Plan",
     "RestoreOptions",
+    "TargetOutcome",
     "browse_jobs",
     "clone",
+    "clone_many",
     "clone_plan",
+    "clone_plans",
     "inspect_disk",
     "jobs",
     "multicast",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import xxhash
@@ -23,11 +23,19 @@ from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
 from clonebay.engine.layout.plan import Grow, Move, Plan, make_plan, volume_plan
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
-from clonebay.errors import DeviceError
+from clonebay.engine.target.fanout import (
+    FanOut,
+    NoTargetLeftError,
+    StateSink,
+    TargetOutcome,
+    open_paths,
+)
+from clonebay.errors import ClonebayError, DeviceError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
 from clonebay.model import CopyMethod, Extent, Progress, VolumeState
 from clonebay.system.blockdev import SourceDevice, is_block_device
+from clonebay.system.directio import DirectFile
 from clonebay.system.run import run
 
 CHUNK = 4 << 20
@@ -125,7 +133,7 @@ def _area(area: Extent) -> str:
     return f"area@{area.start}"
 
 
-def _tasks(plan: Plan, fd: int) -> Iterator[ReadTask]:
+def _tasks(plan: Plan, fd: DirectFile | int) -> Iterator[ReadTask]:
     for move in plan.moves:
         if move.volume is None:
             continue
@@ -136,22 +144,27 @@ def _tasks(plan: Plan, fd: int) -> Iterator[ReadTask]:
 
 
 class _Sink:
-    """Puts each chunk at its planned target offset (in the pipeline's thread: the buffer is
-    the pool's and is reused once this returns)."""
+    """Hands each chunk to every live target at its planned offset (in the pipeline's thread).
+    Every target writes from the same pool buffer, kept until its writer thread is done with
+    it (Chunk.keep): no copies, and memory bounded by the pool however many targets."""
 
-    def __init__(self, path: TargetPath, plan: Plan) -> None:
-        self.path = path
-        self.moves = {m.name: m for m in plan.moves}
+    def __init__(self, fan: FanOut, plans: dict[str, Plan]) -> None:
+        self.fan = fan
+        self.moves = {t: {m.name: m for m in plan.moves} for t, plan in plans.items()}
 
     def __call__(self, chunk: Chunk, result: tuple[bytes, bool]) -> None:
         digest, is_zero = result
-        move = self.moves[chunk.region]
-        at = move.target_start + chunk.offset
-        raw = move.volume is not None and move.volume.copy is CopyMethod.RAW
-        if is_zero and raw:
-            self.path.zero_now(chunk.region, at, chunk.data.nbytes)
-        else:
-            self.path.write_now(chunk.region, at, chunk.data, digest)
+
+        def put(path: TargetPath) -> None:
+            move = self.moves[path.job.target][chunk.region]
+            at = move.target_start + chunk.offset
+            raw = move.volume is not None and move.volume.copy is CopyMethod.RAW
+            if is_zero and raw:
+                path.put_zero(chunk.region, at, chunk.data.nbytes)
+            else:
+                path.put(chunk.region, at, chunk.data, digest, chunk.keep())
+
+        self.fan.each(put)
 
 
 def _hash(chunk: Chunk) -> tuple[bytes, bool]:
@@ -160,15 +173,21 @@ def _hash(chunk: Chunk) -> tuple[bytes, bool]:
     return digest, is_zero_chunk(chunk.data, digest)
 
 
-def _hold_areas(src: SourceDevice, path: TargetPath, job: TargetJob) -> None:
-    """The areas outside partitions, read now and held by the target path until the end."""
-    for region in job.regions:
-        if not region.held:
-            continue
-        for piece in extents.split((Extent(region.target_offset, region.size),), CHUNK):
-            data = read_exact(src.fd, piece.length, piece.start, src.path)
-            zero = data.count(0) == len(data)
-            path.hold(region.name, piece.start, None if zero else data, piece.length)
+def _hold_areas(src: SourceDevice, fan: FanOut) -> None:
+    """The areas outside partitions, read once and held by each target path until the end."""
+    read: dict[Extent, bytes | None] = {}
+
+    def hold(path: TargetPath) -> None:
+        for region in path.job.regions:
+            if not region.held:
+                continue
+            for piece in extents.split((Extent(region.target_offset, region.size),), CHUNK):
+                if piece not in read:
+                    data = read_exact(src.fd, piece.length, piece.start, src.path)
+                    read[piece] = None if data.count(0) == len(data) else data
+                path.hold(region.name, piece.start, read[piece], piece.length)
+
+    fan.each(hold)
 
 
 def read_exact(fd: int, length: int, offset: int, where: str) -> bytes:
@@ -197,33 +216,94 @@ def clone(
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> CloneResult:
-    """Clone ``source`` onto ``target`` as the Plan says; returns what was done."""
-    checks.preflight(source, target, options.allow_mounted_source)
+    """Clone ``source`` onto ``target`` as the Plan says; returns what was done, or raises
+    what stopped it (saying that the target is incomplete once anything was written)."""
+    report, plans = clone_plans(source, [target], options)
+    (outcome,) = _clone(
+        source, report, plans, options, progress=progress, cancel=cancel, on_state=None
+    )
+    if outcome.error is not None:
+        raise outcome.error
+    return CloneResult(
+        plans[target], outcome.written, outcome.verified_chunks, outcome.done, outcome.warnings
+    )
+
+
+def clone_plans(
+    source: str, targets: Sequence[str], options: CloneOptions = CloneOptions()
+) -> tuple[DiskReport, dict[str, Plan]]:
+    """Every target checked (alone, and against the others) and planned; writes nothing."""
+    checks.check_distinct(list(targets))
+    for target in targets:
+        checks.preflight(source, target, options.allow_mounted_source)
     report = inspect_disk(source)
-    plan = _plan(report, target, options)
-    result = CloneResult(plan)
+    return report, {target: _plan(report, target, options) for target in targets}
+
+
+def clone_many(
+    source: str,
+    targets: Sequence[str],
+    options: CloneOptions = CloneOptions(),
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    on_state: StateSink | None = None,
+) -> list[TargetOutcome]:
+    """Clone ``source`` onto every target from one read (target/fanout.py); one outcome per
+    target, in order. Refusals of any target raise before anything is written; after that a
+    target that fails is only recorded, and the others go on."""
+    report, plans = clone_plans(source, targets, options)
+    return _clone(
+        source, report, plans, options, progress=progress, cancel=cancel, on_state=on_state
+    )
+
+
+def _clone(
+    source: str,
+    report: DiskReport,
+    plans: dict[str, Plan],
+    options: CloneOptions,
+    *,
+    progress: Callable[[Progress], None] | None,
+    cancel: threading.Event | None,
+    on_state: StateSink | None,
+) -> list[TargetOutcome]:
+    targets = list(plans)
+    cancel = cancel or threading.Event()
     with SourceDevice(source) as src:
-        job = clone_job(report, plan, source, target, options)
-        path = TargetPath(job, progress=progress, cancel=cancel, report_writes=False)
-        with path, path.writing():
-            path.begin()
-            pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
-                _hash,
-                _Sink(path, plan),
-                workers=options.workers,
-                buffers=6,
-                chunk_size=CHUNK,
-                cancel=path.cancel,
-                progress=progress,
-            )
-            totals = {r.name: r.planned_bytes for r in job.regions if not r.held}
-            pipe.run(_tasks(plan, src.fd), totals)
-            _hold_areas(src, path, job)
-            done = path.finish()
-    result.copied_bytes = sum(done.written.values())
-    result.verified_chunks = done.verified_chunks
-    result.done = done.done
-    result.warnings = done.warnings + list(job.notes)
-    if is_block_device(target):
-        run(["blockdev", "--rereadpt", target], check=False)
-    return result
+        jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
+        paths = open_paths(jobs, progress=progress, cancel=cancel, report_writes=False)
+        with FanOut(paths, on_state) as fan:
+            try:
+                fan.begin()
+                pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
+                    _hash,
+                    _Sink(fan, plans),
+                    workers=options.workers,
+                    buffers=_buffers(len(targets)),
+                    chunk_size=CHUNK,
+                    cancel=cancel,
+                    progress=progress,
+                )
+                # the reads are the same for every target: only where they land differs
+                totals = {r.name: r.planned_bytes for r in jobs[0].regions if not r.held}
+                pipe.run(_tasks(plans[targets[0]], src.io), totals)
+                _hold_areas(src, fan)
+            except NoTargetLeftError:
+                pass
+            except (ClonebayError, OSError) as exc:  # the source failed, or a cancel
+                fan.fail_all(exc)
+            if fan.live:
+                fan.finish()
+            outcomes = fan.outcomes(lambda p: p.job.notes)
+    for outcome in outcomes:
+        if outcome.touched and is_block_device(outcome.target):
+            run(["blockdev", "--rereadpt", outcome.target], check=False)
+    return outcomes
+
+
+def _buffers(targets: int) -> int:
+    """Pool buffers (4 MiB each) for the read: 6 for one target, 2 more for each other one, at
+    most 16 (64 MiB): targets written in parallel each want chunks in flight; the pool, not the
+    number of targets, bounds the memory."""
+    return min(16, 4 + 2 * targets)

@@ -18,12 +18,15 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
 from clonebay.engine.restore.directory import restore as restore_directory
+from clonebay.engine.restore.directory import restore_many as restore_directory_many
 from clonebay.engine.restore.placements import RestoreOptions, plan_target
 from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
 from clonebay.engine.save import SaveOptions, save
 from clonebay.engine.target import checks
+from clonebay.engine.target.fanout import StateSink, TargetOutcome
 from clonebay.engine.verify import verify_image as verify_directory
 from clonebay.engine.verify import verify_stream, verify_target
+from clonebay.errors import UsageError
 from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.reader import ImageReader, VerifyReport
 from clonebay.imaging.stream_convert import is_stream_file
@@ -34,12 +37,14 @@ from clonebay.units import human_size
 __all__ = [
     "RestoreOptions",
     "SaveOptions",
+    "check_distinct",
     "convert",
     "image_head_info",
     "image_info",
     "info_text",
     "manifest_summary",
     "restore",
+    "restore_many",
     "restore_plan",
     "save",
     "save_plan",
@@ -210,6 +215,34 @@ def restore(
         with open(image, "rb") as f:
             return restore_stream(f, target, options, name=image, progress=progress, cancel=cancel)
     return restore_directory(image, target, options, progress=progress, cancel=cancel)
+
+
+def restore_many(
+    image: str,
+    targets: list[str],
+    options: RestoreOptions | None = None,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    on_state: StateSink | None = None,
+) -> list[TargetOutcome]:
+    """Restore an image directory onto every target from one read (engine/target/fanout.py):
+    one outcome per target. A stream is restored onto one target at a time (UsageError)."""
+    if is_stream_file(image):
+        raise UsageError(
+            f"{image} is an image stream: it is restored onto one target at a time. Convert it"
+            " into an image directory (clonebay convert) to restore it onto several at once;"
+            " nothing was written"
+        )
+    return restore_directory_many(
+        image, targets, options, progress=progress, cancel=cancel, on_state=on_state
+    )
+
+
+def check_distinct(targets: list[str]) -> None:
+    """Refuse targets that are one another (the same disk twice, a partition of another
+    target, a loop device over another target); nothing is written."""
+    checks.check_distinct(targets)
 
 
 def verify_image(

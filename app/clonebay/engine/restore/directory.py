@@ -11,29 +11,48 @@ bytes no record covers (free space) are not written at all.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 
 from clonebay.engine.restore.placements import (
     Placement,
     RestoreOptions,
+    RestorePlan,
     needed_size,
+    plan_restore,
     plan_target,
     single_partition,
     unreadable_note,
 )
 from clonebay.engine.target import TargetPath
+from clonebay.engine.target.fanout import (
+    FanOut,
+    NoTargetLeftError,
+    StateSink,
+    TargetOutcome,
+    open_paths,
+)
+from clonebay.errors import ClonebayError
 from clonebay.imaging.codec import Buffer
 from clonebay.imaging.frame_stream import region_frames
+from clonebay.imaging.manifest import RegionEntry
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.spec import FLAG_UNREADABLE, ImageError, Record
 from clonebay.model import Progress
 from clonebay.system.blockdev import is_block_device
 from clonebay.system.run import run
 
-__all__ = ["RestoreOptions", "check_frames", "needed_size", "restore", "single_partition"]
+__all__ = [
+    "RestoreOptions",
+    "check_frames",
+    "needed_size",
+    "restore",
+    "restore_many",
+    "single_partition",
+]
 
 
 def _decoded(
@@ -81,38 +100,98 @@ def restore(
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> list[str]:
-    """Restore ``image`` onto ``target``; returns warnings and what was done after the data."""
+    """Restore ``image`` onto ``target``; returns warnings and what was done after the data,
+    or raises what stopped it (saying the target is incomplete once anything was written)."""
+    (outcome,) = restore_many(image, [target], options, progress=progress, cancel=cancel)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.warnings + outcome.done
+
+
+def restore_many(
+    image: str,
+    targets: Sequence[str],
+    options: RestoreOptions | None = None,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    on_state: StateSink | None = None,
+) -> list[TargetOutcome]:
+    """Restore ``image`` onto every target from one read and one decode of each record
+    (target/fanout.py): each target has its own plan (its size, its growth), its own checks,
+    verify and fixups, and its own outcome, in order. Any refusal raises before anything is
+    written, as does a damaged frame found by the check; after that a target that fails is
+    recorded and the others go on."""
     cancel = cancel or threading.Event()
     options = options or RestoreOptions()
     with ImageReader(image) as reader:
         manifest = reader.manifest
-        plan = plan_target(
-            "restore",
-            manifest,
-            target,
-            options,
-            lambda entry: sum(r.length for r in reader.records(entry.name)),
-        )
-        job, placements = plan.job, plan.placements
-        warnings: list[str] = []
-        path = TargetPath(job, progress=progress, cancel=cancel)
-        with path, path.writing():
+
+        def covered(entry: RegionEntry) -> int:
+            return sum(r.length for r in reader.records(entry.name))
+
+        plans = [plan_target("restore", manifest, t, options, covered) for t in targets]
+        paths = open_paths([p.job for p in plans], progress=progress, cancel=cancel)
+        with FanOut(paths, on_state) as fan:
             if options.check:
                 check_frames(reader, image, progress)
-            path.begin()
-            for place, rec, fut in _decoded(reader, placements, options.workers, cancel):
-                name = place.region.name
-                at = place.target_offset + rec.offset
-                held = job.whole_disk and place.region.kind == "raw-area"
-                if fut is None and rec.flags & FLAG_UNREADABLE:
-                    warnings.append(unreadable_note(name, rec.offset, rec.length))
-                if held:
-                    path.hold(name, at, None if fut is None else fut.result(), rec.length)
-                elif fut is None:
-                    path.put_zero(name, at, rec.length)
-                else:
-                    path.put(name, at, fut.result(), rec.digest)
-            result = path.finish()
-    if is_block_device(target):
-        run(["blockdev", "--rereadpt", target], check=False)
-    return warnings + result.warnings + list(job.notes) + result.done
+            warnings: list[str] = []
+            try:
+                fan.begin()
+                _feed(fan, reader, plans, options.workers, cancel=cancel, warnings=warnings)
+            except NoTargetLeftError:
+                pass
+            except (ClonebayError, OSError) as exc:  # the image failed, or a cancel
+                fan.fail_all(exc)
+            if fan.live:
+                fan.finish()
+            outcomes = fan.outcomes(lambda p: p.job.notes)
+    for outcome in outcomes:
+        outcome.warnings = warnings + outcome.warnings
+        if outcome.touched and is_block_device(outcome.target):
+            run(["blockdev", "--rereadpt", outcome.target], check=False)
+    return outcomes
+
+
+def _feed(
+    fan: FanOut,
+    reader: ImageReader,
+    plans: list[RestorePlan],
+    workers: int,
+    *,
+    cancel: threading.Event,
+    warnings: list[str],
+) -> None:
+    """Each record, decoded once, to every target that places its region (a grown layout
+    leaves out the old table's raw areas). The bytes object is shared: it is immutable."""
+    places = {p.job.target: {pl.region.name: pl for pl in p.placements} for p in plans}
+    manifest = reader.manifest
+    every = plan_restore(manifest, needed_size(manifest, plans[0].region), plans[0].region)
+    used = {name for per in places.values() for name in per}
+    order = [p for p in every if p.region.name in used]
+    for place, rec, fut in _decoded(reader, order, workers, cancel):
+        name = place.region.name
+        if fut is None and rec.flags & FLAG_UNREADABLE:
+            warnings.append(unreadable_note(name, rec.offset, rec.length))
+        data = None if fut is None else fut.result()  # an image error stops every target
+        fan.each(functools.partial(_put, places, name, rec, data))
+
+
+def _put(
+    places: dict[str, dict[str, Placement]],
+    name: str,
+    rec: Record,
+    data: Buffer | None,
+    path: TargetPath,
+) -> None:
+    """One record onto one target, where that target's plan places its region."""
+    mine = places[path.job.target].get(name)
+    if mine is None:
+        return
+    at = mine.target_offset + rec.offset
+    if path.job.whole_disk and mine.region.kind == "raw-area":
+        path.hold(name, at, data, rec.length)
+    elif data is None:
+        path.put_zero(name, at, rec.length)
+    else:
+        path.put(name, at, data, rec.digest)

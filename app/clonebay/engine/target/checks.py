@@ -10,6 +10,7 @@ typed for ``/dev/sdb1``): refused unless the user says ``--whole-disk``. Every r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -18,6 +19,7 @@ from clonebay.engine.target.job import TargetJob
 from clonebay.errors import ClonebayError, SafetyError
 from clonebay.system import guard
 from clonebay.system.blockdev import device_size, sector_sizes
+from clonebay.system.devgraph import Graph
 from clonebay.system.parttable import read_table
 from clonebay.units import human_size
 
@@ -116,3 +118,31 @@ def refuse_volume_over_table(target: str) -> None:
             " volume would be written over the whole disk. Give a partition as the target, or"
             " --whole-disk to overwrite the whole disk; nothing was written"
         )
+
+
+def check_distinct(targets: list[str]) -> None:
+    """Refuse targets that are one another: the same path or file twice, the same disk through
+    two names, a partition of another target, a loop device over another target, two devices
+    with one serial (guard.check_not_source, asked for each pair). Nothing is written."""
+    graph = Graph.read() if len(targets) > 1 else None
+    for i, first in enumerate(targets):
+        for second in targets[i + 1 :]:
+            if os.path.realpath(first) == os.path.realpath(second):
+                raise SafetyError(f"{first} is named twice as a target; nothing was written")
+            if not (os.path.exists(first) and os.path.exists(second)):
+                continue
+            try:
+                guard.check_not_source(first, second, graph)
+            except SafetyError as exc:
+                why = exc.message.removesuffix(f"; {guard.NOTHING}")
+                why = why.replace("the source ", "").replace("the target ", "")
+                raise SafetyError(
+                    f"{first} and {second} cannot both be targets: they are one disk or"
+                    f" overlap ({why}); nothing was written"
+                ) from exc
+
+
+def remove_new_file(path: str) -> None:
+    """Remove a target file this job created and never wrote (a refusal came after it)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
