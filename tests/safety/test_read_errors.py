@@ -75,7 +75,7 @@ def test_unreadable_block_stops_the_clone_with_a_device_error(
     if where == "partition":
         p1_start = layout(source)[1][0] * 512
         at = _named_offset(r"read error in p?1 at offset (\d+)", said)
-        assert at <= bad - p1_start < at + CHUNK, said
+        assert at <= bad - p1_start < at + BLOCK, said
     else:
         at = _named_offset(r"read error on \S+ at byte (\d+) \(outside the partitions\)", said)
         assert at <= bad < at + CHUNK, said
@@ -95,4 +95,4 @@ def test_unreadable_block_stops_the_save_with_a_device_error(
     region = "p?1" if where == "partition" else "area0"
     at = _named_offset(rf"read error in {region} at offset (\d+)", said)
     p1_start = layout(source)[1][0] * 512
-    assert at <= (bad - p1_start if where == "partition" else bad) < at + CHUNK, said
+    assert at <= (bad - p1_start if where == "partition" else bad) < at + BLOCK, said

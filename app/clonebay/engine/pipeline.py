@@ -23,6 +23,7 @@ on.
 from __future__ import annotations
 
 import mmap
+import os
 import queue
 import threading
 import time
@@ -218,9 +219,9 @@ class Pipeline(Generic[T]):
             else:
                 got = pread_all(task.fd, view, task.source_offset)
         except OSError as exc:
+            at = task.offset + _first_bad(task)
             raise DeviceError(
-                f"read error in {task.region} in the {task.length} bytes at offset"
-                f" {task.offset}: {exc.strerror}"
+                f"read error in {task.region} at offset {at}: {exc.strerror}"
             ) from exc
         if got < task.length:
             raise DeviceError(
@@ -302,6 +303,19 @@ class Pipeline(Generic[T]):
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+def _first_bad(task: ReadTask, piece: int = 4096) -> int:
+    """Where in ``task`` the first unreadable piece is (a failed transfer of 4 MiB says only
+    that some sector in it failed): read again ``piece`` bytes at a time, at most 1,024 reads.
+    The task's length when every piece reads now (a transient error)."""
+    fd = task.fd.fd if isinstance(task.fd, DirectFile) else task.fd
+    for pos in range(0, task.length, piece):
+        try:
+            os.pread(fd, min(piece, task.length - pos), task.source_offset + pos)
+        except OSError:
+            return pos
+    return task.length
 
 
 def _count_check(planned: dict[str, int], done: dict[str, int]) -> None:

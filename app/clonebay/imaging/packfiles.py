@@ -5,27 +5,130 @@ writes its new frames to packs numbered after the image's last one and never tou
 ones. Both write a pack the same way (docs/format.md §3): the pack header, then frames (frame
 header + payload) until the next frame would pass the pack size limit, then fsync and a
 ``PackEntry`` (name, size, frames) for the manifest.
+
+Frames are gathered in a page-aligned stage of STAGE bytes and written with direct I/O
+(system/directio.py) by a thread of its own while the next stage fills, so an image written to a
+local disk does not pay the page cache's kernel time (~3 CPU-s per GiB on the VM measured in
+bench/) and the copy never waits for a write it does not depend on. A stage's unaligned last
+bytes move to the front of the next stage; the pack's very last bytes are written buffered at
+``close``, then the pack is fsynced. Bytes still staged are not in the file yet: ``read`` (the
+dedup check's byte comparison) takes them from the stage.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import threading
 from pathlib import Path
 
+from clonebay.errors import DeviceError
 from clonebay.imaging import spec
 from clonebay.imaging.codec import Buffer
-from clonebay.imaging.imagedir import os_call, write_all
+from clonebay.imaging.imagedir import os_call
 from clonebay.imaging.manifest import PackEntry
+from clonebay.system.directio import FILE_ALIGN, DirectFile, direct_default
+
+STAGE = 8 << 20  # bytes gathered before a write: two 4 MiB transfers' worth
+
+
+class _OpenPack:
+    """One pack being written: a stage filling, and at most one stage being written."""
+
+    def __init__(self, path: Path, direct: bool) -> None:
+        self.path = path
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # read: staged frames' peers
+        self.fd: int = os_call(path, os.open, path, flags, 0o644)
+        self.io = DirectFile(str(path), self.fd, os.O_RDWR, FILE_ALIGN, direct=direct)
+        self.stage, self.spare = mmap.mmap(-1, STAGE), mmap.mmap(-1, STAGE)
+        self.stage_at = 0  # the pack offset of the stage's byte 0
+        self.fill = 0  # bytes in the stage
+        self.flusher: threading.Thread | None = None
+        self.flushing: tuple[int, int] = (0, 0)  # pack range of the stage being written
+        self.error: OSError | None = None
+
+    def add(self, parts: list[Buffer]) -> None:
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while view:
+                n = min(len(view), STAGE - self.fill)
+                self.stage[self.fill : self.fill + n] = view[:n]
+                self.fill += n
+                view = view[n:]
+                if self.fill == STAGE:
+                    self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Write the stage's aligned part in the flusher thread; keep filling the spare."""
+        self._wait()
+        body = self.fill // FILE_ALIGN * FILE_ALIGN
+        full, start = self.stage, self.stage_at
+        self.stage, self.spare = self.spare, full
+        self.stage[: self.fill - body] = full[body : self.fill]
+        self.fill -= body
+        self.stage_at += body
+        self.flushing = (start, start + body)
+        self.flusher = threading.Thread(
+            target=self._write, args=(full, body, start), name="clonebay-pack", daemon=True
+        )
+        self.flusher.start()
+
+    def _write(self, buf: mmap.mmap, length: int, at: int) -> None:
+        try:
+            self.io.write(memoryview(buf)[:length], at)
+        except OSError as exc:
+            self.error = exc
+
+    def _wait(self) -> None:
+        if self.flusher is not None:
+            self.flusher.join()
+            self.flusher = None
+            self.flushing = (0, 0)
+        if self.error is not None:
+            raise DeviceError(f"{self.path}: {self.error.strerror or self.error}")
+
+    def read(self, length: int, offset: int) -> bytes:
+        """Bytes of the pack written so far, wherever they are now."""
+        self._wait()
+        end = offset + length
+        head = b""
+        if offset < self.stage_at:
+            head = os_call(self.path, os.pread, self.fd, min(end, self.stage_at) - offset, offset)
+        lo, hi = max(offset, self.stage_at) - self.stage_at, end - self.stage_at
+        return head + (self.stage[lo:hi] if hi > lo else b"")
+
+    def close(self) -> None:
+        """Write what is staged, fsync, close."""
+        try:
+            self._wait()
+            if self.fill:
+                rest = memoryview(self.stage)[: self.fill]
+                os_call(self.path, self.io.write, rest, self.stage_at)
+            os_call(self.path, os.fsync, self.fd)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.flusher is not None:
+            self.flusher.join()
+            self.flusher = None
+        if self.fd >= 0:
+            self.io.close()
+            os.close(self.fd)
+            self.fd = -1
 
 
 class PackAppender:
     """Frames appended to pack files numbered from ``first`` in ``image``/packs."""
 
-    def __init__(self, image: Path, first: int, limit: int, image_id: bytes) -> None:
+    def __init__(
+        self, image: Path, first: int, limit: int, image_id: bytes, *, direct: bool | None = None
+    ) -> None:
         self.image, self.limit, self.image_id = image, limit, image_id
         self.first = first
+        self.direct = direct_default() if direct is None else direct
         self.packs: list[PackEntry] = []  # the packs closed so far, in order
-        self._fd: int | None = None
+        self._open: _OpenPack | None = None
         self._pos = 0
         self._frames = 0
 
@@ -40,38 +143,38 @@ class PackAppender:
     def append(self, codec: int, raw_len: int, payload: Buffer, digest: bytes) -> tuple[int, int]:
         """Write one frame; (pack number, offset of its frame header in the pack)."""
         size = spec.FRAME_HEADER.size + len(payload)
-        if self._fd is None or self._pos + size > self.limit:
+        if self._open is None or self._pos + size > self.limit:
             self._next()
-        assert self._fd is not None
+        assert self._open is not None
         number, offset = self.current, self._pos
         header = spec.pack_frame_header(codec, raw_len, len(payload), digest)
-        write_all(self._fd, [header, payload], self.path(number))
+        self._open.add([header, payload])
         self._pos += size
         self._frames += 1
         return number, offset
 
+    def read(self, number: int, length: int, offset: int) -> bytes | None:
+        """Bytes of the pack being written (None for another pack: read its file)."""
+        if self._open is None or number != self.current:
+            return None
+        return self._open.read(length, offset)
+
     def _next(self) -> None:
         self.close()
-        path = self.path(self.current)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self._fd = os_call(path, os.open, path, flags, 0o644)
-        write_all(self._fd, [spec.pack_pack_header(self.current, self.image_id)], path)
+        self._open = _OpenPack(self.path(self.current), self.direct)
+        self._open.add([spec.pack_pack_header(self.current, self.image_id)])
         self._pos, self._frames = spec.PACK_HEADER.size, 0
 
     def close(self) -> None:
         """Flush and close the pack being written, if any, and list it in ``packs``."""
-        if self._fd is None:
+        if self._open is None:
             return
-        fd, self._fd = self._fd, None
-        path = self.path(self.current)
-        try:
-            os_call(path, os.fsync, fd)
-        finally:
-            os.close(fd)
-        self.packs.append(PackEntry(path.name, self._pos, self._frames))
+        pack, self._open = self._open, None
+        pack.close()
+        self.packs.append(PackEntry(pack.path.name, self._pos, self._frames))
 
     def abort(self) -> None:
         """Close the pack being written without listing it (the caller removes the files)."""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        if self._open is not None:
+            pack, self._open = self._open, None
+            pack.abort()

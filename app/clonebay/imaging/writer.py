@@ -307,11 +307,15 @@ class ImageWriter:
         pack, pack_offset, stored, known_codec = known
         if known_codec != codec or stored != len(payload):
             return False
-        fd = self._read_fds.get(pack)
-        path = self._packs.path(pack)
-        if fd is None:
-            fd = self._read_fds[pack] = os_call(path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
-        found: bytes = os_call(path, os.pread, fd, stored, pack_offset + spec.FRAME_HEADER.size)
+        at = pack_offset + spec.FRAME_HEADER.size
+        found = self._packs.read(pack, stored, at)  # the pack being written: maybe still staged
+        if found is None:
+            fd = self._read_fds.get(pack)
+            path = self._packs.path(pack)
+            if fd is None:
+                flags = os.O_RDONLY | os.O_CLOEXEC
+                fd = self._read_fds[pack] = os_call(path, os.open, path, flags)
+            found = os_call(path, os.pread, fd, stored, at)
         return found == (payload if isinstance(payload, bytes) else bytes(payload))
 
     def _release(self) -> None:
