@@ -1,8 +1,8 @@
 """The order of screens for each job, as plain steps (DESIGN §4):
 
-    clone:   source disk → target disk → plan (→ confirm, over the plan) → progress → result
+    clone:   source disk → target disk(s) → plan (→ confirm, over the plan) → progress → result
     save:    source disk → where to save → plan → progress → result
-    restore: image → target disk → plan (→ confirm, over the plan) → progress → result
+    restore: image → target disk(s) → plan (→ confirm, over the plan) → progress → result
     disks:   disk list → details of one disk
     browse:  image → partition → folder tree (→ extract the marked files, over the tree)
 
@@ -29,6 +29,7 @@ from clonebay.tui.screens.plan import PlanScreen
 from clonebay.tui.screens.progress import ProgressScreen
 from clonebay.tui.screens.result import ResultScreen
 from clonebay.tui.screens.save_target import SaveTargetScreen
+from clonebay.tui.screens.targets_picker import TargetsPickerScreen, pick_targets
 from clonebay.tui.services import ImageEntry, ImagePartition, Role, Services
 
 MAX_STEPS = 1000  # a flow is a handful of screens; this only bounds the loop
@@ -45,7 +46,7 @@ async def run_job(app: App[Any], services: Services, request: JobRequest) -> Non
 
 async def clone_flow(app: App[Any], services: Services) -> None:
     source: Disk | None = None
-    target: Disk | None = None
+    targets: list[Disk] | None = None
     step = 0
     for _ in range(MAX_STEPS):
         if step == 0:
@@ -54,11 +55,10 @@ async def clone_flow(app: App[Any], services: Services) -> None:
                 return
             step = 1
         elif step == 1 and source is not None:
-            target = await app.push_screen_wait(
-                DiskPickerScreen(services, Role.TARGET, source=source)
-            )
-            step = 0 if target is None else 2
-        elif step == 2 and source is not None and target is not None:
+            targets = await pick_targets(app, TargetsPickerScreen(services, source=source))
+            step = 0 if not targets else 2
+        elif step == 2 and source is not None and targets:
+            target, *also = targets
             request = await app.push_screen_wait(
                 PlanScreen(
                     services,
@@ -67,6 +67,7 @@ async def clone_flow(app: App[Any], services: Services) -> None:
                     target.path,
                     target_size=target.size,
                     confirm=target,
+                    also=also,
                 )
             )
             if request is None:
@@ -104,7 +105,7 @@ async def save_flow(app: App[Any], services: Services) -> None:
 
 async def restore_flow(app: App[Any], services: Services) -> None:
     image: ImageEntry | None = None
-    target: Disk | None = None
+    targets: list[Disk] | None = None
     step = 0
     for _ in range(MAX_STEPS):
         if step == 0:
@@ -113,11 +114,12 @@ async def restore_flow(app: App[Any], services: Services) -> None:
                 return
             step = 1
         elif step == 1 and image is not None:
-            target = await app.push_screen_wait(
-                DiskPickerScreen(services, Role.TARGET, title=_restore_prompt(image))
+            targets = await pick_targets(
+                app, TargetsPickerScreen(services, title=_restore_prompt(image))
             )
-            step = 0 if target is None else 2
-        elif step == 2 and image is not None and target is not None:
+            step = 0 if not targets else 2
+        elif step == 2 and image is not None and targets:
+            target, *also = targets
             request = await app.push_screen_wait(
                 PlanScreen(
                     services,
@@ -126,6 +128,7 @@ async def restore_flow(app: App[Any], services: Services) -> None:
                     target.path,
                     target_size=target.size,
                     confirm=target,
+                    also=also,
                 )
             )
             if request is None:

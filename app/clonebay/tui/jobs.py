@@ -51,10 +51,15 @@ class JobRequest:
     verify: bool = True
     totals: tuple[tuple[str, int], ...] = ()
     power_off: bool = False  # after a job that ended well
+    also: tuple[str, ...] = ()  # more targets, written from the same read (clone, restore)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return (self.target, *self.also)
 
     @property
     def title(self) -> str:
-        return f"{VERBS[self.kind]} {self.source} → {self.target}"
+        return f"{VERBS[self.kind]} {self.source} → {', '.join(self.targets)}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,18 @@ class OverallMeter:
 
 
 @dataclass(frozen=True)
+class TargetLine:
+    """One target of a job with several: how it ended, in a line."""
+
+    target: str
+    ok: bool
+    text: str
+
+
+StateSink = Callable[[str, str], None]  # (target, "writing" | "finishing" | "done" | "failed")
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What the Result screen says: ``status`` is "done", "failed" or "cancelled"."""
 
@@ -131,14 +148,25 @@ class Outcome:
     next_step: str = ""
     error_title: str = ""
     warnings: tuple[str, ...] = field(default=())
+    targets: tuple[TargetLine, ...] = ()  # a job with several targets: each one's end
 
     @property
     def ok(self) -> bool:
         return self.status == "done"
 
 
-def run_job(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
-    """Run ``request`` to the end (call it in a worker thread); errors are raised."""
+def run_job(
+    request: JobRequest,
+    sink: TickSink,
+    cancel: threading.Event,
+    on_state: StateSink | None = None,
+) -> Outcome:
+    """Run ``request`` to the end (call it in a worker thread); errors are raised. A job with
+    several targets reports each target's state to ``on_state`` (tui/many_jobs.py)."""
+    if request.also:
+        from clonebay.tui.many_jobs import run_many
+
+        return run_many(request, sink, cancel, on_state)
     if request.kind is JobKind.CLONE:
         return _clone(request, sink, cancel)
     if request.kind is JobKind.SAVE:

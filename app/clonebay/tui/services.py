@@ -42,7 +42,15 @@ from clonebay.model import Disk
 from clonebay.system import guard, hotplug, udev
 from clonebay.system.blockdev import FileSource
 from clonebay.system.run import run
-from clonebay.tui.jobs import JobKind, JobRequest, Outcome, OverallMeter, TickSink, run_job
+from clonebay.tui.jobs import (
+    JobKind,
+    JobRequest,
+    Outcome,
+    OverallMeter,
+    StateSink,
+    TickSink,
+    run_job,
+)
 
 MANIFEST = "manifest.json"
 POWER_OFF = ("systemctl", "poweroff")  # what "power off when done" runs
@@ -321,12 +329,24 @@ class Services:
         """Power the machine off (the job ended well and the technician asked for it)."""
         run(list(self.power_off_command))
 
-    def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
-        """Run the job (in a worker thread); nothing else reads a partition table meanwhile."""
+    def check_targets(self, targets: Sequence[str]) -> None:
+        """Refuse several targets that are one another (the same disk twice, a partition of
+        another target, a loop device over another); nothing is written."""
+        jobs.check_distinct(list(targets))
+
+    def run(
+        self,
+        request: JobRequest,
+        sink: TickSink,
+        cancel: threading.Event,
+        on_state: StateSink | None = None,
+    ) -> Outcome:
+        """Run the job (in a worker thread); nothing else reads a partition table meanwhile.
+        A job with several targets tells each target's state to ``on_state``."""
         try:
             with PARTED:
                 if request.kind is not JobKind.RESTORE:
                     _readable(request.source)
-                return run_job(request, sink, cancel)
+                return run_job(request, sink, cancel, on_state)
         finally:
-            self.forget(request.source, request.target)
+            self.forget(request.source, *request.targets)

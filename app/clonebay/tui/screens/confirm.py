@@ -3,11 +3,14 @@
 It names the target the way its label does (model, serial, size, bus, device) and lists what is
 on it now, read fresh by the prober. "No" has the focus. To go on, the technician types the last
 four characters of the disk's serial number, which they can read off the drive, or "yes" for an
-image file or a device without a serial; only then does "Yes, overwrite" work.
+image file or a device without a serial; only then does "Yes, overwrite" work. Several targets
+of one job (written from one read) are listed together, each with model, serial, size and
+what is on it, and "yes" is typed once for all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -37,27 +40,47 @@ class ConfirmModal(BaseModal[bool]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "no", "No")]
 
-    def __init__(self, services: Services, disk: Disk, action: str) -> None:
+    def __init__(
+        self, services: Services, disk: Disk, action: str, also: Sequence[Disk] = ()
+    ) -> None:
         super().__init__()
         self.services = services
         self.disk = disk
+        self.also = tuple(also)  # more targets of the same job: listed, and "yes" is typed
         self.action = action
-        self.answer = expected_answer(disk)
+        self.answer = "YES" if self.also else expected_answer(disk)
         self.contents: list[str] = []  # what is on the disk now, once read
+
+    @property
+    def disks(self) -> tuple[Disk, ...]:
+        return (self.disk, *self.also)
 
     def compose(self) -> ComposeResult:
         d = self.disk
         with Vertical(id="confirm-box", classes="dialog"):
-            yield Label(
-                Text(f"{self.action}: everything on this disk will be lost"), classes="dialog-title"
-            )
+            if self.also:
+                title = f"{self.action}: everything on these {len(self.disks)} disks will be lost"
+            else:
+                title = f"{self.action}: everything on this disk will be lost"
+            yield Label(Text(title), classes="dialog-title")
             ident = Text()
+            if self.also:
+                for disk in self.disks:
+                    ident.append(f"{disk.path:<14}", style="bold")
+                    ident.append(
+                        f"{disk.model or 'unknown'}, serial {disk.serial or 'none'},"
+                        f" {human_size(disk.size)}, {disk.transport or '-'}\n"
+                    )
             for name, value in (
-                ("Model", d.model or "unknown"),
-                ("Serial", d.serial or "none"),
-                ("Size", f"{human_size(d.size)} ({d.size} bytes)"),
-                ("Bus", d.transport or "-"),
-                ("Device", d.path),
+                ()
+                if self.also
+                else (
+                    ("Model", d.model or "unknown"),
+                    ("Serial", d.serial or "none"),
+                    ("Size", f"{human_size(d.size)} ({d.size} bytes)"),
+                    ("Bus", d.transport or "-"),
+                    ("Device", d.path),
+                )
             ):
                 ident.append(f"{name:<8}", style="bold")
                 ident.append(f"{value}\n")
@@ -84,10 +107,13 @@ class ConfirmModal(BaseModal[bool]):
 
     @work(thread=True, exit_on_error=False)
     def read_contents(self) -> None:
-        try:
-            lines = contents_lines(self.services.inspect(self.disk.path, fresh=True))
-        except ClonebayError as exc:
-            lines = [f"cannot read it: {exc.message}"]
+        lines: list[str] = []
+        for disk in self.disks:
+            try:
+                found = contents_lines(self.services.inspect(disk.path, fresh=True))
+            except ClonebayError as exc:
+                found = [f"cannot read it: {exc.message}"]
+            lines += [f"{disk.path}:", *(f"  {line}" for line in found)] if self.also else found
         self.app.call_from_thread(self._contents, lines)
 
     def _contents(self, lines: list[str]) -> None:

@@ -132,7 +132,11 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
             contents = report
         else:
             contents = partitions_summary(report)
-        return DiskRow(disk, self.refusals.get(disk.path), contents)
+        return DiskRow(disk, self.refusals.get(disk.path), contents, self.is_marked(disk))
+
+    def is_marked(self, disk: Disk) -> bool:
+        """Whether ``disk`` is marked as one of several targets (TargetsPickerScreen)."""
+        return False
 
     def _show(self) -> None:
         self.query_one(DiskTable).set_rows([self._row(d) for d in self.disks])
@@ -165,16 +169,22 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
     # --- actions ---------------------------------------------------------------------------
 
     def action_pick(self) -> None:
+        row = self.pickable()
+        if row is not None:
+            self.dismiss(row.disk)
+
+    def pickable(self) -> DiskRow | None:
+        """The highlighted row if it may be picked; else None, and the technician is told why."""
         row = self.query_one(DiskTable).highlighted()
         if row is None:
-            return
+            return None
         if row.disk.path not in self.refusals:
             self.notify("still checking this disk; try again in a moment", severity="warning")
-            return
+            return None
         if row.refusal:
             self.notify(row.refusal, title="This disk cannot be picked", severity="warning")
-            return
-        self.dismiss(row.disk)
+            return None
+        return row
 
     def action_back(self) -> None:
         self.dismiss(None)

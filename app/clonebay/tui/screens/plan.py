@@ -10,6 +10,7 @@ verify, and power off when done; a new grow mode makes a new plan. A plan the en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -44,9 +45,25 @@ class PlanView:
 
 
 def make_view(
-    services: Services, kind: JobKind, source: str, target: str, *, target_size: int, grow: Grow
+    services: Services,
+    kind: JobKind,
+    source: str,
+    target: str,
+    *,
+    target_size: int,
+    grow: Grow,
+    also: Sequence[str] = (),
 ) -> PlanView:
-    """Ask the engine for the plan and turn it into two layouts (runs in a worker)."""
+    """Ask the engine for the plan and turn it into two layouts (runs in a worker). ``also``:
+    more targets of the job, planned too (each has its own plan; a refusal of any shows here)
+    but not drawn."""
+    if also:
+        services.check_targets([target, *also])
+        for other in also:
+            if kind is JobKind.CLONE:
+                services.clone_plan(source, other, grow)
+            else:
+                services.restore_plan(source, other, grow)
     if kind is JobKind.CLONE:
         plan = services.clone_plan(source, target, grow)
         left, right = clone_layouts(plan, source, target)
@@ -80,10 +97,12 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         *,
         target_size: int = 0,
         confirm: Disk | None = None,
+        also: Sequence[Disk] = (),
     ) -> None:
         super().__init__()
         self.services = services
         self.confirm = confirm
+        self.also = tuple(also)  # more targets, written from the same read
         self.kind = kind
         self.source = source
         self.target = target
@@ -96,6 +115,16 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             Text(f"{VERBS[self.kind]} plan: nothing has been written yet."),
             classes="screen-heading",
         )
+        if self.also:
+            yield Label(
+                Text(
+                    f"{len(self.also) + 1} targets, written from one read: shown for"
+                    f" {self.target}; {', '.join(d.path for d in self.also)} each get their"
+                    " own plan (their own size and growth), checks, verify and result."
+                ),
+                classes="screen-subheading",
+                id="plan-targets",
+            )
         with Horizontal(id="plan-sides"):
             yield LayoutView(columns=SOURCE, id="plan-left")
             right = ("#", "Size", "FS", "Copy") if self.kind is JobKind.SAVE else TARGET
@@ -142,6 +171,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
                 self.target,
                 target_size=self.target_size,
                 grow=grow,
+                also=[d.path for d in self.also],
             )
         except BaseException:
             self.app.call_from_thread(self._refused)
@@ -187,6 +217,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             self.query_one("#verify", Checkbox).value,
             self.view.totals,
             self.query_one("#power-off", Checkbox).value,
+            tuple(d.path for d in self.also),
         )
         if self.confirm is None:
             self.dismiss(request)
@@ -196,7 +227,9 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             if yes:
                 self.dismiss(request)
 
-        self.app.push_screen(ConfirmModal(self.services, self.confirm, VERBS[self.kind]), answered)
+        self.app.push_screen(
+            ConfirmModal(self.services, self.confirm, VERBS[self.kind], self.also), answered
+        )
 
     def action_back(self) -> None:
         self.dismiss(None)

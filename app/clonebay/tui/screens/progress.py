@@ -22,7 +22,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Button, Footer, Header, Label, Log
+from textual.widgets import Button, Footer, Header, Label, Log, Static
 from textual.worker import Worker, WorkerState
 
 from clonebay.errors import CancelledError
@@ -34,6 +34,14 @@ from clonebay.tui.text import region_name
 from clonebay.tui.widgets.job_meter import JobMeter
 
 ENGINE_LOGGER = "clonebay"
+TARGET_STATES = {
+    "waiting": "waiting",
+    "writing": "writing",
+    "finishing": "tables, verify, fixups",
+    "done": "complete",
+    "failed": "FAILED: incomplete",
+}
+STATE_MARKS = {"done": ("✔", "#46a758"), "failed": ("✘", "bold #e5484d"), "writing": ("▶", "")}
 
 
 class _QueueHandler(logging.Handler):
@@ -61,11 +69,14 @@ class ProgressScreen(BaseScreen[Outcome]):
         self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._handler = _QueueHandler(self._lines)
         self._old_level = logging.NOTSET
+        self.states: dict[str, str] = {}  # target -> its state (several targets)
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Label(Text(self.request.title), classes="screen-heading")
         yield JobMeter()
+        if self.request.also:
+            yield Static(self._targets_text(), id="job-targets")
         yield Log(id="job-log", highlight=False)
         with Horizontal(classes="buttons"):
             yield Button("Cancel", id="cancel", variant="error")
@@ -88,7 +99,28 @@ class ProgressScreen(BaseScreen[Outcome]):
 
     @work(thread=True, exit_on_error=False, group="job", name="job")
     def run_job(self) -> Outcome:
+        if self.request.also:  # several targets: each one's state is shown
+            return self.services.run(
+                self.request, self._tick_from_worker, self.cancel, self._state_from_worker
+            )
         return self.services.run(self.request, self._tick_from_worker, self.cancel)
+
+    def _state_from_worker(self, target: str, state: str) -> None:
+        self.app.call_from_thread(self.show_state, target, state)
+
+    def show_state(self, target: str, state: str) -> None:
+        """One target's state changed (writing, finishing, done, failed)."""
+        self.states[target] = state
+        self.query_one("#job-targets", Static).update(self._targets_text())
+        self.log_line(f"{target}: {TARGET_STATES.get(state, state)}")
+
+    def _targets_text(self) -> Text:
+        text = Text()
+        for target in self.request.targets:
+            state = self.states.get(target, "waiting")
+            mark, style = STATE_MARKS.get(state, ("·", ""))
+            text.append(f" {mark} {target:<28} {TARGET_STATES.get(state, state)}\n", style=style)
+        return text
 
     def _tick_from_worker(self, tick: Tick) -> None:
         self.app.call_from_thread(self.show_tick, tick)

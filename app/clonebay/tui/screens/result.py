@@ -26,6 +26,10 @@ MARKS = {"done": ("✔", "#46a758"), "failed": ("✘", "#e5484d"), "cancelled": 
 
 def result_text(outcome: Outcome) -> Text:
     text = Text()
+    for target in outcome.targets:  # a job with several targets: each one's end first
+        text.append(f"{target.text}\n", style="#46a758" if target.ok else "bold #e5484d")
+    if outcome.targets:
+        text.append("\n")
     for line in outcome.details:
         text.append(f"{line}\n")
     if outcome.verify:

@@ -28,6 +28,7 @@ class DiskRow:
     disk: Disk
     refusal: str | None = ""
     contents: str = "reading…"
+    marked: bool = False  # marked as one of several targets (the targets picker)
 
 
 MODEL_WIDTH = 32  # a loop device's model is its backing file's path: the status must stay seen
@@ -56,7 +57,7 @@ def row_cells(row: DiskRow) -> list[Text]:
         status.append("free", style="#46a758")
     style = "dim" if row.refusal else ""
     cells = [
-        Text(disk.path, style=style or "bold"),
+        Text(("● " if row.marked else "") + disk.path, style=style or "bold"),
         Text(clip(disk.model or "-", MODEL_WIDTH), style=style),
         Text(disk.serial or "-", style=style),
         Text(human_size(disk.size), style=style, justify="right"),
