@@ -37,7 +37,7 @@ from pathlib import Path
 
 from compare_catalog import CLONEBAY, REPO, Setup, clone_jobs, restore_jobs, save_jobs
 from compare_disk import Loops, source_disk, target_file
-from compare_jobs import Job, check_copy, describe_sizes, prepare_target, run_commands
+from compare_jobs import Job, check_copy, image_bytes, prepare_target, run_commands
 from compare_scaling import scaling_section
 from measure import QUIET, Pace, git_revision, machine, table, tool_versions
 from volumes import remove_tree
@@ -81,7 +81,8 @@ def run_job(job: Job, setup: Setup, pace: Pace, logs: Path, *, tag: str, check: 
     if job.after:
         job.after()
     if job.outputs:
-        job.note = f"{describe_sizes(job.outputs) / 1e6:.0f} MB"
+        job.size = image_bytes(job.outputs)
+        job.note = f"{job.size / 1e6:.0f} MB"
     verdict = ""
     if check and job.check:
         verdict = check_copy(setup.source, job.target, job.check, job.check_table)
@@ -200,7 +201,7 @@ def main() -> None:
         for i in range(args.runs):
             for job in jobs:
                 run_job(job, setup, pace, logs, tag=f"run{i + 1}", check=not args.no_check)
-        lines += report(jobs, setup)
+        lines += report(jobs, setup) if jobs else []
         if args.scaling:
             lines += scaling_section(args, work, setup, loops=loops, pace=pace, logs=logs)
     except Exception:
@@ -217,12 +218,61 @@ def main() -> None:
         args.out.write_text(text)
 
 
+def _ratio(jobs: dict[str, Job], peer: str, base: str) -> float | None:
+    a, b = jobs.get(peer), jobs.get(base)
+    if not (a and b and a.runs and b.runs):
+        return None
+    return median(a, "seconds") / median(b, "seconds")
+
+
+def targets_section(jobs: list[Job]) -> list[str]:
+    """Issue 14's targets, measured in this run (ratios: peer time / clonebay time)."""
+    by = {j.name: j for j in jobs}
+    items: list[tuple[str, float | None, str, float]] = [
+        ("clone (verify on) vs partclone -b", _ratio(by, "partclone -b, each partition",
+         "clonebay clone"), "x", 2.0),
+        ("save vs ocs-sr savedisk", _ratio(by, "ocs-sr savedisk (Clonezilla, zstd)",
+         "clonebay save"), "x", 6.0),
+        ("restore vs ocs-sr restoredisk", _ratio(by, "ocs-sr restoredisk (Clonezilla)",
+         "clonebay restore"), "x", 12.0),
+        ("restore vs dd O_DIRECT writing the same bytes", _ratio(by,
+         "dd bs=4M O_DIRECT, the bytes clonebay restore wrote", "clonebay restore"), "x", 1.0),
+    ]  # fmt: skip
+    for name in ("clonebay save", "clonebay restore"):
+        j = by.get(name)
+        rate = j.used / median(j, "seconds") / 1e6 if j and j.runs else None
+        items.append((f"{name.split()[1]} MB/s of used data", rate, " MB/s", 500.0 if
+                      "save" in name else 750.0))  # fmt: skip
+    for name in ("clonebay clone", "clonebay save", "clonebay restore"):
+        j = by.get(name)
+        cpu = median(j, "system") / (j.used / 1e9) if j and j.runs else None
+        items.append((f"{name} system CPU s per GB (at most)", cpu, " s/GB", 0.3))
+    save, lz4 = by.get("clonebay save"), by.get("partclone -c \\| lz4 -1")
+    size = save.size / lz4.size if save and lz4 and save.size and lz4.size else None
+    items.append(("image size vs partclone \\| lz4 (at most)", size, "", 1.0))
+    rows = []
+    for what, value, unit, goal in items:
+        if value is None:
+            rows.append([what, "-", f"{goal:g}{unit}", "not measured"])
+            continue
+        at_most = "(at most)" in what
+        met = value <= goal if at_most else value >= goal
+        rows.append([what, f"{value:.2f}{unit}", f"{goal:g}{unit}", "met" if met else "not met"])
+    return [
+        "### Issue 14's targets in this run",
+        "",
+        table(["what", "measured", "target", ""], rows),
+        "",
+    ]
+
+
 def report(jobs: list[Job], setup: Setup | None) -> list[str]:
     lines = [
         "### Times (median; s include the final sync)",
         "",
         table(HEADERS, rows(jobs)),
         "",
+        *targets_section(jobs),
         "\"time vs clonebay\": this job's time over clonebay's matching job (whole disk, or the"
         " same partition for e2image and ntfsclone); above 1: clonebay is faster. The"
         " per-partition clonebay rows are the base for e2image and ntfsclone.",

@@ -45,6 +45,12 @@ class Setup:
         return dev.removeprefix("/dev/")
 
 
+def _in_folder(folder: Path, commands: list[Command]) -> list[Command]:
+    """``commands`` once ``folder`` exists (ocs-sr refuses an ocsroot that does not)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return commands
+
+
 def clone_jobs(s: Setup) -> list[Job]:
     d, src, dst = s.disk, s.source, s.target
     ext4, ntfs = d.part("ext4"), d.part("ntfs")
@@ -166,7 +172,7 @@ def save_jobs(s: Setup) -> list[Job]:
         Job(
             "ocs-sr savedisk (Clonezilla, zstd)",
             "save",
-            lambda: [Command.of(ocs)],
+            lambda: _in_folder(out / "partimag", [Command.of(ocs)]),
             d.used,
             "clonebay save",
             outputs=[out / "partimag" / "bench"],

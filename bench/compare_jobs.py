@@ -10,7 +10,7 @@ source's partition table for per-partition tools) and checking the copy are not 
 A copy is checked against the source partition by partition (``cmp``); a partition that is not
 byte-identical is checked with its filesystem's own fsck (some tools skip backup superblocks or
 boot sectors, see bench/RESULTS.md), and the partition table's starts, sizes and types are
-compared. A failed check is reported as BROKEN in the table.
+compared. A missing partition or table is reported as BROKEN, a failing fsck as FAILS.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from compare_disk import Part, SourceDisk, blank, part_dev, refresh_partitions
+from compare_disk import Part, blank, part_dev, refresh_partitions
 from measure import Command, busy_cpu_seconds
 
 FSCK = {"ext4": ["e2fsck", "-fn"], "ntfs": ["ntfsfix", "-n"], "fat32": ["fsck.fat", "-n"]}
@@ -59,6 +59,7 @@ class Job:
     outputs: list[Path] = field(default_factory=list)  # removed before each run
     after: Callable[[], None] | None = None  # untimed, after each run
     note: str = ""
+    size: int = 0  # bytes its outputs take on the host (images)
     runs: list[Run] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # the commands of the last run
@@ -158,8 +159,8 @@ def check_copy(source: str, target: str, parts: tuple[Part, ...], table: bool) -
             continue
         where = cmp.stdout.strip().rsplit(":", 1)[-1].strip() or cmp.stderr.strip()
         fsck = subprocess.run([*FSCK[p.fstype], dst], capture_output=True, check=False)
-        verdict = "clean" if fsck.returncode == 0 else f"BROKEN: exit {fsck.returncode}"
-        findings.append(f"p{p.number} differs ({where}), `{' '.join(FSCK[p.fstype])}` {verdict}")
+        verdict = "clean" if fsck.returncode == 0 else f"FAILS (exit {fsck.returncode})"
+        findings.append(f"p{p.number} differs ({where}); `{' '.join(FSCK[p.fstype])}` {verdict}")
     return "; ".join(findings) if findings else "identical"
 
 
@@ -168,14 +169,10 @@ def allocated(path: Path) -> int:
     return path.stat().st_blocks * 512
 
 
-def describe_sizes(paths: list[Path]) -> int:
-    """Bytes of files (or of every file under folders)."""
+def image_bytes(paths: list[Path]) -> int:
+    """Bytes files (or every file under folders) take on the host (sparse files: their data)."""
     total = 0
     for path in paths:
         files = [q for q in path.rglob("*") if q.is_file()] if path.is_dir() else [path]
-        total += sum(q.stat().st_size for q in files if q.exists())
+        total += sum(allocated(q) for q in files if q.exists())
     return total
-
-
-def disk_used(disk: SourceDisk, parts: tuple[Part, ...]) -> int:
-    return sum(p.used for p in parts) if parts else disk.used
