@@ -29,6 +29,7 @@ Needs root; Debian packages: ``make bench-setup``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -158,10 +159,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tasks", default="clone,save,restore", help="which tasks to run")
     p.add_argument("--scaling", action="store_true", help="add the scaling tables")
     p.add_argument("--scaling-used", default="1,2,4", help="GiB used on the scaling disks")
+    p.add_argument("--scaling-disk-gib", type=int, help="their size (default: twice the most)")
     p.add_argument("--no-check", action="store_true", help="do not check the copies")
     p.add_argument("--loop-dio", choices=["on", "off"], default="on", help="losetup --direct-io")
     p.add_argument("--keep", action="store_true", help="keep the images afterwards")
     return p.parse_args()
+
+
+def free_targets(work: Path) -> None:
+    """Give the target files' space back to the host (they stay, as holes)."""
+    for path in (work / "targets").glob("*.img"):
+        size = path.stat().st_size
+        os.truncate(path, 0)
+        os.truncate(path, size)
 
 
 def main() -> None:
@@ -203,6 +213,9 @@ def main() -> None:
                 run_job(job, setup, pace, logs, tag=f"run{i + 1}", check=not args.no_check)
         lines += report(jobs, setup) if jobs else []
         if args.scaling:
+            for path in images.iterdir():  # room on the host for four targets
+                if path.name != "clonebay" and not args.keep:
+                    remove_tree(path)
             lines += scaling_section(args, work, setup, loops=loops, pace=pace, logs=logs)
     except Exception:
         traceback.print_exc()
@@ -210,6 +223,7 @@ def main() -> None:
         lines += report(jobs, None) if jobs else []
     finally:
         loops.close()
+        free_targets(work)
         if not args.keep:
             remove_tree(images)
     text = "\n".join(lines) + "\n"

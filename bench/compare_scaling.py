@@ -3,9 +3,9 @@ grow linearly: seconds per GiB stay flat) and against the number of targets writ
 read (``clonebay clone SRC DST1 DST2 ...``, ``clonebay restore IMAGE DST1 DST2 ...``).
 
 The data scaling disks have the compare disk's layout and mix at twice the largest used size
-(8 GiB for 1, 2, 4 GiB used), built once in the work folder like the main disk. The targets
-scaling runs on the main disk with up to four target loop devices; on this VM they all live on
-the one virtual disk, so four targets share its bandwidth.
+(8 GiB for 1, 2, 4 GiB used; ``--scaling-disk-gib``), built once in the work folder like the
+main disk. The targets scaling runs on the main disk with up to four target loop devices; on
+this VM they all live on the one virtual disk, so four targets share its bandwidth.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def data_scaling(
     args: argparse.Namespace, work: Path, loops: Loops, pace: Pace, logs: Path
 ) -> list[str]:
     sizes = [float(x) for x in args.scaling_used.split(",")]
-    disk_gib = max(args.size_gib, math.ceil(2 * max(sizes)))
+    disk_gib = args.scaling_disk_gib or max(args.size_gib, math.ceil(2 * max(sizes)))
     rows, checks, commands = [], [], []
     for used in sizes:
         disk = source_disk(work, disk_gib, used)
@@ -78,6 +78,7 @@ def data_scaling(
                         )
         finally:
             remove_tree(image)
+            blank(dst)
             loops.detach(dst)
             loops.detach(src)
         row = [f"{disk.used / GIB:.2f}"]
@@ -163,6 +164,8 @@ def target_scaling(
             "",
         ]
     finally:
+        for dev in targets:
+            blank(dev)  # their space back to the host
         for dev in extra:
             loops.detach(dev)
 
