@@ -59,4 +59,33 @@ def test_cancel_stops_a_put_waiting_on_a_full_queue() -> None:
         writer.put(lambda: None)
     block.set()
     writer.stop()
-    assert not writer.thread.is_alive()
+    assert not any(t.is_alive() for t in writer.threads)
+
+
+def test_several_threads_keep_the_first_error_and_release_every_buffer() -> None:
+    """With two writer threads (direct I/O keeps two writes in flight), a failed write still
+    stops every later one, the first error is the one raised, and every job's release runs
+    (a pipeline buffer shared by several targets must come back even from a failed target)."""
+    writer = OrderedWriter(threading.Event(), depth=4, threads=2)
+    released: list[int] = []
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def job(n: int) -> None:
+        with lock:
+            ran.append(n)
+        if n == 3:
+            raise DeviceError("write error at job 3")
+
+    def release(n: int) -> None:
+        with lock:
+            released.append(n)
+
+    with pytest.raises(DeviceError, match="job 3"):
+        for n in range(40):
+            writer.put(lambda n=n: job(n), lambda n=n: release(n))
+        writer.drain()
+    writer.stop()
+    queued = max(released) + 1
+    assert sorted(released) == list(range(queued)), "every queued job was released once"
+    assert 3 in ran and len(ran) < 40, "jobs after the failure were skipped"
