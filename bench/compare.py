@@ -166,6 +166,25 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def run_order(jobs: list[Job]) -> list[Job]:
+    """Each save job followed by the restore jobs that read its image (so that an image can go
+    once they have run: the host disk need not hold every image at once), then the rest."""
+    saves = [j for j in jobs if j.group == "save"]
+    out = [j for j in jobs if j.group == "clone"]
+    for save in saves:
+        out += [save, *(j for j in jobs if j.group == "restore" and j.reads == save.name)]
+    return out + [j for j in jobs if j not in out]
+
+
+def drop_images(order: list[Job], done: int, keep: set[str]) -> None:
+    """Remove the images of save jobs that no job after ``order[done]`` reads."""
+    later = {j.reads for j in order[done + 1 :]}
+    for job in order[: done + 1]:
+        if job.group == "save" and job.name not in later and job.name not in keep:
+            for path in job.outputs:
+                remove_tree(path)
+
+
 def free_targets(work: Path) -> None:
     """Give the target files' space back to the host (they stay, as holes)."""
     for path in (work / "targets").glob("*.img"):
@@ -208,9 +227,12 @@ def main() -> None:
         skip = re.compile(args.skip, re.I) if args.skip else None
         groups = [[j for j in g if not (skip and skip.search(j.name))] for g in groups]
         jobs = [j for g in groups for j in g]
+        order = run_order(jobs)
         for i in range(args.runs):
-            for job in jobs:
+            for n, job in enumerate(order):
                 run_job(job, setup, pace, logs, tag=f"run{i + 1}", check=not args.no_check)
+                if not args.keep:  # every run saves its images again
+                    drop_images(order, n, keep={"clonebay save"} if args.scaling else set())
         lines += report(jobs, setup) if jobs else []
         if args.scaling:
             for path in images.iterdir():  # room on the host for four targets

@@ -234,6 +234,7 @@ def _partclone_restore(s: Setup, codec: str) -> Job:
     return Job(
         f"{codec} -d \\| partclone -r", "restore", commands, s.disk.used, "clonebay restore",
         target=s.target, check=tuple(s.disk.parts), check_table=True,
+        reads=f"partclone -c \\| {codec} -1",
     )  # fmt: skip
 
 
@@ -251,6 +252,7 @@ def _dd_same_bytes(s: Setup, direct: bool) -> Job:
     return Job(
         f"{name}, the bytes clonebay restore wrote", "restore", commands, s.disk.used,
         "clonebay restore", target=s.target, note="raw bytes only, not a restore: not checked",
+        reads="clonebay save",
     )  # fmt: skip
 
 
@@ -273,6 +275,7 @@ def restore_jobs(s: Setup) -> list[Job]:
             lambda: [Command.of([CLONEBAY, "restore", "--yes", str(out / "clonebay"), dst])],
             d.used,
             after=record_written,
+            reads="clonebay save",
             **whole,
         ),
         _partclone_restore(s, "lz4"),
@@ -285,6 +288,7 @@ def restore_jobs(s: Setup) -> list[Job]:
             lambda: [Command.of(ocs)],
             d.used,
             "clonebay restore",
+            reads="ocs-sr savedisk (Clonezilla, zstd)",
             **whole,
         ),
         Job(
@@ -295,6 +299,7 @@ def restore_jobs(s: Setup) -> list[Job]:
             target=dst,
             table_first=True,
             check=(ext4,),
+            reads=f"clonebay save p{ext4.number} (ext4)",
         ),
         Job(
             f"e2image -ra p{ext4.number} back",
@@ -305,6 +310,7 @@ def restore_jobs(s: Setup) -> list[Job]:
             target=dst,
             table_first=True,
             check=(ext4,),
+            reads=f"e2image -ra p{ext4.number} (sparse raw file)",
         ),
         Job(
             nt,
@@ -314,6 +320,7 @@ def restore_jobs(s: Setup) -> list[Job]:
             target=dst,
             table_first=True,
             check=(ntfs,),
+            reads=f"clonebay save p{ntfs.number} (NTFS)",
         ),
         Job(
             f"ntfsclone --restore-image p{ntfs.number}",
@@ -335,5 +342,6 @@ def restore_jobs(s: Setup) -> list[Job]:
             target=dst,
             table_first=True,
             check=(ntfs,),
+            reads=f"ntfsclone --save-image p{ntfs.number}",
         ),
     ]

@@ -58,6 +58,7 @@ class Job:
     check_table: bool = False
     outputs: list[Path] = field(default_factory=list)  # removed before each run
     after: Callable[[], None] | None = None  # untimed, after each run
+    reads: str = ""  # the save job whose image this restore job reads
     note: str = ""
     size: int = 0  # bytes its outputs take on the host (images)
     runs: list[Run] = field(default_factory=list)
