@@ -15,7 +15,6 @@ import errno
 import itertools
 import os
 import stat
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import mfusepy
+
+from tests.fusemount import served
 
 NAME = "disk.img"
 
@@ -91,30 +92,8 @@ class RefusingFile(mfusepy.Operations):  # type: ignore[misc]
 @contextmanager
 def refusing(backing: Path, mountpoint: Path, mode: str) -> Iterator[Path]:
     """``backing`` as ``mountpoint``/disk.img, refusing direct I/O; unmounted after."""
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "tests.directfuse", str(backing), str(mountpoint), mode]
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            proc.kill()
-            _, err = proc.communicate()
-            raise RuntimeError(f"directfuse did not mount {mountpoint}: {err.strip()}")
+    with served("tests.directfuse", [str(backing), str(mountpoint), mode], mountpoint):
         yield mountpoint / NAME
-    finally:
-        if os.path.ismount(mountpoint):
-            subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, check=False)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

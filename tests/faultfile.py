@@ -20,7 +20,6 @@ import argparse
 import errno
 import os
 import stat
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import mfusepy
+
+from tests.fusemount import served
 
 NAME = "disk.img"
 
@@ -97,33 +98,9 @@ def failing(
 ) -> Iterator[Path]:
     """``backing`` with a bad range (for reads, or with ``writes`` for writes), as
     ``mountpoint``/disk.img; unmounted after."""
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "tests.faultfile", str(backing), str(mountpoint)]
-    if writes:
-        argv.insert(3, "--writes")
-    proc = subprocess.Popen(
-        [*argv, str(start), str(length)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
-            proc.kill()
-            _, err = proc.communicate()
-            raise RuntimeError(f"faultfile did not mount {mountpoint}: {err.strip()}")
+    args = [str(backing), str(mountpoint), str(start), str(length)]
+    with served("tests.faultfile", ["--writes", *args] if writes else args, mountpoint):
         yield mountpoint / NAME
-    finally:
-        if os.path.ismount(mountpoint):
-            subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, check=False)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
