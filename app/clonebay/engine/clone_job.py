@@ -25,12 +25,11 @@ from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
 from clonebay.engine.target.fanout import (
     FanOut,
-    NoTargetLeftError,
     StateSink,
     TargetOutcome,
     open_paths,
 )
-from clonebay.errors import ClonebayError, DeviceError
+from clonebay.errors import DeviceError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
 from clonebay.model import CopyMethod, Extent, Progress, VolumeState
@@ -274,8 +273,8 @@ def _clone(
         jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
         paths = open_paths(jobs, progress=progress, cancel=cancel, report_writes=False)
         with FanOut(paths, on_state) as fan:
-            try:
-                fan.begin()
+
+            def feed() -> None:
                 pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
                     _hash,
                     _Sink(fan, plans),
@@ -289,12 +288,8 @@ def _clone(
                 totals = {r.name: r.planned_bytes for r in jobs[0].regions if not r.held}
                 pipe.run(_tasks(plans[targets[0]], src.io), totals)
                 _hold_areas(src, fan)
-            except NoTargetLeftError:
-                pass
-            except (ClonebayError, OSError) as exc:  # the source failed, or a cancel
-                fan.fail_all(exc)
-            if fan.live:
-                fan.finish()
+
+            fan.run(feed)
             outcomes = fan.outcomes(lambda p: p.job.notes)
     for outcome in outcomes:
         if outcome.touched and is_block_device(outcome.target):

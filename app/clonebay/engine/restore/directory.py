@@ -30,12 +30,10 @@ from clonebay.engine.restore.placements import (
 from clonebay.engine.target import TargetPath
 from clonebay.engine.target.fanout import (
     FanOut,
-    NoTargetLeftError,
     StateSink,
     TargetOutcome,
     open_paths,
 )
-from clonebay.errors import ClonebayError
 from clonebay.imaging.codec import Buffer
 from clonebay.imaging.frame_stream import region_frames
 from clonebay.imaging.manifest import RegionEntry
@@ -136,15 +134,9 @@ def restore_many(
             if options.check:
                 check_frames(reader, image, progress)
             warnings: list[str] = []
-            try:
-                fan.begin()
-                _feed(fan, reader, plans, options.workers, cancel=cancel, warnings=warnings)
-            except NoTargetLeftError:
-                pass
-            except (ClonebayError, OSError) as exc:  # the image failed, or a cancel
-                fan.fail_all(exc)
-            if fan.live:
-                fan.finish()
+            fan.run(
+                lambda: _feed(fan, reader, plans, options.workers, cancel=cancel, warnings=warnings)
+            )
             outcomes = fan.outcomes(lambda p: p.job.notes)
     for outcome in outcomes:
         outcome.warnings = warnings + outcome.warnings

@@ -180,6 +180,20 @@ class FanOut:
         if not self.live:
             raise NoTargetLeftError("every target failed")
 
+    def run(self, feed: Callable[[], None]) -> None:
+        """Wipe every target, run ``feed`` (it hands the data to the targets), then finish the
+        live ones. A source error or a cancel (ClonebayError, OSError) reaches every live
+        target as its own error; feeding stops early when no target is left."""
+        try:
+            self.begin()
+            feed()
+        except NoTargetLeftError:
+            pass
+        except (ClonebayError, OSError) as exc:
+            self.fail_all(exc)
+        if self.live:
+            self.finish()
+
     def fail_all(self, exc: BaseException) -> None:
         """The source failed (or the job was cancelled): every live target stops, with that
         error and its own note that it is incomplete."""
