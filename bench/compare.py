@@ -293,7 +293,10 @@ def targets_section(jobs: list[Job]) -> list[str]:
             continue
         at_most = "(at most)" in what
         met = value <= goal if at_most else value >= goal
-        rows.append([what, f"{value:.2f}{unit}", f"{goal:g}{unit}", "met" if met else "not met"])
+        digits = {" MB/s": 0, "": 3}.get(unit, 2)
+        rows.append(
+            [what, f"{value:.{digits}f}{unit}", f"{goal:g}{unit}", "met" if met else "not met"]
+        )
     return [
         "### Issue 14's targets in this run",
         "",
