@@ -24,6 +24,10 @@ from measure import Command, Pace, table
 from volumes import remove_tree
 
 
+def _show(result: Run | str) -> str:
+    return f"{result.seconds:.1f} s" if isinstance(result, Run) else result
+
+
 def _timed(commands: list[Command], targets: list[str], pace: Pace, log: Path) -> Run | str:
     """One run onto fresh ``targets``; the Run, or why it failed."""
     for t in targets:
@@ -71,7 +75,11 @@ def data_scaling(
                     log = logs / f"scaling-{used:g}-{name}-run{i + 1}.log"
                     result = _timed(cmds, [dst] if name != "save" else [], pace, log)
                     results[name].append(result)
-                    print(f"  scaling {used:g} GiB {name}: {result}", file=sys.stderr, flush=True)
+                    print(
+                        f"  scaling {used:g} GiB {name}: {_show(result)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     if name != "save" and isinstance(result, Run) and not args.no_check:
                         checks.append(
                             f"{used:g} GiB {name}: {check_copy(src, dst, tuple(disk.parts), True)}"
@@ -141,7 +149,7 @@ def target_scaling(
                     log = logs / f"targets-{k}-{name}-run{i + 1}.log"
                     result = _timed([Command.of(argv)], targets[:k], pace, log)
                     runs.append(result)
-                    print(f"  {k} targets {name}: {result}", file=sys.stderr, flush=True)
+                    print(f"  {k} targets {name}: {_show(result)}", file=sys.stderr, flush=True)
                     if isinstance(result, Run) and not args.no_check:
                         for t in targets[:k]:
                             verdict = check_copy(setup.source, t, tuple(setup.disk.parts), True)
@@ -161,6 +169,9 @@ def target_scaling(
             table(headers, rows),
             "",
             "Checks: " + ("; ".join(sorted(set(checks))) or "none"),
+            "",
+            f"Commands: `{CLONEBAY} clone --yes SRC DST1 ... DSTk`,"
+            f" `{CLONEBAY} restore --yes {image} DST1 ... DSTk`",
             "",
         ]
     finally:
