@@ -35,7 +35,7 @@ async def until(pilot: Pilot[Any], what: str, check: Callable[[], object]) -> No
     end = time.monotonic() + DEADLINE
     while not check():
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what} (the screen: {pilot.app.screen!r})")
         await pilot.pause(0.05)
 
 

@@ -21,7 +21,7 @@ from clonebay.engine.regions import source_regions
 from clonebay.errors import CancelledError, DeviceError
 from clonebay.model import CopyMethod, Disk, Extent, Partition, PartitionTable, Volume
 from clonebay.model import VolumeState as State
-from clonebay.tui.jobs import JobKind, JobRequest, Outcome, Tick, TickSink
+from clonebay.tui.jobs import JobKind, JobRequest, Outcome, StateSink, Tick, TickSink
 from clonebay.tui.services import (
     ExtractSummary,
     ExtractTick,
@@ -295,7 +295,13 @@ class RecordedServices(Services):
         sink(ExtractTick(f"{HOME}/Documents/Rechnung.pdf", 200, 20, 700 * MIB, 1_525 * MIB, 1))
         return EXTRACTED
 
-    def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+    def run(
+        self,
+        request: JobRequest,
+        sink: TickSink,
+        cancel: threading.Event,
+        on_state: StateSink | None = None,
+    ) -> Outcome:
         for tick in [*TICKS, FROZEN]:
             sink(tick)
         self.ticked.set()

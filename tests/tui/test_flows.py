@@ -18,7 +18,7 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.testdisks import disks
 from clonebay.tui.app import ClonebayApp
-from clonebay.tui.jobs import JobRequest, Outcome, TickSink
+from clonebay.tui.jobs import JobRequest, Outcome, StateSink, TickSink
 from clonebay.tui.screens.ask import AskModal
 from clonebay.tui.screens.confirm import ConfirmModal
 from clonebay.tui.screens.disk_picker import DiskPickerScreen
@@ -239,13 +239,19 @@ class GatedServices(Services):
         self.gate = threading.Event()
         self.reached = threading.Event()
 
-    def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+    def run(
+        self,
+        request: JobRequest,
+        sink: TickSink,
+        cancel: threading.Event,
+        on_state: StateSink | None = None,
+    ) -> Outcome:
         def gated(tick: Any) -> None:
             self.reached.set()
             self.gate.wait(30)
             sink(tick)
 
-        return super().run(request, gated, cancel)
+        return super().run(request, gated, cancel, on_state)
 
 
 def test_cancel_clone(demo_disk: disks.BuiltDisk, blank_target: Path, tmp_path: Path) -> None:

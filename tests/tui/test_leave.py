@@ -17,7 +17,7 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.testdisks import disks
 from clonebay.tui import app as app_module
 from clonebay.tui.app import HANGUP_CODE, ClonebayApp, TerminalGone
-from clonebay.tui.jobs import JobRequest, Outcome, TickSink
+from clonebay.tui.jobs import JobRequest, Outcome, StateSink, TickSink
 from clonebay.tui.screens.browse_extract import ExtractScreen
 from clonebay.tui.screens.home import HomeScreen
 from clonebay.tui.screens.progress import ProgressScreen
@@ -34,10 +34,16 @@ class WatchedServices(GatedServices):
         super().__init__(*args, **kwargs)
         self.in_job = threading.Event()
 
-    def run(self, request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
+    def run(
+        self,
+        request: JobRequest,
+        sink: TickSink,
+        cancel: threading.Event,
+        on_state: StateSink | None = None,
+    ) -> Outcome:
         self.in_job.set()
         try:
-            return super().run(request, sink, cancel)
+            return super().run(request, sink, cancel, on_state)
         finally:
             self.in_job.clear()
 

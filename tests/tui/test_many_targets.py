@@ -26,7 +26,13 @@ from clonebay.tui.widgets.disk_table import DiskTable
 from tests.diskcheck import assert_disk_matches
 from tests.tui.helpers import cell_text, run, screen_of, type_into, until
 from tests.tui.recorded import BLANK, DATA, LIVE, NVME, RecordedServices
-from tests.tui.test_flows import make_app, outcome_of, pick_disk, target_layout
+from tests.tui.test_flows import (
+    GatedServices,
+    make_app,
+    outcome_of,
+    pick_disk,
+    target_layout,
+)
 
 MIB = 1 << 20
 
@@ -86,7 +92,11 @@ def test_clone_flow_onto_two_targets(demo_disk: disks.BuiltDisk, tmp_path: Path)
     for path, size in ((first, demo_disk.size), (second, demo_disk.size + 64 * MIB)):
         with open(path, "wb") as f:
             f.truncate(size)
-    app = make_app([demo_disk.path, first, second], tmp_path)
+    paths = [str(p) for p in (demo_disk.path, first, second)]
+    # gated: the job's first progress waits for the test, which would otherwise miss the
+    # progress screen of a copy that ends within a poll
+    services = GatedServices(paths, machine_disks=False, image_dir=str(tmp_path))
+    app = make_app([], tmp_path, services)
     seen: dict[str, Any] = {}
 
     async def script(pilot: Pilot[Any]) -> None:
@@ -108,6 +118,8 @@ def test_clone_flow_onto_two_targets(demo_disk: disks.BuiltDisk, tmp_path: Path)
         await type_into(pilot, "#confirm-input", "yes")
         await pilot.press("enter")
         progress = await screen_of(pilot, ProgressScreen)
+        await until(pilot, "the copy running", services.reached.is_set)
+        services.gate.set()
         seen["progress"] = progress
         seen["outcome"] = await outcome_of(pilot)
         seen["states"] = dict(progress.states)

@@ -53,7 +53,7 @@ def test_a_full_clone_job_parses_and_becomes_the_clone_command() -> None:
     args = build_parser().parse_args(argv)  # the CLI accepts exactly what the job builds
     assert (args.source, args.target, args.grow, args.no_verify) == (
         "/dev/vda",
-        "/dev/nvme0n1",
+        ["/dev/nvme0n1"],  # clone takes one or more targets; a job file names one
         "last",
         True,
     )
