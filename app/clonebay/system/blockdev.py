@@ -58,11 +58,12 @@ def sector_sizes(fd: int) -> tuple[int, int]:
     return int(logical), int(physical)
 
 
-def drop_cache(fd: int) -> None:
-    """Ask the kernel to forget the cached pages of ``fd`` (clean pages only: call after fsync).
-    Best effort: a pipe or an odd filesystem may refuse, and the read then comes from memory."""
+def drop_cache(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to forget the cached pages of ``fd`` (clean pages only: call after fsync),
+    all of them or ``length`` bytes at ``offset``. Best effort: a pipe or an odd filesystem may
+    refuse, and the read then comes from memory."""
     with contextlib.suppress(OSError):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 class FileSource:
@@ -314,16 +315,10 @@ class TargetDevice:
         except OSError as exc:
             raise DeviceError(f"flushing {self.path} failed: {exc.strerror}") from exc
 
-    def drop_cache(self) -> None:
-        """Flush, then drop this device's pages from the page cache, so that a read-back verify
-        reads the medium and not the copy of what was written still held in memory."""
-        self.sync()
-        drop_cache(self.fd)
-
     def drop_range(self, offset: int, length: int) -> None:
-        """Drop the clean cached pages of ``length`` bytes at ``offset`` (after a flush)."""
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+        """Drop the clean cached pages of ``length`` bytes at ``offset`` (after a flush), so that
+        a buffered read-back reads the medium, not the copy of what was written."""
+        drop_cache(self.fd, offset, length)
 
     def read(self, length: int, offset: int) -> bytes:
         """``length`` bytes at ``offset``, read from the medium when the kernel allows direct
