@@ -9,7 +9,8 @@ Exit codes (documented in docs/cli.md):
     0 success, 1 unexpected internal error, 2 usage, 3 missing tool, 4 external command failed,
     5 bad or unsupported input (image, filesystem, partition table), 6 refused by a safety rule,
     7 target too small, 8 I/O error on a device, 9 cancelled, 10 done with errors,
-    11 verification found differences.
+    11 verification found differences, 12 an image store cannot be reached or used (mount
+    failed, wrong password, host key changed, network lost), 13 the image store is full.
 """
 
 from __future__ import annotations
@@ -113,3 +114,17 @@ class VerifyError(ClonebayError):
 
     title = "Verification failed"
     exit_code = 11
+
+
+class StoreError(ClonebayError):
+    """An image store (a disk partition, SMB, NFS or SFTP folder) cannot be reached or used."""
+
+    title = "Image store"
+    exit_code = 12
+
+
+class StoreFullError(StoreError):
+    """The image store ran out of space (or quota, or its filesystem's file size limit)."""
+
+    title = "Store full"
+    exit_code = 13

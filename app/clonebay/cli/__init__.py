@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from clonebay import __version__
-from clonebay.cli import browse, disks, images, job, net
+from clonebay.cli import browse, disks, images, job, net, stick, stores
 from clonebay.errors import ClonebayError, UsageError
 
-COMMAND_GROUPS = (disks, images, job, net, browse)
+COMMAND_GROUPS = (disks, images, job, net, browse, stores, stick)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clonebay.tui.app import run_tui
 
             return run_tui()
-        code: int = args.func(args)
-        return code
+        return stores.run_command(args)
     except ClonebayError as exc:
         if as_json:
             error = {"error": exc.title, "message": exc.message, "exit_code": exc.exit_code}

@@ -6,6 +6,7 @@ import argparse
 
 from clonebay.cli.common import emit_result
 from clonebay.cli.confirm import add_yes, confirm
+from clonebay.cli.stores import add_store_options
 from clonebay.errors import ClonebayError
 from clonebay.units import human_size
 
@@ -133,6 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("image", help="image directory")
         p.add_argument("mountpoint", help="empty folder (created if missing)")
         p.add_argument("--json", action="store_true")
+        add_store_options(p)
         p.set_defaults(func=_cmd_mount, edit=edit)
 
     p = sub.add_parser("umount", help="unmount what clonebay mount or edit mounted")
@@ -147,6 +149,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("path", nargs="?", default="", help="path inside the partition")
     p.add_argument("-R", "--recursive", action="store_true", help="list folders recursively")
     p.add_argument("--json", action="store_true")
+    add_store_options(p)
     p.set_defaults(func=_cmd_ls)
 
     p = sub.add_parser("extract", help="copy files out of an image, keeping times and modes")
@@ -154,4 +157,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders in the partition")
     p.add_argument("dest", help="folder to copy them into (created if missing)")
     p.add_argument("--json", action="store_true")
+    add_store_options(p)
     p.set_defaults(func=_cmd_extract)

@@ -17,9 +17,17 @@ from clonebay.errors import UsageError
 
 
 def emit_result(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    """Print the command's result; image paths inside a mounted store are shown as the store
+    URLs the technician gave (cli/stores.py records them in ``args.store_urls``)."""
+    urls: dict[str, str] = getattr(args, "store_urls", {})
     if args.json:
-        print(json.dumps({"event": "result", **result}), flush=True)
+        line = json.dumps({"event": "result", **result})
+        for local, url in urls.items():
+            line = line.replace(json.dumps(local)[1:-1], json.dumps(url)[1:-1])
+        print(line, flush=True)
     else:
+        for local, url in urls.items():
+            text = text.replace(local, url)
         print(text)
 
 

@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, cast
 from clonebay.cli import many
 from clonebay.cli.common import add_restore_grow, emit_result, stdin_stream, stdout_stream
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
+from clonebay.cli.stores import add_store_options, no_space_check
 from clonebay.errors import UsageError, VerifyError
 from clonebay.progress_view import ProgressView
 from clonebay.system.tape import TapeStream, is_stream_device
@@ -182,6 +183,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing image")
     p.add_argument("--dry-run", action="store_true", help="show what would be saved")
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    no_space_check(p)
+    add_store_options(p)
     p.set_defaults(func=_cmd_save)
 
     p = sub.add_parser("restore", help="write an image to a disk, partition or image file")
@@ -208,11 +211,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true", help="show where everything would go")
     add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    add_store_options(p)
     p.set_defaults(func=_cmd_restore)
 
     p = sub.add_parser("verify", help="re-read every frame of an image and check its hash")
     p.add_argument("image", help="image directory, image stream file, or - (stdin)")
     p.add_argument("--json", action="store_true")
+    add_store_options(p)
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("convert", help="image stream <-> image directory, frames kept as they are")
@@ -220,9 +225,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("target", help="image directory for a stream; stream file or - for a directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing target")
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    add_store_options(p)
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("info", help="what an image holds")
     p.add_argument("image")
     p.add_argument("--json", action="store_true")
+    add_store_options(p)
     p.set_defaults(func=_cmd_info)

@@ -19,6 +19,7 @@ import time
 
 from clonebay.cli.confirm import add_yes, describe_target
 from clonebay.cli.jobfile import Job, command_line, parse_job, read_job_text, resolve
+from clonebay.cli.stores import run_command
 from clonebay.errors import ClonebayError, UsageError
 
 
@@ -67,8 +68,7 @@ def _cmd_job(args: argparse.Namespace) -> int:
     lines.append(f"  running: clonebay {' '.join(argv)}")
     print("\n".join(lines), file=sys.stderr, flush=True)
     inner = build_parser().parse_args(argv)
-    code: int = inner.func(inner)
-    return code
+    return run_command(inner)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

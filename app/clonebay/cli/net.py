@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from clonebay.cli.common import add_restore_grow, emit_result
 from clonebay.cli.confirm import add_yes, confirm
+from clonebay.cli.stores import add_store_options
 from clonebay.errors import ClonebayError, UsageError
 from clonebay.progress_view import ProgressView
 from clonebay.units import human_rate, human_size
@@ -277,6 +278,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", default="40M", help="bytes per second at most (default 40M)")
     p.add_argument("--control-port", type=int, default=0, help="TCP port of the back channel")
     _common(p)
+    add_store_options(p)
     p.set_defaults(func=_cmd_send)
 
     p = sub.add_parser("receive", help="join a multicast session and restore it onto DST")

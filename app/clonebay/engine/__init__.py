@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from clonebay.engine import browse_jobs, jobs, multicast
+    from clonebay.engine import browse_jobs, jobs, multicast, stores
     from clonebay.engine.browse_jobs import Partition
     from clonebay.engine.clone_job import (
         CloneOptions,
@@ -53,6 +53,7 @@ _MODULES = {
     "browse_jobs": "clonebay.engine.browse_jobs",
     "multicast": "clonebay.engine.multicast",
     "unicast": "clonebay.engine.multicast.unicast",
+    "stores": "clonebay.engine.stores",
 }
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "inspect_disk",
     "jobs",
     "multicast",
+    "stores",
     "unicast",
 ]
 

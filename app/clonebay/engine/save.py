@@ -15,15 +15,17 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO
 
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
-from clonebay.errors import ClonebayError, UsageError
+from clonebay.errors import ClonebayError, StoreFullError, UsageError
 from clonebay.fs import extents
 from clonebay.imaging import spec
 from clonebay.imaging.codec import EncodedChunk, encode_chunk
+from clonebay.imaging.imagedir import remove_incomplete
 from clonebay.imaging.manifest import Manifest, RegionEntry
 from clonebay.imaging.regionlog import entry_fields, region_entry
 from clonebay.imaging.source_disk import SourceInfo, TableInfo
@@ -33,6 +35,7 @@ from clonebay.imaging.writer import ImageWriter
 from clonebay.model import Progress
 from clonebay.system.blockdev import SourceDevice, sector_sizes
 from clonebay.system.directio import DirectFile
+from clonebay.units import human_size
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ def save(
     report = inspect_disk(source)
     regions = source_regions(report, options.partition)
     entries = region_entries(regions)
+    seen = _Seen(progress)
     with SourceDevice(source) as src, _open_writer(image, options) as writer:
         try:
             return _save_into(
@@ -143,9 +147,12 @@ def save(
                 regions=regions,
                 entries=entries,
                 options=options,
-                progress=progress,
+                progress=seen,
                 cancel=cancel,
             )
+        except StoreFullError as exc:
+            exc.message = _store_full(exc.message, image, writer, seen)
+            raise
         except ClonebayError as exc:
             where = image if isinstance(image, str) else "the stream"
             exc.message += (
@@ -155,6 +162,41 @@ def save(
                 else f"\nthe save stopped: {where} is incomplete (it has no END record)"
             )
             raise
+
+
+def _store_full(
+    said: str, image: str | IO[bytes], writer: ImageWriter | StreamWriter, seen: _Seen
+) -> str:
+    """The store-full message: how far the save got, and what became of the partial image."""
+    done = f"{human_size(seen.done)} of {human_size(seen.total)} of data" if seen.total else ""
+    head = f"the store is full{': ' + done + ' saved' if done else ''} ({said})"
+    if isinstance(image, str):
+        writer.abort()
+        gone = remove_incomplete(Path(image))
+        fate = (
+            f"the incomplete image {image} was removed"
+            if gone
+            else f"{image} is incomplete (it has no manifest.json): delete it"
+        )
+    else:
+        fate = "the stream is incomplete (it has no END record)"
+    return f"{head}\nthe save stopped: {fate}; the source was not written"
+
+
+class _Seen:
+    """The last progress a save reported (for the store-full message), passed on."""
+
+    def __init__(self, progress: Callable[[Progress], None] | None) -> None:
+        self.progress = progress
+        self.done = self.total = 0
+        self.regions: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, event: Progress) -> None:
+        self.regions[event.region] = (event.done, event.total)
+        self.done = sum(d for d, _ in self.regions.values())
+        self.total = sum(t for _, t in self.regions.values())
+        if self.progress is not None:
+            self.progress(event)
 
 
 def _check_options(options: SaveOptions) -> None:

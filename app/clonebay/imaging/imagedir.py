@@ -2,19 +2,31 @@
 new image without clobbering anything that is not an image (docs/format.md §8).
 
 Every OSError becomes a DeviceError naming the file, so a full disk or a pulled USB stick gives
-a message a technician can act on.
+a message a technician can act on; a full store (ENOSPC, a quota's EDQUOT, or EFBIG: FAT32's
+4 GiB file limit) becomes a StoreFullError, which the save turns into "the store is full".
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clonebay.errors import DeviceError, SafetyError, UsageError
+from clonebay.errors import ClonebayError, DeviceError, SafetyError, StoreFullError, UsageError
 from clonebay.imaging import spec
 from clonebay.imaging.codec import Buffer
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def io_error(path: object, exc: OSError) -> ClonebayError:
+    """The error to raise for ``exc`` on the image file ``path``."""
+    if exc.errno in FULL:
+        what = {errno.EDQUOT: "quota exceeded", errno.EFBIG: "file too large for the filesystem"}
+        return StoreFullError(f"{path}: {what.get(exc.errno or 0, 'no space left')}")
+    return DeviceError(f"{path}: {exc.strerror or exc}")
 
 
 def os_call(path: Path, func: Any, *args: Any) -> Any:
@@ -22,7 +34,7 @@ def os_call(path: Path, func: Any, *args: Any) -> Any:
     try:
         return func(*args)
     except OSError as exc:
-        raise DeviceError(f"{path}: {exc.strerror or exc}") from exc
+        raise io_error(path, exc) from exc
 
 
 def write_all(fd: int, parts: list[Buffer], path: Path) -> None:
@@ -93,3 +105,19 @@ def prepare_directory(path: Path, overwrite: bool) -> None:
                 fsync_dir(path)
     for sub in ("", spec.PACKS_DIR, spec.INDEX_DIR):
         os_call(path / sub, (path / sub).mkdir, 0o755, False, True)
+
+
+def remove_incomplete(path: Path) -> bool:
+    """Delete an image directory that has no manifest (a failed save's), its own files only;
+    False (nothing removed) when it holds a manifest or anything that is not an image's."""
+    if (path / spec.MANIFEST_NAME).exists():
+        return False
+    try:
+        files = list(image_files(path))
+        for file in files:
+            file.unlink()
+        for sub in (spec.PACKS_DIR, spec.INDEX_DIR, ""):
+            (path / sub).rmdir()
+    except (OSError, ValueError):
+        return False
+    return True

@@ -22,10 +22,9 @@ import os
 import threading
 from pathlib import Path
 
-from clonebay.errors import DeviceError
 from clonebay.imaging import spec
 from clonebay.imaging.codec import Buffer
-from clonebay.imaging.imagedir import os_call
+from clonebay.imaging.imagedir import io_error, os_call
 from clonebay.imaging.manifest import PackEntry
 from clonebay.system.directio import FILE_ALIGN, DirectFile, direct_default
 
@@ -85,7 +84,7 @@ class _OpenPack:
             self.flusher = None
             self.flushing = (0, 0)
         if self.error is not None:
-            raise DeviceError(f"{self.path}: {self.error.strerror or self.error}")
+            raise io_error(self.path, self.error)
 
     def read(self, length: int, offset: int) -> bytes:
         """Bytes of the pack written so far, wherever they are now."""

@@ -34,6 +34,7 @@ import clonebay
 from clonebay.errors import DeviceError
 from clonebay.imaging import spec, stream
 from clonebay.imaging.codec import Buffer, EncodedChunk, codec_id, encode_chunk
+from clonebay.imaging.imagedir import io_error
 from clonebay.imaging.manifest import Counters, Manifest, RegionEntry, UnreadableRange, to_json
 from clonebay.imaging.regionlog import OpenRegion, check_encoded, region_entry
 from clonebay.imaging.source_disk import SourceInfo, TableInfo
@@ -404,10 +405,12 @@ class StreamWriter:
             ) from None
         except OSError as exc:
             self._done = True
-            raise DeviceError(
+            error = io_error(self.name, exc)
+            error.message = (
                 f"{self.name}: writing the stream failed at byte {self.position}:"
                 f" {exc.strerror or exc}"
-            ) from exc
+            )
+            raise error from exc
 
     def _flush(self) -> None:
         try:

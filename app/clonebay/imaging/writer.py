@@ -27,11 +27,11 @@ from types import TracebackType
 import xxhash
 
 import clonebay
-from clonebay.errors import DeviceError
 from clonebay.imaging import spec
 from clonebay.imaging.codec import Buffer, EncodedChunk, codec_id, encode_chunk
 from clonebay.imaging.imagedir import (
     fsync_dir,
+    io_error,
     os_call,
     prepare_directory,
     write_new_file,
@@ -86,7 +86,7 @@ class ImageWriter:
         try:
             prepare_directory(self.path, overwrite)
         except OSError as exc:
-            raise DeviceError(f"{self.path}: {exc.strerror or exc}") from exc
+            raise io_error(self.path, exc) from exc
 
     # -- regions ---------------------------------------------------------------------------
 

@@ -59,6 +59,14 @@ TOOLS: dict[str, str] = {
     "sgdisk": "gdisk",
     "umount": "mount",
     "wipefs": "util-linux",
+    "sshfs": "sshfs",
+    "ssh-keyscan": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "mount.cifs": "cifs-utils",
+    "mount.nfs": "nfs-common",
+    "mount.exfat-fuse": "exfat-fuse",
+    "fusefat": "fusefat",
+    "mkfs.exfat": "exfatprogs",
 }
 
 _SEARCH_PATH = os.pathsep.join(
