@@ -48,12 +48,33 @@ def _cmd_save(args: argparse.Namespace) -> int:
         view = ProgressView(args.json)
         try:
             manifest = jobs.save(args.source, image, options, progress=view)
+            checked = _check_saved(args, image, view)
         finally:
             view.close()
-        summary = jobs.manifest_summary(manifest)
+        summary = jobs.manifest_summary(manifest) | {"verified": checked}
         name = "stdout" if args.image == "-" else args.image
-        emit_result(args, summary, jobs.summary_text(name, summary, view.elapsed()))
+        text = jobs.summary_text(name, summary, view.elapsed())
+        emit_result(args, summary, text + ("\nread back from the store: OK" if checked else ""))
     return 0
+
+
+def _check_saved(args: argparse.Namespace, image: str | IO[bytes], view: ProgressView) -> bool:
+    """``--verify`` (on by default for an image in a store): read the image back from the
+    medium; VerifyError (exit 11) when it does not hold what was saved."""
+    from clonebay.engine import jobs
+
+    in_store = args.image in getattr(args, "store_urls", {})
+    if not isinstance(image, str) or not (args.verify if args.verify is not None else in_store):
+        return False
+    report = jobs.verify_saved(image, progress=view)
+    if not report.ok:
+        problems = "\n  ".join(str(p) for p in report.problems[:10])
+        raise VerifyError(
+            f"{image} was saved but does not read back as written ({len(report.problems)}"
+            f" problem(s)); the store lost or changed data: do not trust this image, delete it"
+            f" and save again (another store, or another filesystem driver)\n  {problems}"
+        )
+    return True
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -183,6 +204,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing image")
     p.add_argument("--dry-run", action="store_true", help="show what would be saved")
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
+    p.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read the image back from where it was written and check every frame (default:"
+        " on for an image in a store URL, off for a plain path)",
+    )
     no_space_check(p)
     add_store_options(p)
     p.set_defaults(func=_cmd_save)

@@ -11,6 +11,7 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from clonebay.engine.convert import convert
@@ -32,6 +33,7 @@ from clonebay.imaging.reader import ImageReader, VerifyReport
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.imaging.stream_read import StreamEnd, StreamReader
 from clonebay.model import Progress
+from clonebay.system.blockdev import drop_cache
 from clonebay.units import human_size
 
 __all__ = [
@@ -255,6 +257,24 @@ def verify_image(
         with open(image, "rb") as f:
             return verify_stream(f, image, os.fstat(f.fileno()).st_size, progress)
     return verify_directory(image, progress)
+
+
+def verify_saved(image: str, progress: Callable[[Progress], None] | None = None) -> VerifyReport:
+    """Read a just-saved image back from its medium (its files' cached pages dropped first, so
+    a store that lost or mangled a write is caught, not the page cache's copy) and check every
+    frame: what a save on a USB stick or a share says before "saved"."""
+    paths = [Path(image)] if not os.path.isdir(image) else list(Path(image).rglob("*"))
+    for path in paths:
+        if path.is_file():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue  # verify names a file it cannot open
+            try:
+                drop_cache(fd)
+            finally:
+                os.close(fd)
+    return verify_image(image, progress)
 
 
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:

@@ -7,12 +7,13 @@ header + payload) until the next frame would pass the pack size limit, then fsyn
 ``PackEntry`` (name, size, frames) for the manifest.
 
 Frames are gathered in a page-aligned stage of STAGE bytes and written with direct I/O
-(system/directio.py) by a thread of its own while the next stage fills, so an image written to a
-local disk does not pay the page cache's kernel time (~3 CPU-s per GiB on the VM measured in
-bench/) and the copy never waits for a write it does not depend on. A stage's unaligned last
-bytes move to the front of the next stage; the pack's very last bytes are written buffered at
-``close``, then the pack is fsynced. Bytes still staged are not in the file yet: ``read`` (the
-dedup check's byte comparison) takes them from the stage.
+(system/directio.py; on a local disk's filesystem only, see ``_block_backed``) by a thread of
+its own while the next stage fills, so an image written to a local disk does not pay the page
+cache's kernel time (~3 CPU-s per GiB on the VM measured in bench/) and the copy never waits for
+a write it does not depend on. A stage's unaligned last bytes move to the front of the next
+stage; the pack's very last bytes are written buffered at ``close``, then the pack is fsynced.
+Bytes still staged are not in the file yet: ``read`` (the dedup check's byte comparison) takes
+them from the stage.
 """
 
 from __future__ import annotations
@@ -117,6 +118,19 @@ class _OpenPack:
             self.fd = -1
 
 
+def _block_backed(folder: Path) -> bool:
+    """Whether ``folder`` lies on a filesystem of a block device (a real device number). FUSE
+    and network filesystems (SMB, NFS, sshfs, fusefat, exfat-fuse) have an anonymous one
+    (major 0): there a second, O_DIRECT descriptor of a pack is a second handle whose state the
+    filesystem may keep apart from the first (fusefat lost a pack's first stage that way), and
+    the page-cache tax direct I/O avoids is not where the time goes. Those get one buffered
+    descriptor. (btrfs has anonymous numbers too: buffered there, slower, still correct.)"""
+    try:
+        return os.major(os.stat(folder).st_dev) != 0
+    except OSError:
+        return False
+
+
 class PackAppender:
     """Frames appended to pack files numbered from ``first`` in ``image``/packs."""
 
@@ -125,7 +139,7 @@ class PackAppender:
     ) -> None:
         self.image, self.limit, self.image_id = image, limit, image_id
         self.first = first
-        self.direct = direct_default() if direct is None else direct
+        self.direct = (direct_default() and _block_backed(image)) if direct is None else direct
         self.packs: list[PackEntry] = []  # the packs closed so far, in order
         self._open: _OpenPack | None = None
         self._pos = 0
