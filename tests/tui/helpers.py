@@ -14,6 +14,8 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input
 
+from clonebay.tui.screens.stores import StoresScreen
+
 SIZE = (120, 40)
 DEADLINE = 60.0  # seconds: a hung job fails the test instead of hanging the run
 
@@ -54,6 +56,16 @@ async def type_into(pilot: Pilot[Any], selector: str, text: str) -> None:
     field.focus()
     await pilot.pause()
     await pilot.press(*text)
+
+
+async def pick_folder_store(pilot: Pilot[Any]) -> StoresScreen:
+    """On "Where are the images?", pick the first row (in a fresh session: the folder the app
+    was given) and wait for the screen that follows."""
+    screen = await screen_of(pilot, StoresScreen)
+    assert next(iter(screen.rows)) == "folder", list(screen.rows)
+    await pilot.press("enter")
+    await until(pilot, "the screen after the store", lambda: pilot.app.screen is not screen)
+    return screen
 
 
 def cell_text(row: list[Any]) -> list[str]:

@@ -27,7 +27,7 @@ from clonebay.tui.services import ExtractSummary, ImageEntry, Services
 from tests.browse.test_damage import damage_frame_under
 from tests.browse.truth import sha256, walk
 from tests.diskcheck import extract as cut_out
-from tests.tui.helpers import run, screen_of, type_into, until
+from tests.tui.helpers import pick_folder_store, run, screen_of, type_into, until
 from tests.tui.test_browse_snapshots import cursor_to, open_folder
 
 FOLDER = "usr/lib"  # holds hard links (files) and pkgN folders: usr_tree in testdisks/tree.py
@@ -66,6 +66,7 @@ def test_browse_extract_marked(
     async def script(pilot: Pilot[Any]) -> None:
         await screen_of(pilot, HomeScreen)
         await pilot.press("b")
+        await pick_folder_store(pilot)
         picker = await screen_of(pilot, ImagePickerScreen)
         await until(pilot, "the image list", lambda: str(demo_image) in picker.entries)
         await pilot.press("enter")
@@ -106,7 +107,7 @@ def test_browse_extract_marked(
         await pilot.press("escape")  # back to the tree, marks kept
         await screen_of(pilot, BrowseTreeScreen)
         seen["marks_kept"] = len(tree.marked)
-        await pilot.press("escape", "escape", "escape")  # partitions, image picker, Home
+        await pilot.press("escape", "escape", "escape", "escape")  # parts, images, store, Home
         await screen_of(pilot, HomeScreen)
 
     run(app, script)

@@ -30,7 +30,7 @@ from clonebay.tui.screens.result import ResultScreen
 from clonebay.tui.screens.save_target import SaveTargetScreen
 from clonebay.tui.services import Services
 from tests.diskcheck import assert_disk_matches
-from tests.tui.helpers import run, screen_of, type_into, until
+from tests.tui.helpers import pick_folder_store, run, screen_of, type_into, until
 
 
 def make_app(paths: list[Path], image_dir: Path, services: Services | None = None) -> ClonebayApp:
@@ -119,6 +119,7 @@ def test_save_flow(demo_disk: disks.BuiltDisk, tmp_path: Path) -> None:
         home = await screen_of(pilot, HomeScreen)
         await pilot.press("s")
         await pick_disk(pilot, home, row=0)
+        await pick_folder_store(pilot)
         await screen_of(pilot, SaveTargetScreen)
         await pilot.press("enter")  # the proposed name, in the image folder
         plan = await start_plan(pilot)
@@ -147,6 +148,7 @@ def test_restore_flow(
     async def script(pilot: Pilot[Any]) -> None:
         await screen_of(pilot, HomeScreen)
         await pilot.press("r")
+        await pick_folder_store(pilot)
         picker = await screen_of(pilot, ImagePickerScreen)
         await until(pilot, "the image list", lambda: bool(picker.entries))
         await pilot.press("enter")
@@ -197,6 +199,7 @@ def test_restore_stream_grown_then_power_off(
     async def script(pilot: Pilot[Any]) -> None:
         await screen_of(pilot, HomeScreen)
         await pilot.press("r")
+        await pick_folder_store(pilot)
         picker = await screen_of(pilot, ImagePickerScreen)
         await until(pilot, "the image list", lambda: bool(picker.entries))
         seen["entries"] = list(picker.entries.values())

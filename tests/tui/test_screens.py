@@ -28,7 +28,7 @@ from clonebay.tui.screens.image_picker import ImagePickerScreen
 from clonebay.tui.screens.plan import PlanScreen
 from clonebay.tui.services import Role, Services
 from clonebay.tui.widgets.disk_table import DiskTable
-from tests.tui.helpers import cell_text, screen_of, type_into, until
+from tests.tui.helpers import cell_text, pick_folder_store, screen_of, type_into, until
 from tests.tui.helpers import run as run_app
 
 MIB = 1 << 20
@@ -177,6 +177,7 @@ def test_image_picker_verifies_and_refuses_unfinished(demo_image: Path, tmp_path
     async def script(pilot: Pilot[Any]) -> None:
         await screen_of(pilot, HomeScreen)
         await pilot.press("r")
+        await pick_folder_store(pilot)
         picker = await screen_of(pilot, ImagePickerScreen)
         await until(pilot, "the images", lambda: len(picker.entries) == 2)
         seen["problems"] = {e.name: e.problem for e in picker.entries.values()}

@@ -34,6 +34,8 @@ def test_save_flow_in_tmux(
     assert "Pick the disk to copy FROM" in picker
     term.wait_for("free")  # the guard has judged the first row: the demo disk
     term.keys("Enter")
+    term.wait_for("Where are the images?")
+    term.keys("Enter")  # the first row: the folder given with --image-dir
     term.wait_for("Where should the image go?")
     term.keys("Enter")  # the proposed name
     plan = term.wait_for("to read")

@@ -213,6 +213,7 @@ class ClonebayApp(App[int]):
 
     def on_unmount(self) -> None:
         self.stop_watching.set()
+        self.services.close_store()  # the image store chosen for the session is unmounted
 
     # --- flows -------------------------------------------------------------------------------
 

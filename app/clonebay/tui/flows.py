@@ -1,10 +1,14 @@
 """The order of screens for each job, as plain steps (DESIGN §4):
 
     clone:   source disk → target disk(s) → plan (→ confirm, over the plan) → progress → result
-    save:    source disk → where to save → plan → progress → result
-    restore: image → target disk(s) → plan (→ confirm, over the plan) → progress → result
+    save:    source disk → store → where to save → plan → progress → result
+    restore: store → image → target disk(s) → plan (→ confirm, over the plan) → progress → result
     disks:   disk list → details of one disk
-    browse:  image → partition → folder tree (→ extract the marked files, over the tree)
+    browse:  store → image → partition → folder tree (→ extract the marked files, over the tree)
+
+The store ("Where are the images?", screens/stores.py) is a partition, a folder or a network
+share; it stays mounted after the step (Services keeps it) and its folder is what the image
+picker and the save screen start from.
 
 Each flow runs as an async worker of the app and awaits each screen's answer; Escape (None or
 False) goes one step back, and back from the first step returns to Home. Nothing here touches
@@ -29,6 +33,7 @@ from clonebay.tui.screens.plan import PlanScreen
 from clonebay.tui.screens.progress import ProgressScreen
 from clonebay.tui.screens.result import ResultScreen
 from clonebay.tui.screens.save_target import SaveTargetScreen
+from clonebay.tui.screens.stores import StoresScreen
 from clonebay.tui.screens.targets_picker import TargetsPickerScreen, pick_targets
 from clonebay.tui.services import ImageEntry, ImagePartition, Role, Services
 
@@ -77,8 +82,21 @@ async def clone_flow(app: App[Any], services: Services) -> None:
             return
 
 
+async def pick_store(
+    app: App[Any], services: Services, heading: str, job_devices: tuple[str, ...] = ()
+) -> str | None:
+    """The store's folder (mounted, kept so), or None on Escape. With ``job_devices`` (the
+    save's source) the store gets a new image: mounted read-write, never on those disks."""
+    screen = StoresScreen(
+        services, heading=heading, job_devices=job_devices, write=bool(job_devices)
+    )
+    folder: str | None = await app.push_screen_wait(screen)
+    return folder
+
+
 async def save_flow(app: App[Any], services: Services) -> None:
     source: Disk | None = None
+    folder: str | None = None
     image: str | None = None
     step = 0
     for _ in range(MAX_STEPS):
@@ -88,31 +106,37 @@ async def save_flow(app: App[Any], services: Services) -> None:
                 return
             step = 1
         elif step == 1 and source is not None:
-            image = await app.push_screen_wait(
-                SaveTargetScreen(services, source, services.image_dir)
-            )
-            step = 0 if image is None else 2
-        elif step == 2 and source is not None and image is not None:
+            heading = "Where are the images? Pick the store for the new image."
+            folder = await pick_store(app, services, heading, (source.path,))
+            step = 0 if folder is None else 2
+        elif step == 2 and source is not None and folder is not None:
+            image = await app.push_screen_wait(SaveTargetScreen(services, source, folder))
+            step = 1 if image is None else 3
+        elif step == 3 and source is not None and image is not None:
             request = await app.push_screen_wait(
                 PlanScreen(services, JobKind.SAVE, source.path, image)
             )
             if request is None:
-                step = 1
+                step = 2
                 continue
             await run_job(app, services, request)
             return
 
 
 async def restore_flow(app: App[Any], services: Services) -> None:
+    folder: str | None = None
     image: ImageEntry | None = None
     targets: list[Disk] | None = None
-    step = 0
+    step = -1
     for _ in range(MAX_STEPS):
-        if step == 0:
-            image = await app.push_screen_wait(ImagePickerScreen(services, services.image_dir))
-            if image is None:
+        if step == -1:
+            folder = await pick_store(app, services, "Where is the image to restore?")
+            if folder is None:
                 return
-            step = 1
+            step = 0
+        elif step == 0 and folder is not None:
+            image = await app.push_screen_wait(ImagePickerScreen(services, folder))
+            step = -1 if image is None else 1
         elif step == 1 and image is not None:
             targets = await pick_targets(
                 app, TargetsPickerScreen(services, title=_restore_prompt(image))
@@ -151,22 +175,23 @@ async def disks_flow(app: App[Any], services: Services) -> None:
 
 
 async def browse_flow(app: App[Any], services: Services) -> None:
+    folder: str | None = None
     image: ImageEntry | None = None
     part: ImagePartition | None = None
-    step = 0
+    step = -1
     for _ in range(MAX_STEPS):
-        if step == 0:
+        if step == -1:
+            folder = await pick_store(app, services, "Where is the image to look into?")
+            if folder is None:
+                return
+            step = 0
+        elif step == 0 and folder is not None:
             image = await app.push_screen_wait(
                 ImagePickerScreen(
-                    services,
-                    services.image_dir,
-                    heading="Pick the image to look into.",
-                    use="opened",
+                    services, folder, heading="Pick the image to look into.", use="opened"
                 )
             )
-            if image is None:
-                return
-            step = 1
+            step = -1 if image is None else 1
         elif step == 1 and image is not None:
             part = await app.push_screen_wait(BrowsePartsScreen(services, image))
             step = 0 if part is None else 2

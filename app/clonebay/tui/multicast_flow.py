@@ -1,6 +1,7 @@
 """The Multicast flow (flows.py lists it):
 
-    send:    image → session (key shown, receivers joined, per-receiver progress and outcome)
+    send:    store → image → session (key shown, receivers joined, per-receiver progress and
+             outcome)
     receive: target disk → "overwrite it?" (No focused) → session key → progress → outcome
 
 Escape goes one step back, as in every flow.
@@ -20,6 +21,7 @@ from clonebay.tui.screens.image_picker import ImagePickerScreen
 from clonebay.tui.screens.multicast_ask import MulticastModeModal, SessionKeyModal
 from clonebay.tui.screens.multicast_receive import MulticastReceiveScreen
 from clonebay.tui.screens.multicast_send import MulticastSendScreen
+from clonebay.tui.screens.stores import StoresScreen
 from clonebay.tui.services import Role, Services
 from clonebay.units import human_size
 
@@ -38,13 +40,18 @@ async def multicast_flow(app: App[Any], services: Services) -> None:
 
 
 async def _send(app: App[Any], services: Services) -> None:
-    image = await app.push_screen_wait(
-        ImagePickerScreen(
-            services, services.image_dir, heading="Pick the image to multicast.", use="sent"
+    for _ in range(MAX_STEPS):
+        folder = await app.push_screen_wait(
+            StoresScreen(services, heading="Where is the image to multicast?")
         )
-    )
-    if image is not None:
-        await app.push_screen_wait(MulticastSendScreen(image.path, new_passphrase()))
+        if folder is None:
+            return
+        image = await app.push_screen_wait(
+            ImagePickerScreen(services, folder, heading="Pick the image to multicast.", use="sent")
+        )
+        if image is not None:
+            await app.push_screen_wait(MulticastSendScreen(image.path, new_passphrase()))
+            return
 
 
 async def _receive(app: App[Any], services: Services) -> None:

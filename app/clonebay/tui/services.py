@@ -8,6 +8,12 @@ pixels on every machine, while the flow tests use this class on real disk images
 
 Disks come from udev (this machine's disks) plus any image files named on the command line,
 which stand in for disks (transport "file"): the demo and the tests use them.
+
+Image stores (engine/stores): the partitions that can hold images are listed only when the
+machine's disks are (``list_stores``): listing mounts each partition read-only for a moment,
+and a Services over a few named files (the tests) has no business with the machine's other
+disks. The store chosen stays mounted until another is chosen or ``close_store`` (tui/
+store_session.py).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from clonebay.engine import (
     inspect_disk,
     jobs,
 )
+from clonebay.engine import stores as store_api
 from clonebay.errors import CancelledError, ClonebayError, SafetyError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk
@@ -51,6 +58,8 @@ from clonebay.tui.jobs import (
     TickSink,
     run_job,
 )
+from clonebay.tui.store_choice import AcceptKey, StoreChoice
+from clonebay.tui.store_session import StoreSession
 
 MANIFEST = "manifest.json"
 POWER_OFF = ("systemctl", "poweroff")  # what "power off when done" runs
@@ -146,12 +155,15 @@ class Services:
         image_dir: str = ".",
         power_off_command: Sequence[str] = POWER_OFF,
         power_off_delay: int = 30,
+        list_stores: bool | None = None,
     ) -> None:
         self.disk_paths = list(disk_paths)
         self.machine_disks = machine_disks
         self.image_dir = image_dir
         self.power_off_command = tuple(power_off_command)
         self.power_off_delay = power_off_delay
+        self.list_stores = machine_disks if list_stores is None else list_stores
+        self.store_session = StoreSession()
         self._reports: dict[str, DiskReport] = {}
         self._lock = threading.Lock()
 
@@ -262,6 +274,42 @@ class Services:
 
     def free_space(self, folder: str) -> int:
         return shutil.disk_usage(folder).free
+
+    # --- image stores --------------------------------------------------------------------
+
+    def stores(self, job_devices: Sequence[str] = ()) -> list[store_api.StoreInfo]:
+        """The partitions that could hold images; those on ``job_devices`` (the job's source
+        or targets) and other unusable ones with the reason (see the module docstring)."""
+        if not self.list_stores:
+            return []
+        return store_api.list_local(list(job_devices))
+
+    def remembered_stores(self) -> list[StoreChoice]:
+        """The stores opened in this session, the last one first (credentials included)."""
+        return self.store_session.remembered()
+
+    def test_store(self, choice: StoreChoice, accept: AcceptKey | None = None) -> int:
+        """Mount the store, look at its folder, unmount it: its free bytes, or StoreError in
+        plain words. ``accept`` is asked about an SSH host key seen for the first time."""
+        return self.store_session.test(choice, accept)
+
+    def open_store(
+        self,
+        choice: StoreChoice,
+        *,
+        job_devices: Sequence[str] = (),
+        write: bool = False,
+        accept: AcceptKey | None = None,
+    ) -> str:
+        """Mount the store (the previous one is unmounted) and keep it mounted: the path of
+        its folder. A disk store on one of ``job_devices`` is refused (SafetyError)."""
+        return self.store_session.open(
+            choice, job_devices=tuple(job_devices), write=write, accept=accept
+        )
+
+    def close_store(self) -> None:
+        """Unmount the open store for good (the app is leaving)."""
+        self.store_session.close()
 
     # --- files inside images -------------------------------------------------------------
     # Each call mounts the one partition it needs read-only in a temporary folder and unmounts
