@@ -9,11 +9,13 @@ session; ``restart_with_new_key`` plays a reinstalled (or impersonated) server.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,7 +111,13 @@ class SshServer:
     address: str
     home: Path
     work: Path
+    host_end: str
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def keys(self) -> Path:
+        """authorized_keys: sshd reads it as the user, so it lives outside pytest's 0700 tree."""
+        return self.home.parent / f"{self.home.name}.keys"
 
     def start(self) -> None:
         config = self.work / "sshd_config"
@@ -117,7 +125,7 @@ class SshServer:
             f"Port 22\nListenAddress {self.address}\nHostKey {self.work / 'hostkey'}\n"
             "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n"
             f"PidFile {self.work / 'sshd.pid'}\nSubsystem sftp internal-sftp\nStrictModes no\n"
-            f"AuthorizedKeysFile {self.work / 'authorized_keys'}\nPermitRootLogin no\n",
+            f"AuthorizedKeysFile {self.keys}\nPermitRootLogin no\n",
             encoding="utf-8",
         )
         binds = " && ".join(
@@ -162,6 +170,18 @@ class SshServer:
             (self.work / name).unlink(missing_ok=True)
         _keygen(self.work / "hostkey")
 
+    def shape(self, rate: str | None) -> None:
+        """Slow both directions down to ``rate`` (tc's token bucket), or back to full speed."""
+        for prefix, dev in ((["ip", "netns", "exec", self.namespace], "srv0"), ([], self.host_end)):
+            subprocess.run([*prefix, "tc", "qdisc", "del", "dev", dev, "root"], check=False,
+                           capture_output=True)  # fmt: skip
+            if rate:
+                subprocess.run(
+                    [*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+                     "burst", "64kb", "latency", "500ms"],
+                    check=True,
+                )  # fmt: skip
+
     def link(self, up: bool) -> None:
         """Pull (or plug back) the server's network cable."""
         state = "up" if up else "down"
@@ -201,13 +221,13 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
         pytest.skip("openssh-server is not installed (make apt installs it)")
     work = tmp_path_factory.mktemp("sshd")
-    home = work / "home"
-    home.mkdir()
+    home = Path(tempfile.mkdtemp(prefix="cbstore-home-"))  # pytest's folders are 0700
+    home.chmod(0o755)
     os.chown(home, UID, UID)
+    atexit.register(shutil.rmtree, home, True)
     _accounts(work, home)
     _keygen(work / "hostkey")
     _keygen(work / "client")
-    shutil.copy(work / "client.pub", work / "authorized_keys")
     net = 100 + secrets.randbelow(150)
     ns = f"cbstore-{secrets.token_hex(3)}"
     host_end, srv_end = f"cbh{net}", "srv0"
@@ -224,7 +244,10 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
             ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
         ):
             subprocess.run(argv, check=True)
-        server = SshServer(ns, f"10.204.{net}.2", home, work)
+        server = SshServer(ns, f"10.204.{net}.2", home, work, host_end)
+        shutil.copy(work / "client.pub", server.keys)
+        os.chmod(server.keys, 0o644)
+        atexit.register(server.keys.unlink, True)
         server.start()
         stack.callback(server.stop)
         yield server

@@ -19,6 +19,7 @@ ENOSPC, EDQUOT or EFBIG), and the save removes its incomplete image (engine/save
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -133,7 +134,11 @@ def _make_folder(url: StoreURL, folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        reason = "read-only" if exc.errno in (30, 13, 1) else (exc.strerror or str(exc))
+        reason = {
+            errno.EROFS: "the store is read-only",
+            errno.EACCES: "permission denied for this user",
+            errno.EPERM: "permission denied for this user",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
         raise StoreError(
             f"{url.where}: cannot write into {url.folder or 'its top folder'} ({reason})"
         ) from exc
