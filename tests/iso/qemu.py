@@ -79,6 +79,8 @@ class Guest:
     boot: str = "cdrom"  # cdrom (the ISO as optical medium) | usb (the ISO as a USB stick)
     kernel: tuple[Path, Path, str] | None = None  # (vmlinuz, initrd, cmdline): direct boot
     memory_mb: int = 2048
+    netns: str = ""  # run QEMU in this network namespace (its user-mode network reaches there)
+    network: bool = False  # a virtio NIC on QEMU's user-mode network (10.0.2.0/24; host .2)
     process: subprocess.Popen[bytes] | None = None
     output: bytearray = field(default_factory=bytearray)
     events: list[str] = field(default_factory=list)
@@ -105,6 +107,10 @@ class Guest:
             *("-monitor", f"unix:{self.workdir / 'monitor.sock'},server=on,wait=off"),
         ]
         argv += self._firmware_args()
+        if self.network:
+            argv += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
         if self.kernel:
             vmlinuz, initrd, cmdline = self.kernel
             argv += ["-kernel", str(vmlinuz), "-initrd", str(initrd), "-append", cmdline]

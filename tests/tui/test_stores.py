@@ -23,6 +23,7 @@ from textual.widgets import Button, DataTable, Input, RadioButton, RadioSet
 
 from clonebay.engine.stores import listing, sftp
 from clonebay.system import loopdev
+from clonebay.system.stick import IMAGES_LABEL
 from clonebay.system.udev import list_disks
 from clonebay.testdisks import disks
 from clonebay.testdisks.files import sparse_file
@@ -253,3 +254,31 @@ def test_sftp_store_asks_for_the_host_key_and_stays_mounted(
 def our_store_mounts() -> list[str]:
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         return [ln.split()[4] for ln in f if " fuse.sshfs " in ln and STORES_DIR in ln]
+
+
+def test_the_live_sticks_images_partition_is_offered_first(
+    bench: Bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition labelled as make-stick labels it comes first, under the cursor."""
+    backing = sparse_file(tmp_path / "stickimages.img", 128 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-L", IMAGES_LABEL, str(backing)], check=True)
+    stick = loopdev.attach(str(backing))
+    try:
+        ours = (bench.store, bench.source, stick)
+        monkeypatch.setattr(
+            listing, "list_disks", lambda: [d for d in list_disks() if d.path in ours]
+        )
+        app = store_app(bench, tmp_path)
+        seen: dict[str, Any] = {}
+
+        async def script(pilot: Pilot[Any]) -> None:
+            await screen_of(pilot, HomeScreen)
+            await pilot.press("r")  # restore: store -> image picker
+            screen = await listed(pilot)
+            seen["first"] = next(iter(screen.rows))
+            seen["cursor"] = screen.query_one("#stores", DataTable).cursor_row
+
+        run(app, script)
+        assert seen["first"] == f"disk:{stick}" and seen["cursor"] == 0, seen
+    finally:
+        loopdev.detach(stick)

@@ -27,6 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from clonebay.engine import stores
+from clonebay.system.stick import IMAGES_LABEL
 from clonebay.tui.screens.base import BaseScreen
 from clonebay.tui.screens.host_key import host_key_asker
 from clonebay.tui.screens.network_store import NetworkStoreScreen
@@ -134,8 +135,14 @@ class StoresScreen(BaseScreen[str | None]):
         self.app.call_from_thread(self._listed, found)
 
     def _listed(self, found: list[stores.StoreInfo]) -> None:
+        first = self.listing is None
         self.listing = found
         self._show()
+        stick = next((k for k, r in self.rows.items() if _is_stick(r)), None)
+        if first and stick is not None:  # the live stick's images: the default store
+            table: DataTable[Text] = self.query_one("#stores", DataTable)
+            table.move_cursor(row=table.get_row_index(stick))
+            self._describe()
 
     # --- drawing ---------------------------------------------------------------------------
 
@@ -150,9 +157,11 @@ class StoresScreen(BaseScreen[str | None]):
             else:
                 top.append(StoreRow(f"remembered:{choice.key}", choice, remembered=True))
         folder = folder_choice(self.services.image_dir)
-        rows = [*top, StoreRow("folder", folder)]
-        rows += [StoreRow(f"disk:{d}", disk_choice(i), i) for d, i in listed.items()]
-        return [*rows, StoreRow(NETWORK_ROW)]
+        disks = [StoreRow(f"disk:{d}", disk_choice(i), i) for d, i in listed.items()]
+        # The live stick's own images partition (clonebay make-stick) is the default store.
+        stick = [r for r in disks if _is_stick(r)]
+        rest = [r for r in disks if r not in stick]
+        return [*top, *stick, StoreRow("folder", folder), *rest, StoreRow(NETWORK_ROW)]
 
     def _cells(self, row: StoreRow) -> list[Text]:
         dim = "dim" if row.refusal else ""
@@ -283,3 +292,8 @@ class StoresScreen(BaseScreen[str | None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
+
+
+def _is_stick(row: StoreRow) -> bool:
+    """The images partition ``clonebay make-stick`` made on the live stick."""
+    return row.info is not None and row.info.label == IMAGES_LABEL and row.info.usable
