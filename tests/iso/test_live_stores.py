@@ -7,8 +7,10 @@ one guest (SeaBIOS, CD boot) on QEMU's user-mode network inside the NAS's networ
   a wrong password, a missing share, the guest share, a full share (refused before, and stopped
   cleanly during a save), an SMB1-only NAS (refused naming the dialects tried; --smb1 works);
 - NFS: v4 round trip, a v3-only server (the fallback), an export that is not there;
-- a USB stick with exFAT (the live kernel's driver): listed by ``clonebay stores`` with its free
-  space, a save into it by label;
+- a USB stick with an exFAT images partition labelled as make-stick labels it (the live kernel's
+  driver): listed by ``clonebay stores`` with its free space, a save into it by label, and in the
+  TUI on the serial console: Save, the source, "Where are the images?" offering the stick first,
+  the proposed name, Start; the image is then verified from the command line;
 - the SMB server killed in the middle of a save: an error, not a hang, naming what is incomplete.
 """
 
@@ -24,11 +26,13 @@ from pathlib import Path
 import pytest
 
 from clonebay import cli
+from clonebay.system.stick import IMAGES_LABEL
 from clonebay.testdisks import disks
 from tests.diskcheck import assert_disk_matches
 from tests.iso.conftest import blank
 from tests.iso.nas import GUEST_HOST, PASSWORD, USER, Nas
 from tests.iso.qemu import Disk, Guest
+from tests.iso.serial_tui import SerialScreen
 
 MIB = 1 << 20
 BOOT_TIMEOUT = 600
@@ -53,7 +57,7 @@ def nas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nas]:
 @pytest.fixture(scope="module")
 def stick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = blank(tmp_path_factory.mktemp("stick") / "stick.img", 1024 * MIB)
-    subprocess.run(["mkfs.exfat", "-L", "CBIMAGES", str(path)], check=True, capture_output=True)
+    subprocess.run(["mkfs.exfat", "-L", IMAGES_LABEL, str(path)], check=True, capture_output=True)
     return path
 
 
@@ -195,13 +199,14 @@ def test_nfs_v3_only_server_is_reached_by_the_fallback(guest: Guest, nas: Nas) -
 def test_a_usb_stick_with_exfat_is_a_store(guest: Guest) -> None:
     disk = _paths(guest)
     listed = json.loads(guest.check("clonebay stores --json", timeout=JOB))["stores"]
-    stick = [s for s in listed if s["label"] == "CBIMAGES"]
+    stick = [s for s in listed if s["label"] == IMAGES_LABEL]
     assert len(stick) == 1 and stick[0]["usable"] and stick[0]["fstype"] == "exfat", listed
     assert stick[0]["free"] > 900 * MIB
-    out = guest.check(f"clonebay save {disk['SRC-GPT']} disk:LABEL=CBIMAGES/u.image", timeout=JOB)
+    url = f"disk:LABEL={IMAGES_LABEL}/u.image"
+    out = guest.check(f"clonebay save {disk['SRC-GPT']} {url}", timeout=JOB)
     assert "read back from the store: OK" in out, out
     listed = json.loads(guest.check("clonebay stores --json", timeout=JOB))["stores"]
-    assert "u.image" in next(s for s in listed if s["label"] == "CBIMAGES")["images"]
+    assert "u.image" in next(s for s in listed if s["label"] == IMAGES_LABEL)["images"]
 
 
 def test_the_server_killed_during_a_save_is_an_error_not_a_hang(guest: Guest, nas: Nas) -> None:
@@ -233,3 +238,41 @@ def test_the_server_killed_during_a_save_is_an_error_not_a_hang(guest: Guest, na
     assert code not in (0, 9), out
     assert "incomplete" in out or "stopped" in out, out
     assert not (nas.images / "killed" / "k.image" / "manifest.json").exists()
+
+
+def test_the_tui_saves_into_the_sticks_images_partition(guest: Guest) -> None:
+    pyte = pytest.importorskip("pyte", reason="pyte (a terminal emulator) reads the TUI's screen")
+    disk = _paths(guest)
+    guest.run("clear")
+    tui = SerialScreen(guest, pyte)
+    guest.send("stty rows 30 cols 100; TERM=xterm-256color clonebay; echo __RC_$?__\n")
+    tui.wait_for("Clone disk", "Save image", timeout=300)
+    tui.key("s")
+    picker = tui.wait_for("SRC-GPT", timeout=120)
+    rows = [ln for ln in picker.splitlines() if "/dev/" in ln]
+    index = next(i for i, ln in enumerate(rows) if "SRC-GPT" in ln)
+    for _ in range(index):
+        tui.key("\x1b[B")  # down
+    tui.key("\r")
+    tui.wait_for("Where are the images?", IMAGES_LABEL, timeout=300)
+    tui.key("\r")  # the stick's images partition is first, under the cursor
+    named = tui.wait_for(".image", timeout=120)
+    tui.key("\r")  # the proposed name
+    tui.wait_for("Start", timeout=300)
+    time.sleep(5)  # the plan is read in a worker: Start is enabled when it is shown
+    tui.key("\r")
+    done = tui.wait_for("Back to the menu", timeout=JOB)
+    assert "✔" in done, done
+    tui.key("\x11")  # ctrl+q, then "Quit" (Tab) in the question
+    tui.wait_for("Leave clonebay?", timeout=60)
+    tui.key("\t", pause=2)
+    tui.key("\r")
+    guest.wait_output(rb"__RC_(\d+)__", 120, tui.start)
+    guest.run("stty sane -echo cols 200 rows 50; clear")
+    listed = json.loads(guest.check("clonebay stores --json", timeout=JOB))["stores"]
+    images = next(s for s in listed if s["label"] == IMAGES_LABEL)["images"]
+    new = [name for name in images if name != "u.image"]
+    assert len(new) == 1, (images, named)
+    out = guest.check(f"clonebay verify disk:LABEL={IMAGES_LABEL}/{new[0]}", timeout=JOB)
+    assert "OK" in out, out
+    del disk

@@ -12,7 +12,7 @@ from clonebay.cli import many
 from clonebay.cli.common import add_restore_grow, emit_result, stdin_stream, stdout_stream
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
 from clonebay.cli.stores import add_store_options, no_space_check
-from clonebay.errors import UsageError, VerifyError
+from clonebay.errors import ClonebayError, UsageError, VerifyError
 from clonebay.progress_view import ProgressView
 from clonebay.system.tape import TapeStream, is_stream_device
 from clonebay.units import human_size
@@ -66,13 +66,17 @@ def _check_saved(args: argparse.Namespace, image: str | IO[bytes], view: Progres
     in_store = args.image in getattr(args, "store_urls", {})
     if not isinstance(image, str) or not (args.verify if args.verify is not None else in_store):
         return False
-    report = jobs.verify_saved(image, progress=view)
-    if not report.ok:
-        problems = "\n  ".join(str(p) for p in report.problems[:10])
+    try:
+        report = jobs.verify_saved(image, progress=view)
+        problems = [str(p) for p in report.problems]
+    except ClonebayError as exc:  # not even the manifest reads back
+        problems = [exc.message]
+    if problems:
+        listed = "\n  ".join(problems[:10])
         raise VerifyError(
-            f"{image} was saved but does not read back as written ({len(report.problems)}"
+            f"{image} was saved but does not read back as written ({len(problems)}"
             f" problem(s)); the store lost or changed data: do not trust this image, delete it"
-            f" and save again (another store, or another filesystem driver)\n  {problems}"
+            f" and save again (another store, or another filesystem driver)\n  {listed}"
         )
     return True
 

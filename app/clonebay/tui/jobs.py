@@ -215,7 +215,7 @@ def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outco
     if request.verify:
         if cancel.is_set():
             raise CancelledError("cancelled by the user before the image was verified")
-        report = jobs.verify_image(request.target, OverallMeter({"read": "Verifying"}, sink))
+        report = jobs.verify_saved(request.target, OverallMeter({"read": "Verifying"}, sink))
         if not report.ok:
             first = report.problems[0]
             raise VerifyError(

@@ -7,12 +7,12 @@ go to mount.cifs in a 0600 credentials file, never on its command line; no user 
 ``soft`` and a 10 s echo interval turn a lost server into I/O errors within about a minute
 instead of a hang.
 
-NFS: v4 first (one TCP port, no rpcbind), then v3. ``soft,timeo=100,retrans=3`` bound how long
-a lost server blocks a read or a write (~40 s), after which the job fails with an I/O error and
-says the target is incomplete. The folder of the image is what is mounted (NFS can mount any
-folder of an export), so it must exist on the server.
+NFS: 4.1 first (one TCP port, no rpcbind; not 4.2, see NFS_VERSIONS), then 4.0, then v3.
+``soft,timeo=100,retrans=3`` bound how long a lost server blocks a read or a write (~40 s),
+after which the job fails with an I/O error and says the target is incomplete. The folder of
+the image is what is mounted (NFS can mount any folder of an export), so it must exist.
 
-Connection set-up failures that may pass (timeouts, a refused or reset connection) are tried
+Connection set-up failures that may pass (a timeout, a reset connection) are tried
 again up to ``ATTEMPTS`` times, each try logged; wrong passwords, missing shares and refused
 dialects are reported at once, in plain words (``explain_smb``, ``explain_nfs``).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,10 @@ from clonebay.errors import StoreError
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
-_TRANSIENT = ("timed out", "connection reset", "connection refused", "resource temporarily")
+_TRANSIENT = ("timed out", "connection reset")
+# NFS 4.2 is never asked for: its READ_PLUS read back zeros for every file from NFS-Ganesha 4.3
+# with Linux 6.12's client here (the read-back check caught it); 4.1 reads with plain READ.
+NFS_VERSIONS = ("4.1", "4.0", "3")
 # mount.cifs prints "mount error(N): ...": the kernel's errno for the failed mount
 _SMB_ERRORS = {
     13: "the server refused the user name or password (or guest access) for this share",
@@ -49,13 +53,13 @@ _SMB_ERRORS = {
 }
 
 
-def _smb_ladder(smb1: bool) -> list[tuple[str, list[str]]]:
+def _smb_ladder(smb1: bool, guest: bool) -> list[tuple[str, list[str]]]:
+    """The dialect and encryption options to try, in order. A guest session has no session key,
+    so it cannot be encrypted: no ``seal`` for it."""
     if smb1:
         return [("SMB1 (NT1)", ["vers=1.0"])]
-    return [
-        ("SMB 2.1-3.1.1 encrypted", ["vers=default", "seal"]),
-        ("SMB 2.1-3.1.1", ["vers=default"]),
-    ]
+    plain = ("SMB 2.1-3.1.1", ["vers=default"])
+    return [plain] if guest else [("SMB 2.1-3.1.1 encrypted", ["vers=default", "seal"]), plain]
 
 
 @contextlib.contextmanager
@@ -79,7 +83,7 @@ def mount_smb(url: StoreURL, creds: Credentials, *, write: bool, smb1: bool) -> 
 def _mount_ladder(url: StoreURL, where: Path, auth: list[str], *, write: bool, smb1: bool) -> None:
     tried: list[str] = []
     last: Failure | None = None
-    for label, dialect in _smb_ladder(smb1):
+    for label, dialect in _smb_ladder(smb1, guest=auth == ["guest"]):
         options = [
             *auth,
             *dialect,
@@ -97,10 +101,20 @@ def _mount_ladder(url: StoreURL, where: Path, auth: list[str], *, write: bool, s
             return
         tried.append(label)
         code = _smb_code(last.text)
-        if code not in (95, 22, 5, 13) or (code == 13 and "seal" not in dialect):
+        if code not in (95, 22, 5, 13, 11, 112) or (code == 13 and "seal" not in dialect):
             break  # not a dialect or encryption problem: more dialects will not help
     assert last is not None
-    raise StoreError(explain_smb(url, last, tried))
+    raise StoreError(explain_smb(url, last, tried, reachable=_answers(url.host, url.port)))
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port (tells a server that refused
+    our dialects apart from one that is down)."""
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 def _smb_code(text: str) -> int:
@@ -112,33 +126,47 @@ def _smb_code(text: str) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
-def explain_smb(url: StoreURL, failure: Failure, tried: list[str]) -> str:
-    """A mount.cifs failure in plain words, naming the share and what was tried."""
+def explain_smb(
+    url: StoreURL, failure: Failure, tried: list[str], *, reachable: bool = False
+) -> str:
+    """A mount.cifs failure in plain words, naming the share and what was tried. A server that
+    accepts connections but drops every SMB2/3 negotiation looks "down" to the kernel (error
+    112): with the port answering, that is an SMB1-only server."""
     code = _smb_code(failure.text)
     share = f"//{url.host}/{url.root}"
     if "could not resolve address" in failure.text.lower() or "resolve" in failure.text.lower():
         return f"{share}: the name {url.host} does not resolve (check the name or use its IP)"
-    reason = _SMB_ERRORS.get(
-        code, failure.text.strip().splitlines()[-1] if failure.text.strip() else ""
-    )
-    if code in (95, 22):
-        reason += f" (tried: {'; '.join(tried)}); an old NAS may speak only SMB1: add --smb1"
+    said = [ln for ln in failure.text.strip().splitlines() if "mount error" in ln]
+    reason = _SMB_ERRORS.get(code, said[-1] if said else failure.text.strip()[:200])
+    dialects = f"(tried: {'; '.join(tried)})"
+    if code in (95, 22) or (code in (112, 5, 11) and reachable and "SMB1 (NT1)" not in tried):
+        reason = (
+            f"the server answers on port {url.port} but refused every SMB dialect tried"
+            f" {dialects}; an old NAS may speak only SMB1: add --smb1 (insecure)"
+        )
+    elif code == 11:
+        reason = f"the server refused the session {dialects}"
     return f"{share}: {reason}"
 
 
 @contextlib.contextmanager
 def mount_nfs(url: StoreURL, *, write: bool) -> Iterator[Path]:
-    """The image's folder on the server, mounted for the job (v4, then v3)."""
+    """The image's folder on the server, mounted for the job: NFS 4.1, 4.0, then v3."""
     where = mount_dir(f"nfs-{url.host}-{url.root}")
     try:
         common = ["rw" if write else "ro", "soft", "timeo=100", "retrans=3"]
         remote = f"{url.host}:{url.root}"
-        v4 = ["mount.nfs4", remote, str(where), "-o", ",".join([*common, f"port={url.port}"])]
-        failure = _with_retries(v4, f"mounting {remote}")
-        if failure is not None:
-            log.info("NFSv4 mount of %s failed (%s); trying v3", remote, failure.text.strip())
-            v3 = ["mount.nfs", remote, str(where), "-o", ",".join([*common, "vers=3"])]
-            failure = _with_retries(v3, f"mounting {remote}")
+        failure: Failure | None = None
+        for version in NFS_VERSIONS:
+            options = [*common, f"vers={version}"]
+            if version != "3":
+                options.append(f"port={url.port}")
+            argv = ["mount.nfs", remote, str(where), "-o", ",".join(options)]
+            failure = _with_retries(argv, f"mounting {remote} (NFS {version})")
+            if failure is None:
+                log.info("%s mounted with NFS %s", remote, version)
+                break
+            log.info("NFS %s mount of %s failed (%s)", version, remote, failure.text.strip())
         if failure is not None:
             raise StoreError(explain_nfs(url, failure))
         yield where
