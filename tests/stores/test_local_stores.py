@@ -195,3 +195,27 @@ def test_a_full_store_is_refused_up_front_and_a_filling_one_stops_cleanly(
         assert store_mounts() == []
     finally:
         loopdev.detach(small.device)
+
+
+def test_a_job_file_saves_into_a_store_url(
+    volumes: dict[str, StoreVolume], quick_disk: disks.BuiltDisk, tmp_path: Path
+) -> None:
+    source = loopdev.attach(str(quick_disk.path), read_only=True)
+    try:
+        url = volumes["ntfs"].url("jobs/nightly.image")
+        job = tmp_path / "job.toml"
+        job.write_text(f'job = "save"\nsource = "{source}"\ntarget = "{url}"\n', encoding="utf-8")
+        out = clonebay("job", str(job))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert url in out.stdout and "read back from the store: OK" in out.stdout, out.stdout
+        checked = clonebay("verify", url)
+        assert checked.returncode == 0, checked.stderr
+        bad = tmp_path / "bad.toml"
+        bad.write_text(
+            f'job = "save"\nsource = "{source}"\ntarget = "smb://u:pw@host/s/x.image"\n',
+            encoding="utf-8",
+        )
+        out = clonebay("job", str(bad))
+        assert out.returncode == 5 and "password in the URL" in out.stderr, out.stderr
+    finally:
+        loopdev.detach(source)

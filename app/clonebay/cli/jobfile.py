@@ -22,7 +22,10 @@ from machine to machine while serial numbers do not:
   ``/dev/...``     a device path as it is (also /dev/disk/by-id/... and by-path links)
 
 Which fields are disks: clone reads a disk and writes a disk; save reads a disk and writes an
-image (a directory path, or a tape such as /dev/nst0); restore reads an image and writes a disk.
+image (a directory path, a store URL such as ``smb://tech@nas/images/pc1.image`` or
+``disk:LABEL=CLONEBAYIMG/pc1.image``, or a tape such as /dev/nst0); restore reads an image and
+writes a disk. A store's password comes from the ``credentials`` option (a file of
+``username=``/``password=`` lines, cli/stores.py), an SFTP server's key from ``host_key``.
 A selector must match exactly one disk, never the live medium; none or several is an error that
 names the candidates.
 
@@ -50,7 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clonebay.errors import InputError, UsageError
+from clonebay.errors import ClonebayError, InputError, UsageError
 from clonebay.model import Disk
 
 JOBS = ("clone", "save", "restore")
@@ -78,6 +81,8 @@ _OPTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "overwrite": (bool, ("save",)),
     "region": (str, ("restore",)),
     "dry_run": (bool, JOBS),
+    "credentials": (str, ("save", "restore")),  # a store's credentials file (cli/stores.py)
+    "host_key": (str, ("save", "restore")),  # an SFTP store's pinned host key, SHA256:...
 }
 
 
@@ -187,7 +192,21 @@ def parse_job(text: str, origin: str = "<job>") -> Job:
             parse_selector(value)
         elif value == "-":
             raise JobFileError(f"{origin}: {name} cannot be - (no terminal or pipe at boot)")
+        else:
+            _check_store_url(value, f"{origin}: {name}")
     return parsed
+
+
+def _check_store_url(value: str, where: str) -> None:
+    """An image field may be a store URL (cli/stores.py); a malformed one is named here, before
+    any disk is waited for."""
+    from clonebay.engine import stores
+
+    if stores.is_store_url(value):
+        try:
+            stores.parse(value)
+        except ClonebayError as exc:
+            raise JobFileError(f"{where}: {exc.message}") from exc
 
 
 def match_disk(selector: Selector, disks: Sequence[Disk]) -> Disk:
@@ -233,6 +252,10 @@ def command_line(job: Job, source: str, target: str) -> list[str]:
             argv += ["--partition", str(opts["partition"])]
         if opts.get("overwrite", False):
             argv.append("--overwrite")
+    if "credentials" in opts:
+        argv += ["--credentials", str(opts["credentials"])]
+    if "host_key" in opts:
+        argv += ["--host-key", str(opts["host_key"])]
     if opts.get("dry_run", False):
         argv.append("--dry-run")
     if job.yes and job.job in CONFIRMED_JOBS:
