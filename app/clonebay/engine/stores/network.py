@@ -157,6 +157,7 @@ def mount_nfs(url: StoreURL, *, write: bool) -> Iterator[Path]:
         common = ["rw" if write else "ro", "soft", "timeo=100", "retrans=3"]
         remote = f"{url.host}:{url.root}"
         failure: Failure | None = None
+        said: list[str] = []
         for version in NFS_VERSIONS:
             options = [*common, f"vers={version}"]
             if version != "3":
@@ -167,8 +168,9 @@ def mount_nfs(url: StoreURL, *, write: bool) -> Iterator[Path]:
                 log.info("%s mounted with NFS %s", remote, version)
                 break
             log.info("NFS %s mount of %s failed (%s)", version, remote, failure.text.strip())
-        if failure is not None:
-            raise StoreError(explain_nfs(url, failure))
+            said.append(failure.text)
+        if failure is not None:  # all the versions said: 4.x says "no such file", 3 "denied"
+            raise StoreError(explain_nfs(url, Failure(failure.code, "\n".join(said))))
         yield where
     finally:
         unmount(where)
@@ -177,10 +179,10 @@ def mount_nfs(url: StoreURL, *, write: bool) -> Iterator[Path]:
 def explain_nfs(url: StoreURL, failure: Failure) -> str:
     text = failure.text.lower()
     remote = f"{url.host}:{url.root}"
+    if "no such file" in text:  # before "access denied": v3 says that of a missing folder too
+        return f"{remote}: the folder is not there or not exported (NFS mounts existing folders)"
     if "access denied" in text or "permission denied" in text:
         return f"{remote}: the server does not export this folder to this machine (access denied)"
-    if "no such file" in text:
-        return f"{remote}: the folder is not there or not exported (NFS mounts existing folders)"
     if "resolve" in text or "name or service" in text:
         return f"{remote}: the name {url.host} does not resolve (check the name or use its IP)"
     if "refused" in text or "timed out" in text or "unreachable" in text:
