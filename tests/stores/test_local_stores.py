@@ -6,6 +6,7 @@ anything is written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -219,3 +220,25 @@ def test_a_job_file_saves_into_a_store_url(
         assert out.returncode == 5 and "password in the URL" in out.stderr, out.stderr
     finally:
         loopdev.detach(source)
+
+
+def test_mount_keeps_its_store_until_umount(
+    volumes: dict[str, StoreVolume], quick_disk: disks.BuiltDisk, tmp_path: Path
+) -> None:
+    url = volumes["ext4"].url("browse/q.image")
+    assert clonebay("save", str(quick_disk.path), url).returncode == 0
+    where = tmp_path / "view"
+    mounted = clonebay("mount", url, str(where))
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        assert len(store_mounts()) == 1, "the store went away under the mounted image"
+        ext = next(p for p in quick_disk.partitions if p.fstype == "ext4")
+        assert ext.tree is not None
+        folders = [p for p in where.iterdir() if p.name.startswith(f"p{ext.number}-")]
+        name, digest = next(iter(sorted(ext.tree.files.items())))
+        data = (folders[0] / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest
+    finally:
+        out = clonebay("umount", str(where))
+    assert out.returncode == 0 and "its store at" in out.stdout, out.stdout + out.stderr
+    assert store_mounts() == []

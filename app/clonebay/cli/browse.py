@@ -60,7 +60,7 @@ def _confirm_commit(args: argparse.Namespace) -> None:
 
 
 def _cmd_umount(args: argparse.Namespace) -> int:
-    from clonebay.engine import browse_jobs
+    from clonebay.engine import browse_jobs, stores
 
     if args.commit:
         _confirm_commit(args)
@@ -71,6 +71,10 @@ def _cmd_umount(args: argparse.Namespace) -> int:
         text += f" {result['revision']} of {result['image']}"
     elif result["edit"]:
         text += f"; {result['changed_chunks']} changed chunks discarded, the image is unchanged"
+    store = stores.release(str(result.get("image", "")))
+    if store is not None:  # the image lay in a store clonebay mounted for `mount`/`edit`
+        text += f"; its store at {store} was unmounted"
+        result["store_unmounted"] = str(store)
     emit_result(args, result, text)
     return 0
 

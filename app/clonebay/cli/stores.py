@@ -112,7 +112,8 @@ def run_command(args: argparse.Namespace) -> int:
                 _check_save_room(args, local, image)
         code = args.func(args)
         if args.command in KEEP_MOUNTED and code == 0:
-            stack.pop_all()  # the image stays readable until `clonebay umount`
+            for name, _ in wanted:  # the image stays readable until `clonebay umount`
+                stores.keep(getattr(args, name))
         return code
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from clonebay.engine.stores.credentials import AskPassword, Credentials, gather
 from clonebay.engine.stores.listing import StoreInfo, find_images, list_local
 from clonebay.engine.stores.local import mounted, open_volume
+from clonebay.engine.stores.mounting import keep, release
 from clonebay.engine.stores.network import mount_nfs, mount_smb
 from clonebay.engine.stores.sftp import AcceptKey, mount_sftp
 from clonebay.engine.stores.url import StoreURL, is_store_url, parse
@@ -44,9 +45,11 @@ __all__ = [
     "gather",
     "image_location",
     "is_store_url",
+    "keep",
     "list_local",
     "mounted_store",
     "parse",
+    "release",
 ]
 
 

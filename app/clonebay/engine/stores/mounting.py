@@ -86,8 +86,31 @@ def is_mountpoint(path: Path) -> bool:
         return False
 
 
+_KEPT: set[Path] = set()  # stores that stay mounted after this process (``keep``)
+
+
+def _store_root(image: str) -> Path | None:
+    """The store mount point (STORES_DIR/NAME) an image path lies in, or None."""
+    try:
+        inside = Path(image).resolve().relative_to(STORES_DIR.resolve())
+    except ValueError:
+        return None
+    return STORES_DIR / inside.parts[0] if inside.parts else None
+
+
+def keep(image: str) -> None:
+    """Leave the store ``image`` lies in mounted when its job ends (``clonebay mount``/``edit``:
+    the browsing view reads it until ``clonebay umount``, which calls ``release``)."""
+    root = _store_root(image)
+    if root is not None:
+        _KEPT.add(root)
+
+
 def unmount(path: Path) -> None:
-    """Unmount ``path`` and remove the folder; busy for 5 s -> lazy unmount. Never raises."""
+    """Unmount ``path`` and remove the folder; busy for 5 s -> lazy unmount. Never raises.
+    A store marked with ``keep`` is left as it is."""
+    if path in _KEPT:
+        return
     for _ in range(10):
         if not is_mountpoint(path):
             break
@@ -103,3 +126,20 @@ def unmount(path: Path) -> None:
     if not is_mountpoint(path):
         with contextlib.suppress(OSError):
             path.rmdir()
+
+
+def release(image: str) -> Path | None:
+    """After ``clonebay umount``: unmount the store a browsed image lay in, when clonebay
+    mounted it (it is under STORES_DIR) and nothing uses it any more. A store still in use (a
+    second image of it mounted) stays; never a lazy unmount here. The store's mount point, or
+    None when there was nothing to take down."""
+    root = _store_root(image)
+    if root is None or not is_mountpoint(root):
+        return None
+    try:
+        runner.run(["umount", str(root)], timeout=60)
+    except (CommandError, subprocess.TimeoutExpired):
+        return None  # busy: another clonebay mount still reads it
+    with contextlib.suppress(OSError):
+        root.rmdir()
+    return root
