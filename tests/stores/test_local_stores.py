@@ -242,3 +242,34 @@ def test_mount_keeps_its_store_until_umount(
         out = clonebay("umount", str(where))
     assert out.returncode == 0 and "its store at" in out.stdout, out.stdout + out.stderr
     assert store_mounts() == []
+
+
+def test_listing_stores_never_writes_a_dirty_ext4(tmp_path: Path) -> None:
+    """``clonebay stores`` mounts every partition for a look: a crash-consistent ext4 (its
+    journal not replayed) must come out byte for byte as it was (ro alone would replay it)."""
+    live = make_volume(tmp_path / "live.img", "ext4", "CBSDIRTY", 64 * MIB)
+    where = tmp_path / "m"
+    where.mkdir()
+    try:
+        subprocess.run(["mount", live.device, str(where)], check=True)
+        (where / "note.txt").write_text("written before the crash\n", encoding="utf-8")
+        subprocess.run(["sync"], check=True)
+        crashed = tmp_path / "crashed.img"
+        subprocess.run(["cp", "--sparse=always", str(live.backing), str(crashed)], check=True)
+        subprocess.run(["umount", str(where)], check=True)
+    finally:
+        loopdev.detach(live.device)
+    dumped = subprocess.run(
+        ["dumpe2fs", "-h", str(crashed)], capture_output=True, text=True, check=True
+    )
+    assert "needs_recovery" in dumped.stdout, "the copy should need journal recovery"
+    device = loopdev.attach(str(crashed))
+    try:
+        before = sha256_range(crashed, 0, 64 * MIB)
+        out = clonebay("stores", "--json")
+        assert out.returncode == 0, out.stderr
+        listed = [s for s in json.loads(out.stdout)["stores"] if s["device"] == device]
+        assert listed and listed[0]["usable"], listed
+        assert sha256_range(crashed, 0, 64 * MIB) == before, "listing wrote to the partition"
+    finally:
+        loopdev.detach(device)

@@ -89,7 +89,7 @@ def _look(volume: Volume, size: int, job_devices: Iterable[str]) -> StoreInfo:
     except ClonebayError as exc:
         return StoreInfo(**base, usable=False, reason=exc.message)  # type: ignore[arg-type]
     try:
-        with mounted(volume, write=False) as root:
+        with mounted(volume, write=False, peek=True) as root:
             info = os.statvfs(root)
             free = info.f_bavail * info.f_frsize
             return StoreInfo(**base, free=free, images=find_images(root))  # type: ignore[arg-type]

@@ -124,8 +124,10 @@ def mountpoints(device: str) -> tuple[str, ...]:
     return read_mount_table().mountpoints((os.major(number), os.minor(number)))
 
 
-def _mount_argv(volume: Volume, where: Path, write: bool) -> list[str]:
+def _mount_argv(volume: Volume, where: Path, write: bool, peek: bool = False) -> list[str]:
     mode = "rw" if write else "ro"
+    if peek and volume.fstype in ("ext3", "ext4"):
+        mode += ",noload"  # a read-only ext3/4 mount still replays a dirty journal: not here
     if volume.fstype == "ntfs":
         return ["ntfs-3g", "-o", mode, volume.device, str(where)]
     return ["mount", "-t", volume.fstype, "-o", mode, volume.device, str(where)]
@@ -140,9 +142,10 @@ def _fuse_argv(volume: Volume, where: Path, write: bool) -> list[str] | None:
 
 
 @contextlib.contextmanager
-def mounted(volume: Volume, *, write: bool) -> Iterator[Path]:
+def mounted(volume: Volume, *, write: bool, peek: bool = False) -> Iterator[Path]:
     """The volume's folder for the job: where it is mounted already, or a mount of clonebay's
-    under /run/clonebay/stores, taken down afterwards."""
+    under /run/clonebay/stores, taken down afterwards. ``peek`` (``clonebay stores`` looking
+    at every partition of the machine) writes nothing at all, not even a journal replay."""
     points = [p for p in mountpoints(volume.device) if p != "[SWAP]"]
     if points:
         where = Path(points[0])
@@ -152,7 +155,8 @@ def mounted(volume: Volume, *, write: bool) -> Iterator[Path]:
         return
     where = mount_dir(volume.name)
     try:
-        failure = attempt(_mount_argv(volume, where, write), what=f"mounting {volume.device}")
+        argv = _mount_argv(volume, where, write, peek)
+        failure = attempt(argv, what=f"mounting {volume.device}")
         fuse = _fuse_argv(volume, where, write)
         if failure is not None and fuse is not None and "unknown filesystem" in failure.text:
             failure = attempt(fuse, what=f"mounting {volume.device}")
