@@ -178,6 +178,9 @@ def test_nfs_v4_round_trip_and_a_missing_export(
     assert "read back from the store: OK" in out, out
     _host_restore_matches(nas.nfs_export / "n4.image", iso_disks["gpt"], tmp_path)
     assert "OK" in guest.check(f"clonebay verify {url}", timeout=JOB)
+    ext = next(p for p in iso_disks["gpt"].partitions if p.fstype == "ext4")
+    assert guest.check(f"clonebay ls {url}:p{ext.number} /", timeout=JOB)
+    guest.check(f"clonebay restore --yes --verify {url} {disk['DST-SATA']}", timeout=JOB)
     code, out = guest.run(f"clonebay verify nfs://{GUEST_HOST}/nope/x.image", JOB)
     assert code == 12 and "not there or not exported" in out, out
 
