@@ -17,7 +17,7 @@ import pytest
 from clonebay.engine.inspect import inspect_disk
 from clonebay.testdisks import disks
 from tests.diskcheck import assert_disk_matches
-from tests.iso.conftest import blank
+from tests.iso.conftest import blank, record_boot
 from tests.iso.qemu import Disk, Guest
 
 MIB = 1 << 20
@@ -45,10 +45,12 @@ def guest(
             Disk(blank(work / "usb.img", mbr.size + 64 * MIB), "usb", "DST-USB"),
         ],
     )
+    started = time.monotonic()
     vm.start()
     try:
-        vm.wait_event("boot-ready", BOOT_TIMEOUT)
         vm.shell(BOOT_TIMEOUT)
+        record_boot("BIOS, CD", vm, started, BOOT_TIMEOUT)
+        vm.wait_event("boot-ready", BOOT_TIMEOUT)
         yield vm
     finally:
         vm.close()

@@ -6,12 +6,13 @@ and marks the stick as the live medium."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.iso.conftest import blank
+from tests.iso.conftest import blank, record_boot
 from tests.iso.qemu import OVMF_CODE_SB, Disk, Guest
 
 BOOT_TIMEOUT = 600
@@ -30,10 +31,12 @@ def guest(live_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         boot="usb",
         disks=[Disk(blank(work / "disk.img", 64 * MIB), "virtio", "UEFI-DISK")],
     )
+    started = time.monotonic()
     vm.start()
     try:
-        vm.wait_event("boot-ready", BOOT_TIMEOUT)
         vm.shell(BOOT_TIMEOUT)
+        record_boot("UEFI Secure Boot, USB", vm, started, BOOT_TIMEOUT)
+        vm.wait_event("boot-ready", BOOT_TIMEOUT)
         yield vm
     finally:
         vm.close()
