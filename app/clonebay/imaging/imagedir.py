@@ -8,6 +8,7 @@ a message a technician can act on; a full store (ENOSPC, a quota's EDQUOT, or EF
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Iterator
@@ -48,22 +49,31 @@ def write_all(fd: int, parts: list[Buffer], path: Path) -> None:
             views[0] = views[0][written:]
 
 
+@contextlib.contextmanager
+def opened(path: Path, flags: int, mode: int = 0o644) -> Iterator[int]:
+    """``path`` opened with ``flags``, closed after the block. A failing close is an error like
+    any other (network filesystems and sshfs report lost writes, or a dead connection, there),
+    except after the block failed: then the first error is the one to tell."""
+    fd: int = os_call(path, os.open, path, flags, mode)
+    try:
+        yield fd
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    os_call(path, os.close, fd)
+
+
 def write_new_file(path: Path, parts: list[Buffer], *, exclusive: bool = True) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd: int = os_call(path, os.open, path, flags, 0o644)
-    try:
+    with opened(path, flags) as fd:
         write_all(fd, parts, path)
         os_call(path, os.fsync, fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:
-    fd: int = os_call(path, os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+    with opened(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) as fd:
         os_call(path, os.fsync, fd)
-    finally:
-        os.close(fd)
 
 
 def image_files(path: Path) -> Iterator[Path]:

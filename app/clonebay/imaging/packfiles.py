@@ -18,6 +18,7 @@ them from the stage.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import threading
@@ -98,23 +99,32 @@ class _OpenPack:
         return head + (self.stage[lo:hi] if hi > lo else b"")
 
     def close(self) -> None:
-        """Write what is staged, fsync, close."""
+        """Write what is staged, fsync, close (a failing close is an error too: see
+        imagedir.opened)."""
         try:
             self._wait()
             if self.fill:
                 rest = memoryview(self.stage)[: self.fill]
                 os_call(self.path, self.io.write, rest, self.stage_at)
             os_call(self.path, os.fsync, self.fd)
-        finally:
+        except BaseException:
             self.abort()
+            raise
+        fd, self.fd = self.fd, -1
+        self.abort()
+        os_call(self.path, os.close, fd)
 
     def abort(self) -> None:
+        """Stop: wait for the flusher, close what is open; errors on the way out are dropped
+        (the caller is already failing, or closing on its own)."""
         if self.flusher is not None:
             self.flusher.join()
             self.flusher = None
-        if self.fd >= 0:
+        with contextlib.suppress(OSError):
             self.io.close()
-            os.close(self.fd)
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
             self.fd = -1
 
 
