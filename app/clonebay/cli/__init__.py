@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from clonebay import __version__
 from clonebay.cli import browse, disks, images, job, net, stick, stores
+from clonebay.cli.common import as_given
 from clonebay.errors import ClonebayError, UsageError
 
 COMMAND_GROUPS = (disks, images, job, net, browse, stores, stick)
@@ -50,11 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_tui()
         return stores.run_command(args)
     except ClonebayError as exc:
+        message = as_given(args, exc.message)
         if as_json:
-            error = {"error": exc.title, "message": exc.message, "exit_code": exc.exit_code}
+            error = {"error": exc.title, "message": message, "exit_code": exc.exit_code}
             print(json.dumps(error), file=sys.stderr)
         else:
-            print(f"clonebay: {exc.title.lower()}: {exc.message}", file=sys.stderr)
+            print(f"clonebay: {exc.title.lower()}: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("clonebay: cancelled", file=sys.stderr)

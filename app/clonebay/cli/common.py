@@ -16,19 +16,24 @@ from typing import IO, Any
 from clonebay.errors import UsageError
 
 
+def as_given(args: argparse.Namespace, text: str, *, json_text: bool = False) -> str:
+    """``text`` with image paths inside a mounted store shown as the store URLs the technician
+    gave (cli/stores.py records them in ``args.store_urls``); ``json_text``: ``text`` is JSON."""
+    for local, url in getattr(args, "store_urls", {}).items():
+        if json_text:
+            text = text.replace(json.dumps(local)[1:-1], json.dumps(url)[1:-1])
+        else:
+            text = text.replace(local, url)
+    return text
+
+
 def emit_result(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
-    """Print the command's result; image paths inside a mounted store are shown as the store
-    URLs the technician gave (cli/stores.py records them in ``args.store_urls``)."""
-    urls: dict[str, str] = getattr(args, "store_urls", {})
+    """Print the command's result (store paths as their URLs: ``as_given``)."""
     if args.json:
         line = json.dumps({"event": "result", **result})
-        for local, url in urls.items():
-            line = line.replace(json.dumps(local)[1:-1], json.dumps(url)[1:-1])
-        print(line, flush=True)
+        print(as_given(args, line, json_text=True), flush=True)
     else:
-        for local, url in urls.items():
-            text = text.replace(local, url)
-        print(text)
+        print(as_given(args, text))
 
 
 @contextlib.contextmanager

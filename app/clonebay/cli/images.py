@@ -38,6 +38,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
         pack_limit=args.pack_limit << 20,
         codec=args.codec,
         overwrite=args.overwrite,
+        space_check=args.image in getattr(args, "store_urls", {}) and not args.no_space_check,
     )
     with contextlib.ExitStack() as stack:
         image: str | IO[bytes] = args.image

@@ -108,8 +108,6 @@ def run_command(args: argparse.Namespace) -> int:
             local = stack.enter_context(stores.image_location(image, reach, write=write))
             setattr(args, name, local + suffix)
             args.store_urls = {**getattr(args, "store_urls", {}), local: image}
-            if args.command == "save" and not getattr(args, "no_space_check", False):
-                _check_save_room(args, local, image)
         code = args.func(args)
         if args.command in KEEP_MOUNTED and code == 0:
             for name, _ in wanted:  # the image stays readable until `clonebay umount`
@@ -123,16 +121,6 @@ def _split_part(text: str) -> tuple[str, str]:
     if sep and tail and "/" not in tail and head and not head.endswith(("disk", "smb", "nfs")):
         return head, ":" + tail
     return text, ""
-
-
-def _check_save_room(args: argparse.Namespace, local: str, url: str) -> None:
-    from clonebay.engine import jobs, stores
-
-    if getattr(args, "dry_run", False):
-        return
-    plan = jobs.save_plan(args.source, args.partition)
-    estimate = int(plan.as_dict()["bytes_to_copy"])
-    stores.check_room(local, estimate, where=url)
 
 
 def _cmd_stores(args: argparse.Namespace) -> int:

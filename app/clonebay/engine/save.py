@@ -21,6 +21,7 @@ from typing import IO
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
+from clonebay.engine.stores.space import check_room
 from clonebay.errors import ClonebayError, StoreFullError, UsageError
 from clonebay.fs import extents
 from clonebay.imaging import spec
@@ -46,6 +47,7 @@ class SaveOptions:
     codec: str = "lz4"
     workers: int = max(1, min(4, os.cpu_count() or 1))
     overwrite: bool = False
+    space_check: bool = False  # refuse when the folder's free space < the data in use
 
 
 def chunk_tasks(
@@ -137,6 +139,8 @@ def save(
     report = inspect_disk(source)
     regions = source_regions(report, options.partition)
     entries = region_entries(regions)
+    if options.space_check and isinstance(image, str):
+        check_room(image, sum(r.used_bytes for r in regions))
     seen = _Seen(progress)
     with SourceDevice(source) as src, _open_writer(image, options) as writer:
         try:

@@ -28,11 +28,6 @@ from clonebay.tui.store_choice import AcceptKey, Kind, StoreChoice
 REMEMBERED = 8  # a bench session uses one or two stores; eight is plenty to pick from
 
 
-def free_bytes(folder: str) -> int:
-    info = os.statvfs(folder)
-    return info.f_bavail * info.f_frsize
-
-
 class StoreSession:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -50,9 +45,9 @@ class StoreSession:
     def test(self, choice: StoreChoice, accept: AcceptKey | None) -> int:
         """Mount the store read-only, look at its folder, unmount: its free bytes."""
         if choice.url is None:
-            return free_bytes(_existing(choice, Path(choice.path), write=False))
+            return stores.free_bytes(_existing(choice, Path(choice.path), write=False))
         with stores.mounted_store(choice.url, choice.access((), accept), write=False) as root:
-            return free_bytes(_existing(choice, root / choice.folder, write=False))
+            return stores.free_bytes(_existing(choice, root / choice.folder, write=False))
 
     def open(
         self,

@@ -31,9 +31,9 @@ from clonebay.engine.stores.local import mounted, open_volume
 from clonebay.engine.stores.mounting import keep, release
 from clonebay.engine.stores.network import mount_nfs, mount_smb
 from clonebay.engine.stores.sftp import AcceptKey, mount_sftp
+from clonebay.engine.stores.space import check_room, free_bytes
 from clonebay.engine.stores.url import StoreURL, is_store_url, parse
-from clonebay.errors import StoreError, StoreFullError
-from clonebay.units import human_size
+from clonebay.errors import StoreError
 
 __all__ = [
     "Access",
@@ -42,6 +42,7 @@ __all__ = [
     "StoreURL",
     "check_room",
     "find_images",
+    "free_bytes",
     "gather",
     "image_location",
     "is_store_url",
@@ -145,23 +146,3 @@ def _make_folder(url: StoreURL, folder: Path) -> None:
         raise StoreError(
             f"{url.where}: cannot write into {url.folder or 'its top folder'} ({reason})"
         ) from exc
-
-
-def free_bytes(path: str) -> int:
-    """Free space for new files in the folder of ``path`` (the nearest existing parent)."""
-    folder = Path(path)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    info = os.statvfs(folder)
-    return info.f_bavail * info.f_frsize
-
-
-def check_room(path: str, estimate: int, *, where: str = "") -> None:
-    """Refuse a save whose estimated image does not fit the free space, before it starts."""
-    free = free_bytes(path)
-    if estimate > free:
-        raise StoreFullError(
-            f"{where or path}: {human_size(free)} free, and the image is estimated at up to"
-            f" {human_size(estimate)} (the data in use, before compression): make room, pick"
-            " another store, or pass --no-space-check to try anyway; nothing was written"
-        )

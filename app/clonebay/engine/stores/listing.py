@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clonebay.engine.stores.local import FILESYSTEMS, Volume, check_store, mounted, probe
+from clonebay.engine.stores.space import free_bytes
 from clonebay.errors import ClonebayError
 from clonebay.imaging.spec import MANIFEST_NAME
 from clonebay.imaging.stream import STREAM_MAGIC
@@ -81,20 +82,13 @@ def _is_stream(path: Path) -> bool:
 
 
 def _look(volume: Volume, size: int, job_devices: Iterable[str]) -> StoreInfo:
-    base = dict(
-        device=volume.device, fstype=volume.fstype, label=volume.label, uuid=volume.uuid, size=size
-    )
+    info = StoreInfo(volume.device, volume.fstype, volume.label, volume.uuid, size)
     try:
         check_store(volume, job_devices)
-    except ClonebayError as exc:
-        return StoreInfo(**base, usable=False, reason=exc.message)  # type: ignore[arg-type]
-    try:
         with mounted(volume, write=False, peek=True) as root:
-            info = os.statvfs(root)
-            free = info.f_bavail * info.f_frsize
-            return StoreInfo(**base, free=free, images=find_images(root))  # type: ignore[arg-type]
+            return replace(info, free=free_bytes(str(root)), images=find_images(root))
     except ClonebayError as exc:
-        return StoreInfo(**base, usable=False, reason=exc.message)  # type: ignore[arg-type]
+        return replace(info, usable=False, reason=exc.message)
 
 
 def list_local(job_devices: Iterable[str] = ()) -> list[StoreInfo]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from clonebay.errors import CommandError, StoreError
 from clonebay.system import run as runner
-from clonebay.system.mounts import unescape
+from clonebay.system.mounts import MOUNTINFO, parse_mountinfo
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,11 @@ def attempt(
 
 def is_mountpoint(path: Path) -> bool:
     """Whether ``path`` is a mount point now (by /proc/self/mountinfo, not by st_dev)."""
-    target = str(path)
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as f:
-            return any(unescape(line.split()[4]) == target for line in f)
+        text = Path(MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")
     except OSError:
         return False
+    return any(entry.mountpoint == str(path) for entry in parse_mountinfo(text))
 
 
 _KEPT: set[Path] = set()  # stores that stay mounted after this process (``keep``)
