@@ -215,6 +215,8 @@ def test_restore_stream_grown_then_power_off(
         result = await screen_of(pilot, ResultScreen)
         seen["outcome"] = result.outcome
         await until(pilot, "the power-off", mark.exists)
+        # the command ran in a worker thread, which then asks the app to exit
+        await until(pilot, "the app's exit", lambda: app.return_code is not None)
 
     run(app, script)
     [entry] = seen["entries"]
