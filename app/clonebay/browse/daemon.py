@@ -2,7 +2,9 @@
 
 ``python -m clonebay.browse.daemon --ready-fd N parts IMAGE DIR [--scratch S]`` serves the
 partition files of IMAGE at DIR (writable, copy-on-write into S, when S is given);
-``... fat PARTFILE DIR`` serves the FAT volume in PARTFILE read-only (fatfs.py). The process
+``... fat PARTFILE DIR`` serves the FAT volume in PARTFILE read-only (fatfs.py);
+``... cow DIR OVERLAY --disk PATH --offset N --size N`` (or ``--image IMAGE --region NAME``)
+serves one volume as a writable file over a base that is never written (cowfile.py). The process
 runs libfuse's loop in the foreground of its own session; when the kernel's INIT request
 arrives the mount is live, and the daemon writes ``ready`` to fd N, so the starter waits on a
 pipe, not a clock. It ends when DIR is unmounted. Its stderr is the view's log.
@@ -54,6 +56,18 @@ def serve(operations: Any, mountpoint: str, *, ready_fd: int | None, writable: b
     mfusepy.FUSE(operations, mountpoint, **options)
 
 
+def _cow_operations(args: argparse.Namespace) -> Any:
+    from clonebay.browse import cowfile
+
+    if args.image:
+        read_at, close, size = cowfile.image_base(args.image, args.region)
+    else:
+        size = args.size
+        read_at, close = cowfile.disk_base(args.disk, args.offset, size)
+    overlay = cowfile.BlockOverlay(read_at, size, Path(args.overlay))
+    return cowfile.CowFileFS(overlay, close)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clonebay-view")
     parser.add_argument("--ready-fd", type=int)
@@ -65,6 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     f = sub.add_parser("fat")
     f.add_argument("partition")
     f.add_argument("mountpoint")
+    c = sub.add_parser("cow")
+    c.add_argument("mountpoint")
+    c.add_argument("overlay")
+    c.add_argument("--disk")
+    c.add_argument("--offset", type=int, default=0)
+    c.add_argument("--size", type=int, default=0)
+    c.add_argument("--image")
+    c.add_argument("--region")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s clonebay-view %(levelname)s: %(message)s"
@@ -80,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlay = Overlay(reader, Path(args.scratch)) if args.scratch else None
         operations: Any = PartitionsFS(reader, overlay)
         writable = overlay is not None
+    elif args.kind == "cow":
+        operations, writable = _cow_operations(args), True
     else:
         from clonebay.browse.fatfs import FatFS
 

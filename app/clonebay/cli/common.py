@@ -82,3 +82,21 @@ def add_restore_grow(p: argparse.ArgumentParser) -> None:
         default="none",
         help="on a larger target, grow partitions like clone does (default: keep the layout)",
     )
+
+
+def add_shrink_options(p: argparse.ArgumentParser) -> None:
+    """``--fit`` and ``--scratch``: onto a disk smaller than the source's partitions."""
+    p.add_argument(
+        "--fit",
+        choices=["proportional", "last"],
+        default="proportional",
+        help="onto a smaller target: share the room beyond each shrunk filesystem's minimum in"
+        " proportion to the source sizes, or give it to the last shrinkable partition first",
+    )
+    p.add_argument(
+        "--scratch",
+        default="",
+        metavar="DIR",
+        help="where a shrink keeps its copy-on-write overlays (default: $CLONEBAY_SCRATCH or"
+        " the temporary folder; on the live system that is RAM)",
+    )

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from clonebay.cli import many
-from clonebay.cli.common import emit_result
+from clonebay.cli.common import add_shrink_options, emit_result
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
@@ -59,6 +59,8 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         allow_mounted_source=args.allow_mounted_source,
         allow_truncated=args.allow_truncated,
         whole_disk=args.whole_disk,
+        fit=Grow(args.fit),
+        scratch=args.scratch,
     )
     if len(args.target) > 1:
         return _clone_many(args, options)
@@ -135,6 +137,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="proportional",
         help="how partitions use a larger target (default: proportional)",
     )
+    add_shrink_options(p)
     p.add_argument("--no-verify", action="store_true", help="skip reading the target back")
     p.add_argument(
         "--allow-mounted-source",

@@ -20,8 +20,17 @@ from dataclasses import dataclass, field
 import xxhash
 
 from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
-from clonebay.engine.layout.plan import Grow, Move, Plan, make_plan, volume_plan
+from clonebay.engine.layout.plan import (
+    Grow,
+    Move,
+    NeedsShrinkError,
+    Plan,
+    make_plan,
+    volume_plan,
+)
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
+from clonebay.engine.shrink import steps
+from clonebay.engine.shrink.view import Base, Changes
 from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
 from clonebay.engine.target.fanout import (
     FanOut,
@@ -29,10 +38,10 @@ from clonebay.engine.target.fanout import (
     TargetOutcome,
     open_paths,
 )
-from clonebay.errors import DeviceError
+from clonebay.errors import DeviceError, UsageError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
-from clonebay.model import CopyMethod, Extent, Progress, VolumeState
+from clonebay.model import CopyMethod, Extent, Partition, Progress, VolumeState
 from clonebay.system.blockdev import SourceDevice, is_block_device
 from clonebay.system.directio import DirectFile
 from clonebay.system.run import run
@@ -48,6 +57,8 @@ class CloneOptions:
     allow_mounted_source: bool = False  # clone a source with read-write mounts (warned)
     allow_truncated: bool = False  # a partition past the source's end: zero the missing tail
     whole_disk: bool = False  # a single volume onto a disk that holds a partition table
+    fit: Grow = Grow.PROPORTIONAL  # onto a smaller disk: how the room beyond the minimums is shared
+    scratch: str = ""  # where shrink overlays live ("": $CLONEBAY_SCRATCH or the temp folder)
 
 
 @dataclass
@@ -59,24 +70,48 @@ class CloneResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _plan(report: DiskReport, target: str, options: CloneOptions) -> Plan:
+def _plan(report: DiskReport, target: str, options: CloneOptions, minimums: dict[int, int]) -> Plan:
+    """The Plan onto ``target``; onto a smaller disk, a shrinking one (the minimums measured
+    once per source, in ``minimums``)."""
     target_size = checks.target_size(target, report.table.disk_size)
     sector = checks.logical_sector_size(target) if os.path.exists(target) else None
     if report.whole_disk is not None:
         return volume_plan(report, target_size, options.grow, target_sector_size=sector)
-    return make_plan(
-        report,
-        target_size,
-        options.grow,
-        target_sector_size=sector,
-        allow_truncated=options.allow_truncated,
-    )
+    try:
+        return make_plan(
+            report,
+            target_size,
+            options.grow,
+            target_sector_size=sector,
+            allow_truncated=options.allow_truncated,
+        )
+    except NeedsShrinkError as exc:
+        wanted = {n for n in exc.candidates if n not in minimums}
+        parts = {pr.partition.number: pr for pr in report.partitions}
+        minimums.update(
+            steps.minimums(
+                {n: (_base(report.path, parts[n].partition), parts[n].volume) for n in wanted},
+                options.scratch,
+            )
+        )
+        return make_plan(
+            report,
+            target_size,
+            options.fit,
+            target_sector_size=sector,
+            allow_truncated=options.allow_truncated,
+            minimums={n: minimums[n] for n in exc.candidates},
+        )
+
+
+def _base(disk: str, part: Partition) -> Base:
+    return Base(part.size, disk=disk, offset=part.start)
 
 
 def clone_plan(source: str, target: str, options: CloneOptions = CloneOptions()) -> Plan:
     """Check the guards and make the Plan; writes nothing."""
     checks.preflight(source, target, options.allow_mounted_source)
-    return _plan(inspect_disk(source), target, options)
+    return _plan(inspect_disk(source), target, options, {})
 
 
 def _used(move: Move) -> tuple[Extent, ...]:
@@ -132,9 +167,21 @@ def _area(area: Extent) -> str:
     return f"area@{area.start}"
 
 
-def _tasks(plan: Plan, fd: DirectFile | int) -> Iterator[ReadTask]:
+def _tasks(
+    plan: Plan, fd: DirectFile | int, overlays: dict[str, tuple[int, Changes]]
+) -> Iterator[ReadTask]:
+    """The reads: each move's used extents; a shrunk move's changed ranges from its overlay."""
     for move in plan.moves:
         if move.volume is None:
+            continue
+        if move.name in overlays:
+            overlay, changes = overlays[move.name]
+            for piece, changed in steps.read_pieces(_used(move), changes.ranges, CHUNK):
+                if changed:
+                    yield ReadTask(move.name, piece.start, overlay, piece.start, piece.length)
+                else:
+                    at = move.source.start + piece.start
+                    yield ReadTask(move.name, piece.start, fd, at, piece.length)
             continue
         for piece in extents.split(_used(move), CHUNK):
             yield ReadTask(
@@ -236,7 +283,17 @@ def clone_plans(
     for target in targets:
         checks.preflight(source, target, options.allow_mounted_source)
     report = inspect_disk(source)
-    return report, {target: _plan(report, target, options) for target in targets}
+    minimums: dict[int, int] = {}
+    plans = {target: _plan(report, target, options, minimums) for target in targets}
+    shrinking = {p.moves for p in plans.values() if p.shrinks}
+    if shrinking and len({p.moves for p in plans.values()}) > 1:
+        raise UsageError(
+            "the targets need different layouts and at least one must be shrunk: clone onto"
+            " smaller disks of different sizes one at a time; nothing was written"
+        )
+    for plan in plans.values():
+        steps.check_room(plan, options.scratch)
+    return report, plans
 
 
 def clone_many(
@@ -269,6 +326,36 @@ def _clone(
 ) -> list[TargetOutcome]:
     targets = list(plans)
     cancel = cancel or threading.Event()
+    first = plans[targets[0]]
+    if not first.shrinks:
+        return _copy(source, report, plans, options, progress, cancel, on_state, {})
+    # shrunk in views before the target is opened: a resizer that fails writes nothing
+    shrunk = steps.shrink_all(first, lambda m: _base(source, m.source), options.scratch)
+    fds: list[int] = []
+    try:
+        overlays = {}
+        for name, view in shrunk.views.items():
+            fds.append(steps.open_overlay(view))
+            overlays[name] = (fds[-1], view.changes)
+        plans = dict.fromkeys(targets, shrunk.plan)
+        return _copy(source, report, plans, options, progress, cancel, on_state, overlays)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        shrunk.discard()
+
+
+def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
+    source: str,
+    report: DiskReport,
+    plans: dict[str, Plan],
+    options: CloneOptions,
+    progress: Callable[[Progress], None] | None,
+    cancel: threading.Event,
+    on_state: StateSink | None,
+    overlays: dict[str, tuple[int, Changes]],
+) -> list[TargetOutcome]:
+    targets = list(plans)
     with SourceDevice(source) as src:
         jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
         paths = open_paths(jobs, progress=progress, cancel=cancel, report_writes=False)
@@ -286,7 +373,7 @@ def _clone(
                 )
                 # the reads are the same for every target: only where they land differs
                 totals = {r.name: r.planned_bytes for r in jobs[0].regions if not r.held}
-                pipe.run(_tasks(plans[targets[0]], src.io), totals)
+                pipe.run(_tasks(plans[targets[0]], src.io, overlays), totals)
                 _hold_areas(src, fan)
 
             fan.run(feed)

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from clonebay.engine.inspect import DiskReport
-from clonebay.engine.layout import limits
+from clonebay.engine.layout import limits, shrink
 from clonebay.engine.layout.states import editable, region_name, state_note
 from clonebay.errors import SafetyError, TargetTooSmallError, UsageError
 from clonebay.model import CopyMethod, Extent, Partition, PartitionTable, Volume
@@ -47,6 +47,16 @@ FIXED_TYPES = {
     "0xef",
     "0x27",
 }
+
+
+class NeedsShrinkError(TargetTooSmallError):
+    """The target is smaller than the source's partitions: the layout fits only if some
+    filesystems shrink. Callers that can shrink (clone, restore of a directory image) catch it,
+    measure the minimum of each partition in ``candidates`` and plan again with them."""
+
+    def __init__(self, message: str, candidates: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
 
 
 class Grow(enum.Enum):
@@ -67,6 +77,7 @@ class Move:
     volume: Volume | None
     grow_fs: bool  # a filesystem grow follows (the partition grew and its fs can grow)
     editable: bool = True  # fixups may write into the volume (hidden sectors, growth)
+    minimum: int = 0  # shrunk: the least it may have (its filesystem's minimum and headroom)
 
     @property
     def name(self) -> str:
@@ -79,6 +90,11 @@ class Move:
     @property
     def grown(self) -> bool:
         return self.target_size > self.source.size
+
+    @property
+    def shrunk(self) -> bool:
+        """Its filesystem is resized smaller (engine/shrink/) before it is copied."""
+        return self.minimum > 0
 
 
 @dataclass(frozen=True)
@@ -113,7 +129,13 @@ class Plan:
     def same_layout(self) -> bool:
         """Every partition where it was, at its size, in the same sectors: the source's table
         (and the rest of its head area) can be copied as it is."""
-        return not self.convert_sectors and all(not m.moved and not m.grown for m in self.moves)
+        return not self.convert_sectors and all(
+            not m.moved and not m.grown and not m.shrunk for m in self.moves
+        )
+
+    @property
+    def shrinks(self) -> tuple[Move, ...]:
+        return tuple(m for m in self.moves if m.shrunk)
 
     def text(self) -> str:
         sectors = (
@@ -134,6 +156,7 @@ class Plan:
                 f" {human_size(m.target_start):<13} {human_size(m.target_size):<13}"
                 f" {(vol.fstype if vol else '-'):<9} {copy}"
                 + (" grown" if m.grown else "")
+                + (f" shrunk (least {human_size(m.minimum)})" if m.shrunk else "")
                 + (" moved" if m.moved else "")
             )
         rows.extend(f"  then: {f}" for f in self.fixups)
@@ -172,6 +195,7 @@ def make_plan(
     *,
     target_sector_size: int | None = None,
     allow_truncated: bool = False,
+    minimums: Mapping[int, int] | None = None,
 ) -> Plan:
     """Lay the source's partitions out on a target of ``target_size`` bytes whose logical
     sectors are ``target_sector_size`` bytes (None: the source's, as for an image file)."""
@@ -184,6 +208,7 @@ def make_plan(
         report.path,
         target_sector_size=target_sector_size,
         allow_truncated=allow_truncated,
+        minimums=minimums,
     )
 
 
@@ -196,8 +221,12 @@ def plan_layout(
     *,
     target_sector_size: int | None = None,
     allow_truncated: bool = False,
+    minimums: Mapping[int, int] | None = None,
 ) -> Plan:
-    """Lay ``table``'s partitions (with the volumes found in them) out on a target."""
+    """Lay ``table``'s partitions (with the volumes found in them) out on a target. When the
+    target is too small, NeedsShrinkError unless ``minimums`` (bytes, by partition number)
+    says how far the shrinkable ones can go (engine/layout/shrink.py); ``grow`` then says how
+    the rest is shared (NONE: like PROPORTIONAL)."""
     if table.kind == "none":
         raise UsageError(f"{where} has no partition table: clone it as a single volume")
     cut = limits.truncation_refusal(where, table)
@@ -213,12 +242,25 @@ def plan_layout(
     sizes = [limits.round_down(p.size, tsector) for p, _ in data]
     last_end = max((p.start + s for (p, _), s in zip(data, sizes, strict=True)), default=0)
     target_end = limits.target_usable_end(table.kind, target_size, tsector)
-    if target_end < last_end:
+    if target_end < last_end and minimums is None:
         needed = last_end + target_size - target_end
-        raise TargetTooSmallError(
+        fixed = {t.upper() for t in FIXED_TYPES}
+        raise NeedsShrinkError(
             f"the target holds {human_size(target_size)} ({target_size} bytes); the source's"
-            f" partitions need {human_size(needed)} ({needed} bytes) (shrinking onto a smaller"
-            " disk is not available yet); nothing was written"
+            f" partitions need {human_size(needed)} ({needed} bytes); nothing was written",
+            tuple(p.number for p, v in data if not shrink.why_fixed(p, v, fixed)),
+        )
+    if target_end < last_end and minimums is not None:
+        return _shrink_plan(
+            table,
+            data,
+            target_size,
+            tsector,
+            sizes=sizes,
+            grow=grow,
+            where=where,
+            minimums=minimums,
+            notes=notes,
         )
     room_end = target_end
     if table.kind == "msdos" and target_end > limits.mbr_end(tsector):
@@ -261,6 +303,53 @@ def plan_layout(
         _fixups(table, target_size, moves, tsector != sector),
         convert_sectors=tsector != sector,
         zero_tails=tuple(t for _, t in tails),
+        notes=tuple(n for n in notes if n),
+    )
+
+
+def _shrink_plan(
+    table: PartitionTable,
+    data: list[tuple[Partition, Volume | None]],
+    target_size: int,
+    tsector: int,
+    *,
+    sizes: list[int],
+    grow: Grow,
+    where: str,
+    minimums: Mapping[int, int],
+    notes: list[str],
+) -> Plan:
+    """The layout on a target smaller than the source's partitions (engine/layout/shrink.py)."""
+    target_end = limits.target_usable_end(table.kind, target_size, tsector)
+    if table.kind == "msdos":
+        target_end = min(target_end, limits.mbr_end(tsector))
+    fixed = {t.upper() for t in FIXED_TYPES}
+    slots = shrink.slots_for(data, sizes, minimums, fixed)
+    new_sizes = shrink.shrink_sizes(slots, target_end, grow is Grow.LAST, where)
+    starts, _ = shrink.place(slots, new_sizes)
+    moves = []
+    for (part, vol), slot, start, size in zip(data, slots, starts, new_sizes, strict=True):
+        low = slot.floor if size < slot.size else 0
+        moves.append(Move(part.number, part, start, size, vol, False, editable(vol), low))
+    target_table = _target_table(table, target_size, moves, tsector)
+    bad = limits.mbr_problems(target_table)
+    if bad:
+        raise SafetyError(
+            f"the layout of {where} cannot be written as an MBR on this target: {'; '.join(bad)}."
+            " Refusing; nothing was written"
+        )
+    notes.extend(n for m in moves if (n := state_note(m.name, m.volume)))
+    mode = "last" if grow is Grow.LAST else "proportional"
+    notes.append(f"shrink: the target is smaller than the source; space shared out {mode}")
+    return Plan(
+        table.disk_size,
+        target_size,
+        grow,
+        table,
+        target_table,
+        tuple(moves),
+        _fixups(table, target_size, moves, tsector != table.sector_size),
+        convert_sectors=tsector != table.sector_size,
         notes=tuple(n for n in notes if n),
     )
 
@@ -391,6 +480,13 @@ def _fixups(
             out.append(f"{m.name}: patch hidden sectors in the {fs} boot sectors")
         if m.grow_fs:
             out.append(f"{m.name}: grow {fs} to {human_size(m.target_size)}")
+    shrunk = [
+        f"{m.name}: shrink {m.volume.fstype if m.volume else ''} from"
+        f" {human_size(m.source.size)} to {human_size(m.target_size)} in a copy-on-write view"
+        " (the source is not written), then copy"
+        for m in moves
+        if m.shrunk
+    ]
     if table.kind == "gpt" and (target_size != table.disk_size or convert):
         out.append("write the GPT backup header at the new end of the disk")
-    return tuple(out)
+    return (*shrunk, *out)

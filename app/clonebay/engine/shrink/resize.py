@@ -1,0 +1,118 @@
+"""Each filesystem's own tools, run on a copy-on-write view (view.py): how small it can get,
+and the resize itself.
+
+- ext2/3/4: ``resize2fs -P`` gives the minimum in blocks; the shrink is ``e2fsck -f -y`` (which
+  resize2fs insists on; its writes, if any, go to the overlay), ``resize2fs FILE SIZEK``, then
+  ``e2fsck -f -n`` must find nothing.
+- NTFS: ``ntfsresize --info`` gives the minimum ("You might resize at N bytes"); the shrink is
+  ``ntfsresize --size N``, which checks the volume first and refuses an inconsistent one.
+
+Then clonebay's own prober reads the resized volume back: it must be the filesystem it was, at
+its new size, and its used blocks are what the copy carries. Any failure is a refusal before the
+target is touched: the shrink happens before the first write.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from clonebay.engine.shrink.view import Base, Changes, CowView
+from clonebay.errors import CommandError, DeviceError
+from clonebay.fs.probe import probe_volume
+from clonebay.model import Volume
+from clonebay.system.blockdev import FileSource
+from clonebay.system.run import run
+
+log = logging.getLogger(__name__)
+
+NTFS_MINIMUM = re.compile(rb"You might resize at (\d+) bytes")
+EXT_MINIMUM = re.compile(rb"minimum size of the filesystem: (\d+)")
+NTFS_NOTHING_TO_FREE = re.compile(rb"ERROR: Volume is full|Nothing to do")
+
+
+class ShrinkError(DeviceError):
+    """A filesystem could not be measured or shrunk in its view; nothing was written."""
+
+    title = "Cannot shrink"
+
+
+def minimum_size(fstype: str, path: str, block_size: int) -> int:
+    """The least size in bytes the filesystem in ``path`` can be resized to."""
+    try:
+        if fstype.startswith("ext"):
+            out = run(["resize2fs", "-P", path]).stdout
+            found = EXT_MINIMUM.search(out)
+            if found:
+                return int(found.group(1)) * block_size
+        elif fstype == "ntfs":
+            out = run(["ntfsresize", "--info", "--force", "--no-progress-bar", path]).stdout
+            found = NTFS_MINIMUM.search(out)
+            if found:
+                return int(found.group(1))
+    except CommandError as exc:
+        raise ShrinkError(f"measuring {fstype}: {exc}") from exc
+    raise ShrinkError(f"measuring {fstype}: no minimum size in the tool's answer")
+
+
+def resize(fstype: str, path: str, new_size: int) -> None:
+    """Shrink the filesystem in ``path`` to ``new_size`` bytes (a multiple of 1 MiB)."""
+    try:
+        if fstype.startswith("ext"):
+            run(["e2fsck", "-f", "-y", path], ok_codes=(0, 1))
+            run(["resize2fs", path, f"{new_size // 1024}K"])
+            run(["e2fsck", "-f", "-n", path])
+        elif fstype == "ntfs":
+            run(["ntfsresize", "--force", "--no-progress-bar", "--size", str(new_size), path])
+        else:
+            raise ShrinkError(f"{fstype} cannot be shrunk")
+    except CommandError as exc:
+        raise ShrinkError(f"shrinking {fstype} to {new_size} bytes: {exc}") from exc
+
+
+def measure(base: Base, volume: Volume, scratch: Path, name: str) -> int:
+    """The minimum of ``volume`` (found at ``base``) in bytes, from a read-only use of a view."""
+    with CowView(base, scratch, name) as view:
+        try:
+            return minimum_size(volume.fstype, view.file, volume.block_size)
+        finally:
+            view.discard()
+
+
+def shrink(base: Base, volume: Volume, new_size: int, scratch: Path, name: str) -> Shrunk:
+    """Shrink ``volume`` to ``new_size`` in a view over ``base``; what the copy needs."""
+    view = CowView(base, scratch, name)
+    try:
+        resize(volume.fstype, view.file, new_size)
+        with FileSource(view.file, 0, new_size) as src:
+            after = probe_volume(src)
+        if after.fstype != volume.fstype or after.size > new_size:
+            raise ShrinkError(
+                f"after the shrink the view holds {after.fstype} of {after.size} bytes, not"
+                f" {volume.fstype} of at most {new_size}: not copied"
+            )
+        changes = view.changes()
+    except BaseException:
+        view.discard()
+        raise
+    log.info(
+        "%s: %s shrunk to %d bytes; %d bytes changed in the overlay",
+        name,
+        volume.fstype,
+        new_size,
+        changes.changed_bytes,
+    )
+    return Shrunk(after, changes, view)
+
+
+class Shrunk:
+    """A resized volume ready to copy: its used blocks, and which ranges are in the overlay."""
+
+    def __init__(self, volume: Volume, changes: Changes, view: CowView) -> None:
+        self.volume = volume
+        self.changes = changes
+        self.view = view
+
+    def discard(self) -> None:
+        self.view.discard()

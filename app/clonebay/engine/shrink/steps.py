@@ -1,0 +1,121 @@
+"""A shrink from the job's side: measure, check the scratch room, shrink, and read the result.
+
+1. ``minimums``: each candidate partition's minimum size, measured in a view (resize.py), for
+   the Plan (engine/layout/shrink.py).
+2. ``check_room``: the overlays must fit where they live. A view's overlay holds what the
+   resizer rewrote: at most the used data beyond the new end (which it moves) and the metadata
+   it touches. The Plan's estimate is that data plus 64 MiB per volume; a scratch folder with
+   less free space is refused before anything is done.
+3. ``shrink_all``: every shrunk partition resized in its view, before the target is opened: a
+   resizer that fails leaves the target as it was. The Plan comes back with each shrunk move's
+   volume replaced by what the resized view holds (its used blocks).
+4. ``read_tasks``: the pipeline's reads for a shrunk partition: the ranges the resizer changed
+   from the overlay file, the rest straight from the source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from clonebay.engine.layout.plan import Move, Plan
+from clonebay.engine.shrink import resize
+from clonebay.engine.shrink.view import Base, scratch_root
+from clonebay.engine.stores.space import free_bytes
+from clonebay.errors import SafetyError
+from clonebay.fs import extents
+from clonebay.model import Extent, Volume
+from clonebay.units import human_size
+
+METADATA_MARGIN = 64 << 20
+
+BaseOf = Callable[[Move], Base]
+
+
+def scratch_dir(scratch: str) -> Path:
+    return Path(scratch) if scratch else scratch_root()
+
+
+def minimums(candidates: Mapping[int, tuple[Base, Volume | None]], scratch: str) -> dict[int, int]:
+    """The minimum size (bytes) of each candidate's filesystem, by partition number."""
+    where = scratch_dir(scratch)
+    return {
+        number: resize.measure(base, volume, where, f"p{number}")
+        for number, (base, volume) in candidates.items()
+        if volume is not None
+    }
+
+
+def overlay_estimate(move: Move) -> int:
+    """The most a move's overlay is expected to hold (see the module docstring)."""
+    if not move.shrunk or move.volume is None:
+        return 0
+    beyond = extents.subtract(move.volume.used, (Extent(0, move.target_size),))
+    return sum(e.length for e in beyond) + METADATA_MARGIN
+
+
+def check_room(plan: Plan, scratch: str) -> None:
+    """Refuse when the overlays would not fit in the scratch folder."""
+    need = sum(overlay_estimate(m) for m in plan.shrinks)
+    if not need:
+        return
+    where = scratch_dir(scratch)
+    where.mkdir(parents=True, exist_ok=True)
+    free = free_bytes(str(where))
+    if need > free:
+        raise SafetyError(
+            f"the shrink needs up to {human_size(need)} of scratch space for its copy-on-write"
+            f" views, and {where} has {human_size(free)} free: pass --scratch DIR (a folder on"
+            " a disk that is neither source nor target, or a store); nothing was written"
+        )
+
+
+@dataclass
+class ShrunkPlan:
+    """The Plan with shrunk volumes, and each shrunk move's view (by move name)."""
+
+    plan: Plan
+    views: dict[str, resize.Shrunk]
+
+    def discard(self) -> None:
+        for shrunk in self.views.values():
+            shrunk.discard()
+        self.views.clear()
+
+
+def shrink_all(plan: Plan, base_of: BaseOf, scratch: str) -> ShrunkPlan:
+    """Resize every shrunk move's volume in its own view; on failure nothing is left behind."""
+    done = ShrunkPlan(plan, {})
+    where = scratch_dir(scratch)
+    moves = []
+    try:
+        for move in plan.moves:
+            if not move.shrunk or move.volume is None:
+                moves.append(move)
+                continue
+            shrunk = resize.shrink(base_of(move), move.volume, move.target_size, where, move.name)
+            done.views[move.name] = shrunk
+            moves.append(replace(move, volume=shrunk.volume))
+    except BaseException:
+        done.discard()
+        raise
+    done.plan = replace(plan, moves=tuple(moves))
+    return done
+
+
+def read_pieces(
+    used: tuple[Extent, ...], changed: tuple[Extent, ...], chunk: int
+) -> Iterator[tuple[Extent, bool]]:
+    """Each chunk of ``used``, cut where it enters or leaves ``changed``; True: from the
+    overlay."""
+    for piece in extents.split(used, chunk):
+        inside = extents.intersect((piece,), changed)
+        outside = extents.subtract((piece,), changed)
+        pieces = [(e, True) for e in inside] + [(e, False) for e in outside]
+        yield from sorted(pieces, key=lambda t: t[0].start)
+
+
+def open_overlay(shrunk: resize.Shrunk) -> int:
+    return os.open(shrunk.changes.overlay, os.O_RDONLY | os.O_CLOEXEC)
