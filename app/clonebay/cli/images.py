@@ -6,10 +6,16 @@ import argparse
 import contextlib
 import io
 import os
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from clonebay.cli import many
-from clonebay.cli.common import add_restore_grow, emit_result, stdin_stream, stdout_stream
+from clonebay.cli.common import (
+    add_restore_grow,
+    add_shrink_options,
+    emit_result,
+    stdin_stream,
+    stdout_stream,
+)
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
 from clonebay.cli.stores import add_store_options, no_space_check
 from clonebay.errors import ClonebayError, UsageError, VerifyError
@@ -91,21 +97,21 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         grow=Grow(args.grow),
         check=not args.no_check,
         whole_disk=args.whole_disk,
+        fit=Grow(args.fit),
+        scratch=args.scratch,
     )
     if len(args.target) > 1:
         return _restore_many(args, options)
     (target,) = args.target
     image = stdin_stream() if args.image == "-" else args.image
     if args.dry_run:
-        plan = jobs.restore_plan(
-            image, target, args.region, Grow(args.grow), whole_disk=args.whole_disk
-        )
+        plan = jobs.restore_plan(image, target, args.region, Grow(args.grow), **_layout_args(args))
         emit_result(args, plan.as_dict(), plan.text())
         return 0
     if isinstance(image, str) and not args.yes and os.path.exists(target):
         # The plan's refusals (too small, a region that is not there) before the question;
         # a stream on stdin cannot be read twice (and is no terminal: only --yes goes on).
-        jobs.restore_plan(image, target, args.region, Grow(args.grow), whole_disk=args.whole_disk)
+        jobs.restore_plan(image, target, args.region, Grow(args.grow), **_layout_args(args))
     confirm(args, target)
     view = ProgressView(args.json)
     try:
@@ -117,6 +123,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     text += "".join(f"\nwarning: {w}" for w in warnings)
     emit_result(args, {"target": target, "verified": args.verify, "warnings": warnings}, text)
     return 0
+
+
+def _layout_args(args: argparse.Namespace) -> dict[str, Any]:
+    """restore_plan's keyword arguments from the restore command's options."""
+    from clonebay.engine import Grow
+
+    return {"whole_disk": args.whole_disk, "fit": Grow(args.fit), "scratch": args.scratch}
 
 
 def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
@@ -132,7 +145,7 @@ def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
         )
     jobs.check_distinct(targets)
     plans = [  # every refusal of every target before the question
-        jobs.restore_plan(args.image, t, args.region, Grow(args.grow), whole_disk=args.whole_disk)
+        jobs.restore_plan(args.image, t, args.region, Grow(args.grow), **_layout_args(args))
         for t in targets
     ]
     if args.dry_run:
@@ -231,6 +244,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--region", help="restore only this region (e.g. p2) at the target's start")
     p.add_argument("--verify", action="store_true", help="re-read the target and compare")
     add_restore_grow(p)
+    add_shrink_options(p)
     p.add_argument(
         "--no-check",
         action="store_true",

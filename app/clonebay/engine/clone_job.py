@@ -338,7 +338,10 @@ def _clone(
             fds.append(steps.open_overlay(view))
             overlays[name] = (fds[-1], view.changes)
         plans = dict.fromkeys(targets, shrunk.plan)
-        return _copy(source, report, plans, options, progress, cancel, on_state, overlays)
+        outcomes = _copy(source, report, plans, options, progress, cancel, on_state, overlays)
+        for outcome in outcomes:
+            outcome.done[:0] = shrunk.done
+        return outcomes
     finally:
         for fd in fds:
             os.close(fd)

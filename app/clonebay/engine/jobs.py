@@ -21,6 +21,7 @@ from clonebay.engine.regions import SourceRegion, source_regions
 from clonebay.engine.restore.directory import restore as restore_directory
 from clonebay.engine.restore.directory import restore_many as restore_directory_many
 from clonebay.engine.restore.placements import RestoreOptions, plan_target
+from clonebay.engine.restore.shrinking import measurer
 from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
 from clonebay.engine.save import SaveOptions, save
 from clonebay.engine.target import checks
@@ -129,6 +130,8 @@ def restore_plan(
     grow: Grow = Grow.NONE,
     *,
     whole_disk: bool = False,
+    fit: Grow = Grow.PROPORTIONAL,
+    scratch: str = "",
 ) -> JobPlan:
     """Where ``restore`` would write each region, after every refusal the restore would make
     before its first write (the guard, size, sector size, a single volume over a partitioned
@@ -137,8 +140,12 @@ def restore_plan(
 
     A stream's plan needs only its MANIFEST record (the rest of the stream is not read)."""
     manifest = _manifest_before_data(image)
-    options = RestoreOptions(region=region, grow=grow, whole_disk=whole_disk)
-    plan = plan_target("restore", manifest, target, options)
+    options = RestoreOptions(
+        region=region, grow=grow, whole_disk=whole_disk, fit=fit, scratch=scratch
+    )
+    directory = isinstance(image, str) and not is_stream_file(image)
+    minimums = measurer(image, manifest, scratch) if isinstance(image, str) and directory else None
+    plan = plan_target("restore", manifest, target, options, minimums=minimums)
     job, size, placements, grown = plan.job, plan.target_size, plan.placements, plan.grown
     checks.preflight(None, target)
     checks.check_job(job, size)
@@ -149,7 +156,8 @@ def restore_plan(
     if grown is not None:
         sizes = {f"p{m.number}": m.target_size for m in grown.moves}
         notes.extend(grown.fixups)
-        notes.append("the partition table is written anew for the larger disk, last")
+        notes.extend(grown.notes)
+        notes.append("the partition table is written anew for the new layout, last")
     elif plan.region is None:
         notes.append("raw areas (partition tables) are written last")
     lines = tuple(
@@ -175,6 +183,8 @@ def check_target(target: str) -> None:
 
 
 def _grow_note(before: int, after: int) -> str:
+    if after < before:
+        return f"shrinks from {human_size(before)}"
     return f"grows from {human_size(before)}" if after > before else ""
 
 

@@ -339,8 +339,6 @@ def _shrink_plan(
             " Refusing; nothing was written"
         )
     notes.extend(n for m in moves if (n := state_note(m.name, m.volume)))
-    mode = "last" if grow is Grow.LAST else "proportional"
-    notes.append(f"shrink: the target is smaller than the source; space shared out {mode}")
     return Plan(
         table.disk_size,
         target_size,

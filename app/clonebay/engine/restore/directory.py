@@ -16,7 +16,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 
+from clonebay.engine.restore import shrinking
 from clonebay.engine.restore.placements import (
     Placement,
     RestoreOptions,
@@ -128,16 +130,34 @@ def restore_many(
         def covered(entry: RegionEntry) -> int:
             return sum(r.length for r in reader.records(entry.name))
 
-        plans = [plan_target("restore", manifest, t, options, covered) for t in targets]
-        paths = open_paths([p.job for p in plans], progress=progress, cancel=cancel)
-        with FanOut(paths, on_state) as fan:
-            if options.check:
-                check_frames(reader, image, progress)
-            warnings: list[str] = []
-            fan.run(
-                lambda: _feed(fan, reader, plans, options.workers, cancel=cancel, warnings=warnings)
-            )
-            outcomes = fan.outcomes(lambda p: p.job.notes)
+        minimums = shrinking.measurer(image, manifest, options.scratch)
+        plans = [
+            plan_target("restore", manifest, t, options, covered, minimums=minimums)
+            for t in targets
+        ]
+        if options.check and any(p.grown and p.grown.shrinks for p in plans):
+            check_frames(reader, image, progress)  # before the views read the image
+            options = replace(options, check=False)
+        with shrinking.views(image, reader, plans, options) as (plans, shrunk):
+            paths = open_paths([p.job for p in plans], progress=progress, cancel=cancel)
+            with FanOut(paths, on_state) as fan:
+                if options.check:
+                    check_frames(reader, image, progress)
+                warnings: list[str] = []
+                fan.run(
+                    lambda: _feed(
+                        fan,
+                        reader,
+                        plans,
+                        options.workers,
+                        cancel=cancel,
+                        warnings=warnings,
+                        shrunk=shrunk,
+                    )
+                )
+                outcomes = fan.outcomes(lambda p: p.job.notes)
+                for outcome in outcomes:
+                    outcome.done[:0] = [r.done for r in shrunk.values()]
     for outcome in outcomes:
         outcome.warnings = warnings + outcome.warnings
         if outcome.touched and is_block_device(outcome.target):
@@ -153,9 +173,12 @@ def _feed(
     *,
     cancel: threading.Event,
     warnings: list[str],
+    shrunk: dict[str, shrinking.ShrunkRegion],
 ) -> None:
     """Each record, decoded once, to every target that places its region (a grown layout
-    leaves out the old table's raw areas). The bytes object is shared: it is immutable."""
+    leaves out the old table's raw areas). The bytes object is shared: it is immutable. Of a
+    shrunk region, only the records' pieces that the resized volume uses and the resizer did
+    not change; then what it changed, from its overlay."""
     places = {p.job.target: {pl.region.name: pl for pl in p.placements} for p in plans}
     manifest = reader.manifest
     every = plan_restore(manifest, needed_size(manifest, plans[0].region), plans[0].region)
@@ -166,7 +189,14 @@ def _feed(
         if fut is None and rec.flags & FLAG_UNREADABLE:
             warnings.append(unreadable_note(name, rec.offset, rec.length))
         data = None if fut is None else fut.result()  # an image error stops every target
+        if name in shrunk:
+            for piece, part in shrunk[name].from_record(rec, data):
+                fan.each(functools.partial(_put, places, name, piece, part))
+            continue
         fan.each(functools.partial(_put, places, name, rec, data))
+    for name, region in shrunk.items():
+        for piece, part in region.from_overlay():
+            fan.each(functools.partial(_put, places, name, piece, part))
 
 
 def _put(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from clonebay.engine.layout.plan import Grow, Plan
 from clonebay.engine.layout.states import EDITABLE, state_note
-from clonebay.engine.restore.grow import growth_plan, region_volume
+from clonebay.engine.restore.grow import Minimums, growth_plan, region_volume, smaller_plan
 from clonebay.engine.target import RegionPlan, TargetJob, checks
 from clonebay.errors import TargetTooSmallError
 from clonebay.imaging.manifest import Manifest, RegionEntry
@@ -34,6 +34,8 @@ class RestoreOptions:
     workers: int = max(1, min(4, os.cpu_count() or 1))
     check: bool = True  # check every frame of a directory image before the first write
     whole_disk: bool = False  # a single volume onto a disk that holds a partition table
+    fit: Grow = Grow.PROPORTIONAL  # onto a smaller disk: how room beyond the minimums is shared
+    scratch: str = ""  # where shrink overlays live (engine/shrink/)
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,13 @@ def plan_restore(manifest: Manifest, target_size: int, region: str | None) -> li
     if target_size < need:
         raise TargetTooSmallError(
             f"the image's disk is {human_size(need)} ({need} bytes); the target holds"
-            f" {human_size(target_size)} ({target_size} bytes). Shrinking onto a smaller disk is"
-            " not available yet; nothing was written"
+            f" {human_size(target_size)} ({target_size} bytes); nothing was written"
         )
+    return every_placement(manifest)
+
+
+def every_placement(manifest: Manifest) -> list[Placement]:
+    """Every region at its recorded disk offset, in the order they are written."""
     # Partitions first, then raw areas from the end backwards (the target path holds the
     # areas that carry tables and writes them last in this order too).
     parts = [r for r in manifest.regions if r.kind != "raw-area"]
@@ -109,9 +115,20 @@ def grown_placements(placements: list[Placement], plan: Plan) -> list[Placement]
 
 
 def placements_for(
-    manifest: Manifest, target_size: int, region: str | None, grow: Grow
+    manifest: Manifest,
+    target_size: int,
+    region: str | None,
+    options: RestoreOptions,
+    minimums: Minimums | None = None,
 ) -> tuple[list[Placement], Plan | None]:
-    """The placements on a target of ``target_size`` bytes, and the grown layout if any."""
+    """The placements on a target of ``target_size`` bytes, and the grown (or shrunk) layout
+    if any. ``minimums`` measures how far partitions can shrink (None: a stream, which
+    cannot be shrunk)."""
+    smaller = target_size < needed_size(manifest, region)
+    if region is None and smaller and manifest.table.kind in ("gpt", "msdos"):
+        plan = smaller_plan(manifest, target_size, options.fit, minimums)
+        return grown_placements(every_placement(manifest), plan), plan
+    grow = options.grow
     placements = plan_restore(manifest, target_size, region)
     grown = growth_plan(manifest, target_size, grow) if region is None else None
     if grown is not None:
@@ -160,10 +177,13 @@ def restore_job(
         if p.region.kind != "raw-area"
         and (note := state_note(p.region.name, region_volume(p.region)))
     )
+    needed = needed_size(manifest, region)
+    if grown is not None:  # onto a smaller disk: the layout's size
+        needed = min(needed, grown.target_size)
     return TargetJob(
         what,
         target,
-        needed_size(manifest, region),
+        needed,
         regions,
         sector_size=table.sector_size if table.recorded else manifest.source.logical_sector_size,
         whole_disk=whole,
@@ -203,12 +223,15 @@ def plan_target(
     target: str,
     options: RestoreOptions,
     covered: Callable[[RegionEntry], int] | None = None,
+    *,
+    minimums: Minimums | None = None,
 ) -> RestorePlan:
     """Plan a restore of ``manifest``'s image onto ``target``; ``covered`` gives the bytes a
-    region's records cover (the count check's plan; default: what the save recorded as used)."""
+    region's records cover (the count check's plan; default: what the save recorded as used);
+    ``minimums`` lets a directory image shrink onto a smaller disk."""
     region = options.region or single_partition(manifest)
     size = checks.target_size(target, needed_size(manifest, region))
-    placements, grown = placements_for(manifest, size, region, options.grow)
+    placements, grown = placements_for(manifest, size, region, options, minimums)
     planned = {
         p.region.name: covered(p.region) if covered else p.region.used_bytes for p in placements
     }
@@ -223,3 +246,30 @@ def plan_target(
         region=region,
     )
     return RestorePlan(region, size, placements, grown, job)
+
+
+def with_layout(
+    rp: RestorePlan,
+    what: str,
+    manifest: Manifest,
+    target: str,
+    options: RestoreOptions,
+    *,
+    layout: Plan,
+    planned: Mapping[str, int],
+) -> RestorePlan:
+    """``rp`` with another layout of the same places (the Plan after its shrunk volumes were
+    resized) and other planned byte counts for some regions."""
+    counts = {r.name: r.planned_bytes for r in rp.job.regions}
+    counts.update(planned)
+    job = restore_job(
+        what,
+        manifest,
+        target,
+        placements=rp.placements,
+        grown=layout,
+        options=options,
+        planned=counts,
+        region=rp.region,
+    )
+    return RestorePlan(rp.region, rp.target_size, rp.placements, layout, job)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from pathlib import Path
 
 from clonebay.engine.shrink.view import Base, Changes, CowView
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 NTFS_MINIMUM = re.compile(rb"You might resize at (\d+) bytes")
 EXT_MINIMUM = re.compile(rb"minimum size of the filesystem: (\d+)")
-NTFS_NOTHING_TO_FREE = re.compile(rb"ERROR: Volume is full|Nothing to do")
+EXT_SUPERBLOCK = 1024
 
 
 class ShrinkError(DeviceError):
@@ -38,14 +39,24 @@ class ShrinkError(DeviceError):
     title = "Cannot shrink"
 
 
-def minimum_size(fstype: str, path: str, block_size: int) -> int:
+def ext_block_size(path: str) -> int:
+    """The block size in the ext superblock (s_log_block_size at byte 1024 + 24)."""
+    with open(path, "rb") as f:
+        f.seek(EXT_SUPERBLOCK + 24)
+        log2: int = struct.unpack("<I", f.read(4))[0]
+    if log2 > 6:
+        raise ShrinkError(f"the ext superblock in {path} gives a block size of 2^{10 + log2}")
+    return 1024 << log2
+
+
+def minimum_size(fstype: str, path: str) -> int:
     """The least size in bytes the filesystem in ``path`` can be resized to."""
     try:
         if fstype.startswith("ext"):
             out = run(["resize2fs", "-P", path]).stdout
             found = EXT_MINIMUM.search(out)
             if found:
-                return int(found.group(1)) * block_size
+                return int(found.group(1)) * ext_block_size(path)
         elif fstype == "ntfs":
             out = run(["ntfsresize", "--info", "--force", "--no-progress-bar", path]).stdout
             found = NTFS_MINIMUM.search(out)
@@ -75,7 +86,7 @@ def measure(base: Base, volume: Volume, scratch: Path, name: str) -> int:
     """The minimum of ``volume`` (found at ``base``) in bytes, from a read-only use of a view."""
     with CowView(base, scratch, name) as view:
         try:
-            return minimum_size(volume.fstype, view.file, volume.block_size)
+            return minimum_size(volume.fstype, view.file)
         finally:
             view.discard()
 

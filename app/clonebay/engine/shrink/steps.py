@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clonebay.engine.layout.plan import Move, Plan
@@ -78,6 +78,7 @@ class ShrunkPlan:
 
     plan: Plan
     views: dict[str, resize.Shrunk]
+    done: list[str] = field(default_factory=list)  # what each shrink did, for the result
 
     def discard(self) -> None:
         for shrunk in self.views.values():
@@ -98,6 +99,12 @@ def shrink_all(plan: Plan, base_of: BaseOf, scratch: str) -> ShrunkPlan:
             shrunk = resize.shrink(base_of(move), move.volume, move.target_size, where, move.name)
             done.views[move.name] = shrunk
             moves.append(replace(move, volume=shrunk.volume))
+            done.done.append(
+                f"{move.name}: {move.volume.fstype} shrunk from {human_size(move.source.size)}"
+                f" to {human_size(move.target_size)} in a copy-on-write view"
+                f" ({human_size(shrunk.changes.changed_bytes)} rewritten by its resizer; the"
+                " source was not written)"
+            )
     except BaseException:
         done.discard()
         raise

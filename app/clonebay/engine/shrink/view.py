@@ -50,9 +50,11 @@ class Base:
     region: str = ""
 
     def args(self) -> list[str]:
+        """The daemon's arguments (absolute paths: libfuse moves the daemon to /)."""
         if self.image:
-            return ["--image", self.image, "--region", self.region]
-        return ["--disk", self.disk, "--offset", str(self.offset), "--size", str(self.size)]
+            return ["--image", os.path.abspath(self.image), "--region", self.region]
+        disk = os.path.abspath(self.disk)
+        return ["--disk", disk, "--offset", str(self.offset), "--size", str(self.size)]
 
     def where(self) -> str:
         if self.image:
