@@ -325,7 +325,7 @@ def _shrink_plan(
         target_end = min(target_end, limits.mbr_end(tsector))
     fixed = {t.upper() for t in FIXED_TYPES}
     slots = shrink.slots_for(data, sizes, minimums, fixed)
-    new_sizes = shrink.shrink_sizes(slots, target_end, grow is Grow.LAST, where)
+    new_sizes = shrink.shrink_sizes(slots, (target_size, target_end), grow is Grow.LAST, where)
     starts, _ = shrink.place(slots, new_sizes)
     moves = []
     for (part, vol), slot, start, size in zip(data, slots, starts, new_sizes, strict=True):
@@ -449,6 +449,8 @@ def _target_table(
             start = min(m.target_start for m in logicals) - head if logicals else part.start
             last = max((m.target_start + m.target_size for m in logicals), default=start)
             end = max(last, limits.round_down(last + tail if logicals else part.end, tsector))
+            room = limits.target_usable_end(table.kind, target_size, tsector)
+            end = max(last, min(end, room))  # a shrunk layout: the old tail may not fit
             parts.append(replace(part, start=start, size=end - start))
     last_usable = limits.target_usable_end(table.kind, target_size, tsector)
     first_usable = table.first_usable

@@ -101,12 +101,16 @@ def place(slots: Sequence[Slot], sizes: Sequence[int]) -> tuple[list[int], int]:
     return starts, end
 
 
-def shrink_sizes(slots: Sequence[Slot], target_end: int, last: bool, where: str) -> list[int]:
-    """The new size of every slot, or TargetTooSmallError with the numbers."""
+def shrink_sizes(
+    slots: Sequence[Slot], target: tuple[int, int], last: bool, where: str
+) -> list[int]:
+    """The new size of every slot on a target of ``target`` (size, usable end), or
+    TargetTooSmallError with the numbers."""
+    target_end = target[1]
     sizes = [s.floor for s in slots]
     _, end = place(slots, sizes)
     if end > target_end:
-        raise TargetTooSmallError(_refusal(slots, end, target_end, where))
+        raise TargetTooSmallError(_refusal(slots, end, target, where))
     extra = target_end - end
     order = [i for i, s in enumerate(slots) if s.shrinkable]
     if last:
@@ -131,7 +135,7 @@ def shrink_sizes(slots: Sequence[Slot], target_end: int, last: bool, where: str)
     return sizes
 
 
-def _refusal(slots: Sequence[Slot], end: int, target_end: int, where: str) -> str:
+def _refusal(slots: Sequence[Slot], end: int, target: tuple[int, int], where: str) -> str:
     rows = []
     for s in slots:
         name = region_name(s.part.number)
@@ -139,10 +143,12 @@ def _refusal(slots: Sequence[Slot], end: int, target_end: int, where: str) -> st
             rows.append(f"{name} needs {human_size(s.floor)} (its data and headroom)")
         else:
             rows.append(f"{name} keeps {human_size(s.size)} ({s.reason})")
-    short = end - target_end
+    size, usable_end = target
+    short = end - usable_end
     return (
-        f"the target is {human_size(short)} ({short} bytes) too small for the data of {where},"
-        f" even shrunk: {'; '.join(rows)}. Nothing was written"
+        f"the target holds {human_size(size)} ({size} bytes): {human_size(short)} ({short}"
+        f" bytes) too few for the data of {where}, even shrunk: {'; '.join(rows)}. Nothing was"
+        " written"
     )
 
 
