@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clonebay.system.run import run
-from clonebay.testdisks import ext, ntfs
+from clonebay.testdisks import ntfs
 from clonebay.testdisks.files import sparse_copy, sparse_file
 
 MIB = 1 << 20
