@@ -59,3 +59,32 @@ def test_tcp_receiver_grows(sent_image: SentImage, tmp_path: Path) -> None:
             for proc in [receiver, *([sender] if sender else [])]:
                 proc.stop()
     assert_grown_disk(larger, sent_image.built, tmp_path)
+
+
+def test_receiver_onto_a_smaller_disk_is_refused_before_writing(
+    sent_image: SentImage, tmp_path: Path
+) -> None:
+    """A session arrives as a stream, and shrinking a filesystem needs random access to it:
+    a receiver on a disk smaller than the image's partitions refuses when the manifest
+    arrives, saying why and what to do, and writes nothing (issue 16, item 4)."""
+    size = sent_image.built.size * 60 // 100 // 512 * 512
+    smaller = sparse_file(tmp_path / "smaller.img", size)
+    with open(smaller, "r+b") as f:
+        f.write(b"old data" * 4096)
+    before = sha256_range(smaller, 0, size)
+    with lan(2) as net:
+        sender_node, node = net.nodes
+        receiver = session.receive(node, smaller, tmp_path / "r.log", "--listen")
+        sender = None
+        try:
+            session.wait_for(receiver, lambda e: e.get("event") == "listening")
+            sender = session.send(
+                sender_node, sent_image.image, tmp_path / "s.log", "--to", node.address
+            )
+            assert receiver.wait() == 7, receiver.log.read_text()[-3000:]
+        finally:
+            for proc in [receiver, *([sender] if sender else [])]:
+                proc.stop()
+    said = receiver.log.read_text()
+    assert "target holds" in said and "directory image" in said, said[-3000:]
+    assert sha256_range(smaller, 0, size) == before

@@ -150,11 +150,13 @@ def restore_plan(
     checks.preflight(None, target)
     checks.check_job(job, size)
     sizes: dict[str, int] = {}
+    least: dict[str, int] = {}
     notes: list[str] = []
     if not isinstance(image, str) or is_stream_file(image):
         notes.append(STREAM_NOTE)
     if grown is not None:
         sizes = {f"p{m.number}": m.target_size for m in grown.moves}
+        least = {f"p{m.number}": m.minimum for m in grown.moves}
         notes.extend(grown.fixups)
         notes.extend(grown.notes)
         notes.append("the partition table is written anew for the new layout, last")
@@ -168,7 +170,9 @@ def restore_plan(
             p.region.copy,
             p.region.fstype,
             p.region.stats.copied_bytes or p.region.used_bytes,
-            _grow_note(p.region.size, sizes.get(p.region.name, p.region.size)),
+            _grow_note(
+                p.region.size, sizes.get(p.region.name, p.region.size), least.get(p.region.name, 0)
+            ),
         )
         for p in placements
     )
@@ -182,9 +186,10 @@ def check_target(target: str) -> None:
     checks.preflight(None, target)
 
 
-def _grow_note(before: int, after: int) -> str:
+def _grow_note(before: int, after: int, least: int = 0) -> str:
     if after < before:
-        return f"shrinks from {human_size(before)}"
+        floor = f" (least {human_size(least)})" if least else ""
+        return f"shrinks from {human_size(before)}{floor}"
     return f"grows from {human_size(before)}" if after > before else ""
 
 

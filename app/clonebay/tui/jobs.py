@@ -175,7 +175,7 @@ def run_job(
 
 
 def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
-    options = CloneOptions(grow=request.grow, verify=request.verify)
+    options = CloneOptions(grow=request.grow, fit=request.grow, verify=request.verify)
     copying = PerRegionMeter("Copying", dict(request.totals), sink)
     verifying = OverallMeter({"read": "Verifying"}, sink)
 
@@ -238,7 +238,7 @@ def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outco
 def _restore(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
     # an image directory is checked in full before the first write: its own step
     meter = OverallMeter({"write": "Writing", "read": "Verifying", "check": "Checking image"}, sink)
-    options = jobs.RestoreOptions(verify=request.verify, grow=request.grow)
+    options = jobs.RestoreOptions(verify=request.verify, grow=request.grow, fit=request.grow)
     warnings = jobs.restore(request.source, request.target, options, progress=meter, cancel=cancel)
     verify = (
         "Verified: every chunk read back from the target matches the image."

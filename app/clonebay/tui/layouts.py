@@ -89,7 +89,10 @@ def clone_layouts(plan: Plan, source: str, target: str) -> tuple[Layout, Layout]
         fs, label = (vol.fstype, vol.label) if vol else ("", "")
         used = vol.used_bytes if vol else None
         src_rows.append(LayoutRow(f"p{m.number}", m.source.start, m.source.size, fs, label, used))
-        change = ", ".join(w for w, on in (("grows", m.grown), ("moves", m.moved)) if on)
+        shrinks = f"shrinks (least {human_size(m.minimum)})"
+        change = ", ".join(
+            w for w, on in (("grows", m.grown), (shrinks, m.shrunk), ("moves", m.moved)) if on
+        )
         dst_rows.append(
             LayoutRow(f"p{m.number}", m.target_start, m.target_size, fs, label, used, copy, change)
         )

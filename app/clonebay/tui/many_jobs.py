@@ -40,13 +40,13 @@ def run_many(
         def meter(p: Progress) -> None:
             (verifying if p.region == "verify" else copying)(p)
 
-        options = CloneOptions(grow=request.grow, verify=request.verify)
+        options = CloneOptions(grow=request.grow, fit=request.grow, verify=request.verify)
         outcomes = clone_many(
             request.source, targets, options, progress=meter, cancel=cancel, on_state=on_state
         )
     else:
         phases = {"write": "Writing", "read": "Verifying", "check": "Checking image"}
-        restore = jobs.RestoreOptions(verify=request.verify, grow=request.grow)
+        restore = jobs.RestoreOptions(verify=request.verify, grow=request.grow, fit=request.grow)
         outcomes = jobs.restore_many(
             request.source,
             targets,

@@ -362,7 +362,7 @@ class Services:
     def clone_plan(self, source: str, target: str, grow: Grow) -> Plan:
         with PARTED:
             _readable(source)
-            return clone_plan(source, target, CloneOptions(grow=grow))
+            return clone_plan(source, target, CloneOptions(grow=grow, fit=grow))
 
     def save_plan(self, source: str) -> JobPlan:
         with PARTED:
@@ -371,7 +371,7 @@ class Services:
 
     def restore_plan(self, image: str, target: str, grow: Grow) -> JobPlan:
         with PARTED:
-            return jobs.restore_plan(image, target, grow=grow)
+            return jobs.restore_plan(image, target, grow=grow, fit=grow)
 
     def power_off(self) -> None:
         """Power the machine off (the job ended well and the technician asked for it)."""
