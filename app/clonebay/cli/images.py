@@ -45,6 +45,8 @@ def _cmd_save(args: argparse.Namespace) -> int:
         codec=args.codec,
         overwrite=args.overwrite,
         space_check=args.image in getattr(args, "store_urls", {}) and not args.no_space_check,
+        shrink=args.shrink,
+        scratch=args.scratch,
     )
     with contextlib.ExitStack() as stack:
         image: str | IO[bytes] = args.image
@@ -220,6 +222,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--codec", choices=["lz4", "stored"], default="lz4")
     p.add_argument("--pack-limit", type=int, default=1024, metavar="MIB", help="pack size limit")
     p.add_argument("--overwrite", action="store_true", help="replace an existing image")
+    p.add_argument(
+        "--shrink",
+        action="store_true",
+        help="save the smallest disk that holds the data: ext and NTFS shrunk to their minimum"
+        " and headroom in copy-on-write views (the source is not written), partitions closed up;"
+        " the image restores onto any disk at least that large",
+    )
+    p.add_argument(
+        "--scratch",
+        default="",
+        metavar="DIR",
+        help="with --shrink: where the copy-on-write overlays live (default: $CLONEBAY_SCRATCH"
+        " or the temporary folder)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show what would be saved")
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.add_argument(

@@ -11,6 +11,7 @@ ends with an END record, which a failed save never writes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from typing import IO
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
+from clonebay.engine.shrink import steps
+from clonebay.engine.shrink.compact import Compacted, smallest_plan
 from clonebay.engine.stores.space import check_room
 from clonebay.errors import ClonebayError, StoreFullError, UsageError
 from clonebay.fs import extents
@@ -48,6 +51,8 @@ class SaveOptions:
     workers: int = max(1, min(4, os.cpu_count() or 1))
     overwrite: bool = False
     space_check: bool = False  # refuse when the folder's free space < the data in use
+    shrink: bool = False  # save the smallest disk that holds the data (engine/shrink/compact.py)
+    scratch: str = ""  # where a shrink keeps its copy-on-write overlays
 
 
 def chunk_tasks(
@@ -137,13 +142,26 @@ def save(
     object ``image`` (stdout, a pipe, a socket file); returns the manifest written."""
     _check_options(options)
     report = inspect_disk(source)
-    regions = source_regions(report, options.partition)
-    entries = region_entries(regions)
-    if options.space_check and isinstance(image, str):
-        check_room(image, sum(r.used_bytes for r in regions))
-    seen = _Seen(progress)
-    with SourceDevice(source) as src, _open_writer(image, options) as writer:
-        try:
+    with _compacted(report, options) as compacted:
+        if compacted is not None:
+            report = compacted.report
+            regions = compacted.regions
+        else:
+            regions = source_regions(report, options.partition)
+        entries = region_entries(regions)
+        if options.space_check and isinstance(image, str):
+            check_room(image, sum(r.used_bytes for r in regions))
+        seen = _Seen(progress)
+        with (
+            SourceDevice(source) as src,
+            _open_writer(image, options) as writer,
+            _told(image, writer, seen),
+        ):
+            tasks = (
+                compacted.tasks(src.io, options.chunk_size)
+                if compacted is not None
+                else chunk_tasks(regions, src.io, options.chunk_size)
+            )
             return _save_into(
                 writer,
                 src,
@@ -153,19 +171,50 @@ def save(
                 options=options,
                 progress=seen,
                 cancel=cancel,
+                tasks=tasks,
+                compacted=compacted,
             )
-        except StoreFullError as exc:
-            exc.message = _store_full(exc.message, image, writer, seen)
-            raise
-        except ClonebayError as exc:
-            where = image if isinstance(image, str) else "the stream"
-            exc.message += (
-                f"\nthe save stopped: {where} is incomplete (it has no manifest.json): delete"
-                " it and save again"
-                if isinstance(image, str)
-                else f"\nthe save stopped: {where} is incomplete (it has no END record)"
-            )
-            raise
+
+
+@contextlib.contextmanager
+def _compacted(report: DiskReport, options: SaveOptions) -> Iterator[Compacted | None]:
+    """The compact disk of ``save --shrink`` (None without it, or when nothing can shrink)."""
+    if not options.shrink:
+        yield None
+        return
+    if options.partition is not None:
+        raise UsageError("save --shrink saves a whole disk, not one partition")
+    plan = smallest_plan(report, options.scratch)
+    if plan is None:
+        yield None
+        return
+    steps.check_room(plan, options.scratch)
+    compacted = Compacted(report, plan, options.scratch)
+    try:
+        yield compacted
+    finally:
+        compacted.close()
+
+
+@contextlib.contextmanager
+def _told(
+    image: str | IO[bytes], writer: ImageWriter | StreamWriter, seen: _Seen
+) -> Iterator[None]:
+    """A failed save's message says what became of the image (removed, or incomplete)."""
+    try:
+        yield
+    except StoreFullError as exc:
+        exc.message = _store_full(exc.message, image, writer, seen)
+        raise
+    except ClonebayError as exc:
+        where = image if isinstance(image, str) else "the stream"
+        exc.message += (
+            f"\nthe save stopped: {where} is incomplete (it has no manifest.json): delete"
+            " it and save again"
+            if isinstance(image, str)
+            else f"\nthe save stopped: {where} is incomplete (it has no END record)"
+        )
+        raise
 
 
 def _store_full(
@@ -222,10 +271,16 @@ def _save_into(
     options: SaveOptions,
     progress: Callable[[Progress], None] | None,
     cancel: threading.Event | None,
+    tasks: Iterator[ReadTask],
+    compacted: Compacted | None,
 ) -> Manifest:
     codec = options.codec
     table = table_as_data(report) if options.partition is None else TableInfo()
     info = _source_info(src.path, src.size, src.fd, options.partition)
+    warnings = report.warnings
+    if compacted is not None:  # the image holds the compact disk
+        info = replace(info, size=compacted.plan.target_size)
+        warnings = (*warnings, *compacted.notes)
     writer.declare(entries, source=info, table=table)
     sink = _RegionSink(writer, entries)
     pipe: Pipeline[EncodedChunk] = Pipeline(
@@ -238,9 +293,9 @@ def _save_into(
         progress=progress,
     )
     totals = {r.name: r.used_bytes for r in regions}
-    pipe.run(chunk_tasks(regions, src.io, options.chunk_size), totals)
+    pipe.run(tasks, totals)
     sink.advance_to(None)
-    return writer.finish(source=info, table=table, warnings=report.warnings)
+    return writer.finish(source=info, table=table, warnings=warnings)
 
 
 def _open_writer(image: str | IO[bytes], options: SaveOptions) -> ImageWriter | StreamWriter:

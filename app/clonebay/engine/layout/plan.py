@@ -234,8 +234,7 @@ def plan_layout(
         raise SafetyError(cut)
     sector = table.sector_size
     tsector = target_sector_size or sector
-    data = [(p, volumes.get(p.number)) for p in table.partitions if p.kind != "extended"]
-    data.sort(key=lambda pv: pv[0].start)
+    data = _data(table, volumes)
     notes: list[str] = []
     if tsector != sector:
         notes.append(_check_sectors(table, data, tsector, where))
@@ -244,11 +243,10 @@ def plan_layout(
     target_end = limits.target_usable_end(table.kind, target_size, tsector)
     if target_end < last_end and minimums is None:
         needed = last_end + target_size - target_end
-        fixed = {t.upper() for t in FIXED_TYPES}
         raise NeedsShrinkError(
             f"the target holds {human_size(target_size)} ({target_size} bytes); the source's"
             f" partitions need {human_size(needed)} ({needed} bytes); nothing was written",
-            tuple(p.number for p, v in data if not shrink.why_fixed(p, v, fixed)),
+            shrink_candidates(table, volumes),
         )
     if target_end < last_end and minimums is not None:
         return _shrink_plan(
@@ -305,6 +303,34 @@ def plan_layout(
         zero_tails=tuple(t for _, t in tails),
         notes=tuple(n for n in notes if n),
     )
+
+
+def _data(
+    table: PartitionTable, volumes: Mapping[int, Volume | None]
+) -> list[tuple[Partition, Volume | None]]:
+    data = [(p, volumes.get(p.number)) for p in table.partitions if p.kind != "extended"]
+    return sorted(data, key=lambda pv: pv[0].start)
+
+
+def shrink_candidates(
+    table: PartitionTable, volumes: Mapping[int, Volume | None]
+) -> tuple[int, ...]:
+    """The partitions whose filesystems may shrink (engine/layout/shrink.py says which)."""
+    fixed = {t.upper() for t in FIXED_TYPES}
+    return tuple(p.number for p, v in _data(table, volumes) if not shrink.why_fixed(p, v, fixed))
+
+
+def smallest_size(
+    table: PartitionTable, volumes: Mapping[int, Volume | None], minimums: Mapping[int, int]
+) -> int:
+    """The smallest disk (whole MiB) that holds ``table``'s layout with every partition in
+    ``minimums`` at its floor: what ``save --shrink`` records."""
+    data = _data(table, volumes)
+    sizes = [limits.round_down(p.size, table.sector_size) for p, _ in data]
+    slots = shrink.slots_for(data, sizes, minimums, {t.upper() for t in FIXED_TYPES})
+    _, end = shrink.place(slots, [s.floor for s in slots])
+    tail = limits.gpt_tail(table.sector_size) if table.kind == "gpt" else 0
+    return limits.round_up(end + tail, MIB)
 
 
 def _shrink_plan(
