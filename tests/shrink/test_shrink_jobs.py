@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from clonebay import cli
+from clonebay.engine.inspect import inspect_disk
+from clonebay.system.run import run
 from clonebay.testdisks import disks
-from clonebay.testdisks.files import sparse_file
+from clonebay.testdisks.files import sparse_copy, sparse_file
 from tests.diskcheck import sha256_range
 from tests.shrink.checks import assert_shrunk_disk
 
@@ -65,3 +67,28 @@ def test_restore_onto_smaller(
     assert cli.main(["restore", "--yes", "--verify", str(image), str(target)]) == 0
     assert_shrunk_disk(target, built, tmp_path)
     assert (image / "manifest.json").read_bytes() == manifest, "the image changed"
+
+
+def test_swap_is_made_anew_smaller_keeping_its_identity(tmp_path: Path) -> None:
+    """A 512 MiB swap beside an ext4 of 512 MiB, onto a disk of 60 %: the swap gets its share
+    as a new swap area with the same UUID and label; the ext4's files are kept."""
+    swap_vol = sparse_file(tmp_path / "swap.img", 512 << 20)
+    run(["mkswap", "-L", "myswap", "-U", "8c6e1a7e-3d3b-4b0e-9b1a-2f5d6c7e8f90", str(swap_vol)])
+    ext_vol = sparse_file(tmp_path / "ext.img", 512 << 20)
+    run(["mkfs.ext4", "-q", "-F", "-L", "root", str(ext_vol)])
+    source = sparse_file(tmp_path / "disk.img", (1024 + 2) << 20)
+    run(["sgdisk", "-n1:0:+512M", "-t1:8304", "-n2:0:+512M", "-t2:8200", str(source)])
+    sparse_copy(ext_vol, source, 1 << 20)
+    sparse_copy(swap_vol, source, 513 << 20)
+    target = sparse_file(tmp_path / "target.img", (1026 << 20) * 60 // 100 // 512 * 512)
+    assert cli.main(["clone", "--yes", str(source), str(target)]) == 0
+    after = inspect_disk(str(target))
+    swap = next(pr for pr in after.partitions if pr.partition.number == 2)
+    assert swap.volume is not None and swap.volume.fstype == "swap"
+    assert swap.partition.size < 512 << 20
+    assert (swap.volume.uuid, swap.volume.label) == (
+        "8c6e1a7e-3d3b-4b0e-9b1a-2f5d6c7e8f90",
+        "myswap",
+    )
+    blkid = run(["blkid", "-p", "-O", str(swap.partition.start), str(target)]).stdout.decode()
+    assert 'TYPE="swap"' in blkid and "8c6e1a7e" in blkid

@@ -168,7 +168,7 @@ def test_a_view_that_dies_under_its_resizer_writes_nothing(
     built, digest = roomy["gpt"]
     real = resize.resize
 
-    def killing(fstype: str, path: str, new_size: int) -> None:
+    def killing(fstype: str, path: str, new_size: int, volume: object = None) -> None:
         point = str(Path(path).parent)
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit():
@@ -178,7 +178,7 @@ def test_a_view_that_dies_under_its_resizer_writes_nothing(
                     continue
                 if b"clonebay.browse.daemon" in argv and point.encode() in argv:
                     os.kill(int(proc.name), signal.SIGKILL)
-        real(fstype, path, new_size)
+        real(fstype, path, new_size, volume)  # type: ignore[arg-type]
 
     monkeypatch.setattr(resize, "resize", killing)
     scratch = tmp_path / "scratch"

@@ -44,7 +44,7 @@ def test_needs_shrink_names_the_candidates() -> None:
     table, volumes = _table()
     with pytest.raises(NeedsShrinkError) as err:
         plan_layout(table, volumes, 40 * GIB, Grow.PROPORTIONAL, "src")
-    assert err.value.candidates == (2, 3)
+    assert err.value.candidates == (2, 3, 4)  # the swap is made anew, smaller
 
 
 @pytest.mark.parametrize("fit", [Grow.PROPORTIONAL, Grow.LAST])
@@ -54,7 +54,7 @@ def test_floors_kept_room_shared_alignment_and_order(fit: Grow) -> None:
     plan = plan_layout(table, volumes, 40 * GIB, fit, "src", minimums=minimums)
     moves = {m.number: m for m in plan.moves}
     assert moves[1].target_size == 100 * MIB and not moves[1].shrunk
-    assert moves[4].target_size == 4 * GIB and not moves[4].shrunk  # swap keeps its size
+    assert moves[4].target_size == 4 * GIB and not moves[4].shrunk  # no minimum given
     for n in (2, 3):
         floor = shrink.floor(minimums[n], moves[n].source.size)
         assert floor >= minimums[n] * 11 // 10
@@ -89,6 +89,7 @@ def test_a_partition_is_never_given_more_than_it_had() -> None:
 def test_refusal_names_each_need_and_the_shortfall() -> None:
     table, volumes = _table()
     volumes[2] = _vol("ntfs", 40 * GIB, VolumeState.HIBERNATED)
+    volumes[4] = _vol("swap", 4 * GIB, VolumeState.HIBERNATED)
     with pytest.raises(TargetTooSmallError) as err:
         plan_layout(table, volumes, 30 * GIB, Grow.PROPORTIONAL, "src", minimums={3: 5 * GIB})
     said = err.value.message
@@ -96,6 +97,7 @@ def test_refusal_names_each_need_and_the_shortfall() -> None:
     assert "p2 keeps 40.0 GiB (NTFS is hibernated" in said
     assert f"p3 needs {shrink.floor(5 * GIB, 20 * GIB) / GIB:.1f} GiB" in said
     assert "p1 keeps 100.0 MiB (a system partition" in said
+    assert "p4 keeps 4.0 GiB (swap holds a hibernated Linux system" in said
     short = int(said.split(" bytes) too few")[0].rsplit("(", 1)[1])
     need = MIB + 100 * MIB + 40 * GIB + shrink.floor(5 * GIB, 20 * GIB) + 4 * GIB
     assert short == need - (30 * GIB - 33 * 512)

@@ -1,8 +1,9 @@
 """Laying a source out on a target smaller than its partitions: which shrink, and to what.
 
 A partition can shrink when it holds a clean ext2/3/4 or NTFS volume that is copied natively,
-is not a system partition (ESP, MSR, BIOS boot, recovery) and is at least 64 MiB. Each gets at
-least its *floor*: the minimum its filesystem's own tool computes (``resize2fs -P``,
+or a swap area (made anew, smaller, with its UUID and label; never one that holds a hibernated
+system), is not a system partition (ESP, MSR, BIOS boot, recovery) and is at least 64 MiB.
+Each gets at least its *floor*: the minimum its filesystem's own tool computes (``resize2fs -P``,
 ``ntfsresize --info``; engine/shrink/resize.py) plus headroom (a tenth, at least 32 MiB),
 never more than it had. Every other partition keeps its size, and every partition keeps the gap
 before it (an EBR sits in the gap before a logical partition) and its 1 MiB alignment. What the
@@ -28,7 +29,7 @@ from clonebay.units import human_size
 MIB = 1 << 20
 SMALL = 64 << 20
 HEADROOM_MIN = 32 << 20
-SHRINKABLE_FS = {"ext2", "ext3", "ext4", "ntfs"}
+SHRINKABLE_FS = {"ext2", "ext3", "ext4", "ntfs", "swap"}  # swap: made anew, smaller
 
 
 def why_fixed(part: Partition, volume: Volume | None, fixed_types: set[str]) -> str:
@@ -40,6 +41,11 @@ def why_fixed(part: Partition, volume: Volume | None, fixed_types: set[str]) -> 
         return "a system partition (kept as it is)"
     if "esp" in part.flags or "bios_grub" in part.flags:
         return "a system partition (kept as it is)"
+    if volume.state is VolumeState.HIBERNATED and fs == "swap":
+        return (
+            "swap holds a hibernated Linux system: resume it and shut it down, or clear the"
+            " swap area there (swapoff; mkswap), then clone again"
+        )
     if volume.state is VolumeState.HIBERNATED:
         return (
             "NTFS is hibernated or saved by Fast Startup: shut Windows down fully (Shift+Shut"

@@ -6,6 +6,8 @@ and the resize itself.
   ``e2fsck -f -n`` must find nothing.
 - NTFS: ``ntfsresize --info`` gives the minimum ("You might resize at N bytes"); the shrink is
   ``ntfsresize --size N``, which checks the volume first and refuses an inconsistent one.
+- swap holds nothing a copy keeps: it is made anew at the new size with ``mkswap``, keeping its
+  UUID and label (fstab and resume= name it by them); its minimum is ``SWAP_MINIMUM``.
 
 Then clonebay's own prober reads the resized volume back: it must be the filesystem it was, at
 its new size, and its used blocks are what the copy carries. Any failure is a refusal before the
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 NTFS_MINIMUM = re.compile(rb"You might resize at (\d+) bytes")
 EXT_MINIMUM = re.compile(rb"minimum size of the filesystem: (\d+)")
 EXT_SUPERBLOCK = 1024
+SWAP_MINIMUM = 32 << 20
 
 
 class ShrinkError(DeviceError):
@@ -51,6 +54,8 @@ def ext_block_size(path: str) -> int:
 
 def minimum_size(fstype: str, path: str) -> int:
     """The least size in bytes the filesystem in ``path`` can be resized to."""
+    if fstype == "swap":
+        return SWAP_MINIMUM
     try:
         if fstype.startswith("ext"):
             out = run(["resize2fs", "-P", path]).stdout
@@ -67,9 +72,14 @@ def minimum_size(fstype: str, path: str) -> int:
     raise ShrinkError(f"measuring {fstype}: no minimum size in the tool's answer")
 
 
-def resize(fstype: str, path: str, new_size: int) -> None:
+def resize(fstype: str, path: str, new_size: int, volume: Volume | None = None) -> None:
     """Shrink the filesystem in ``path`` to ``new_size`` bytes (a multiple of 1 MiB)."""
     try:
+        if fstype == "swap":
+            keep = ["-U", volume.uuid] if volume and volume.uuid else []
+            keep += ["-L", volume.label] if volume and volume.label else []
+            run(["mkswap", *keep, path, str(new_size // 1024)])
+            return
         if fstype.startswith("ext"):
             run(["e2fsck", "-f", "-y", path], ok_codes=(0, 1))
             run(["resize2fs", path, f"{new_size // 1024}K"])
@@ -95,7 +105,7 @@ def shrink(base: Base, volume: Volume, new_size: int, scratch: Path, name: str) 
     """Shrink ``volume`` to ``new_size`` in a view over ``base``; what the copy needs."""
     view = CowView(base, scratch, name)
     try:
-        resize(volume.fstype, view.file, new_size)
+        resize(volume.fstype, view.file, new_size, volume)
         with FileSource(view.file, 0, new_size) as src:
             after = probe_volume(src)
         if after.fstype != volume.fstype or after.size > new_size:
