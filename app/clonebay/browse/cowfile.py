@@ -115,8 +115,9 @@ class BlockOverlay:
                 for index, pos, size in self._pieces(offset, len(data)):
                     if index not in self.dirty:
                         start = index * BLOCK
-                        block = self.read_base(start, min(BLOCK, self.size - start))
-                        write_all(self.fd, block, start)
+                        length = min(BLOCK, self.size - start)
+                        if size < length:  # a partial write: the rest of the block first
+                            write_all(self.fd, self.read_base(start, length), start)
                         self.dirty.add(index)
                     write_all(self.fd, view[pos - offset : pos - offset + size], pos)
             except OSError as exc:
