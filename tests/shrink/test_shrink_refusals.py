@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from clonebay import cli
+from clonebay.browse.procs import mounted_at
 from clonebay.engine import CloneOptions, clone, clone_plan, jobs
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.shrink import resize
@@ -24,6 +28,7 @@ from clonebay.testdisks.files import sparse_copy, sparse_file
 from tests.diskcheck import sha256_range
 
 MIB = 1 << 20
+CLONEBAY = [sys.executable, "-m", "clonebay"]
 
 
 def _old_data(path: Path, size: int) -> str:
@@ -195,3 +200,67 @@ def test_a_view_that_dies_under_its_resizer_writes_nothing(
     assert sha256_range(target, 0, size) == before
     assert sha256_range(built.path, 0, built.size) == digest
     assert not any(scratch.iterdir())
+
+
+def test_an_ext_with_errors_is_refused_for_shrinking(tmp_path: Path) -> None:
+    """An ext4 whose superblock says clean but whose inode has a wrong link count: e2fsck
+    -f -n finds the errors in the view, and the shrink is refused before the target is
+    touched (a repaired copy that differs from its source without a word is not a copy)."""
+    vol = sparse_file(tmp_path / "ext.img", 512 * MIB)
+    run(["mkfs.ext4", "-q", "-F", str(vol)])
+    run(["debugfs", "-w", "-R", "write /etc/hostname hostname", str(vol)])
+    run(["debugfs", "-w", "-R", "sif hostname links_count 5", str(vol)])  # a wrong link count
+    path = _disk_with(tmp_path, [(vol, "8304")])
+    [pr] = inspect_disk(str(path)).partitions
+    assert pr.volume is not None and pr.volume.state.value == "clean"
+    target = tmp_path / "small.img"
+    size = 300 * MIB
+    before = _old_data(target, size)
+    with pytest.raises(ClonebayError, match=r"ext4 has errors \(e2fsck -f -n exited 4"):
+        clone(str(path), str(target))
+    assert sha256_range(target, 0, size) == before
+
+
+def _resizing(scratch: Path) -> bool:
+    """A loop device is attached over a view in ``scratch``: a resizer is at work."""
+    return str(scratch) in run(["losetup", "--list", "--noheadings"]).stdout.decode()
+
+
+@pytest.mark.parametrize("moment", ["view", "resizer"])
+def test_a_killed_job_leaves_no_view_behind(
+    roomy: dict[str, tuple[disks.BuiltDisk, str]], moment: str, tmp_path: Path
+) -> None:
+    """``kill -9`` of the clone while a shrink view is mounted (its first one, or while a
+    resizer works on it through a loop device): the view's daemon follows its job
+    (PR_SET_PDEATHSIG), unmounts and removes its overlay; no loop device is left on it; the
+    target is untouched (the shrink comes before the first write)."""
+    built, digest = roomy["gpt"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    target = tmp_path / "small.img"
+    size = built.size * 45 // 100 // 512 * 512
+    before = _old_data(target, size)
+    argv = [*CLONEBAY, "clone", "--yes", "--scratch", str(scratch), str(built.path), str(target)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        seen = (
+            (lambda: any(mounted_at(v) for v in scratch.glob("shrink-*/view")))
+            if moment == "view"
+            else (lambda: _resizing(scratch))
+        )
+        while not seen():
+            assert proc.poll() is None, "the clone ended before a view was seen"
+            assert time.monotonic() < deadline, "no view appeared"
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(scratch.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(scratch.iterdir()) == [], "the view's folder was left behind"
+    assert str(scratch) not in Path("/proc/self/mountinfo").read_text()
+    assert str(scratch) not in run(["losetup", "--list", "--noheadings"]).stdout.decode()
+    assert sha256_range(target, 0, size) == before
+    assert sha256_range(built.path, 0, built.size) == digest

@@ -16,6 +16,8 @@ import argparse
 import ctypes.util
 import logging
 import os
+import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,8 +58,19 @@ def serve(operations: Any, mountpoint: str, *, ready_fd: int | None, writable: b
     mfusepy.FUSE(operations, mountpoint, **options)
 
 
+def _die_with_parent() -> None:
+    """A copy-on-write view lives for one job: when the job's process dies (killed, crashed),
+    the kernel sends this daemon SIGTERM (PR_SET_PDEATHSIG), and libfuse unmounts and exits."""
+    PR_SET_PDEATHSIG = 1  # noqa: N806 (the kernel's name)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the prctl
+        sys.exit(1)
+
+
 def _cow_operations(args: argparse.Namespace) -> Any:
     from clonebay.browse import cowfile
+
+    _die_with_parent()
 
     if args.image:
         read_at, close, size = cowfile.image_base(args.image, args.region)
@@ -109,7 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         operations = FatFS(args.partition)
         writable = False
-    serve(operations, args.mountpoint, ready_fd=args.ready_fd, writable=writable)
+    parent = os.getppid()
+    try:
+        serve(operations, args.mountpoint, ready_fd=args.ready_fd, writable=writable)
+    except RuntimeError:  # libfuse's loop ended on a signal (mfusepy raises its status)
+        if os.getppid() == parent:
+            raise
+    finally:
+        if args.kind == "cow" and os.getppid() != parent:  # the job died: its view is litter
+            shutil.rmtree(Path(args.overlay).parent, ignore_errors=True)
     return 0
 
 

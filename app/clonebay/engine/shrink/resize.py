@@ -1,9 +1,11 @@
 """Each filesystem's own tools, run on a copy-on-write view (view.py): how small it can get,
 and the resize itself.
 
-- ext2/3/4: ``resize2fs -P`` gives the minimum in blocks; the shrink is ``e2fsck -f -y`` (which
-  resize2fs insists on; its writes, if any, go to the overlay), ``resize2fs FILE SIZEK``, then
-  ``e2fsck -f -n`` must find nothing.
+- ext2/3/4: ``resize2fs -P`` gives the minimum in blocks; the shrink is ``e2fsck -f -n``, which
+  must find nothing (a volume with errors is refused: it is for its own system to repair, and a
+  copy that differs from its source without a word is not a copy), ``e2fsck -f -p`` (the check
+  resize2fs insists on; it only records the check time, in the overlay), ``resize2fs FILE
+  SIZEK``, then ``e2fsck -f -n`` again.
 - NTFS: ``ntfsresize --info`` gives the minimum ("You might resize at N bytes"); the shrink is
   ``ntfsresize --size N``, which checks the volume first and refuses an inconsistent one.
 - swap holds nothing a copy keeps: it is made anew at the new size with ``mkswap``, keeping its
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import struct
 from collections.abc import Iterator
@@ -84,7 +87,15 @@ def resize(fstype: str, path: str, new_size: int, volume: Volume | None = None) 
             run(["mkswap", *keep, path, str(new_size // 1024)])
             return
         if fstype.startswith("ext"):
-            run(["e2fsck", "-f", "-y", path], ok_codes=(0, 1))
+            found = run(["e2fsck", "-f", "-n", path], check=False)
+            if found.returncode != 0:
+                said = found.stdout.decode(errors="replace").strip().splitlines()[-3:]
+                raise ShrinkError(
+                    f"{fstype} has errors (e2fsck -f -n exited {found.returncode}:"
+                    f" {' / '.join(said)}): repair it in its own system, then clone again; it"
+                    " can still be cloned onto a disk large enough"
+                )
+            run(["e2fsck", "-f", "-p", path])
             run(["resize2fs", path, f"{new_size // 1024}K"])
             run(["e2fsck", "-f", "-n", path])
         elif fstype == "ntfs":
@@ -137,11 +148,13 @@ def _block_device(path: str) -> Iterator[str]:
     the small reads and writes resizers make (ntfsresize moves clusters 8 KiB at a time)
     into large FUSE requests, 2.6 times faster here; flushed and detached afterwards."""
     dev = loopdev.attach(path)
+    held = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    run(["losetup", "--detach", dev], check=False)  # in use: autoclear, gone with this process
     try:
         yield dev
         run(["blockdev", "--flushbufs", dev])
     finally:
-        loopdev.detach(dev)
+        os.close(held)  # the last close detaches it
 
 
 class Shrunk:
