@@ -221,8 +221,11 @@ def test_an_ext_with_errors_is_refused_for_shrinking(tmp_path: Path) -> None:
     assert sha256_range(target, 0, size) == before
 
 
-def _resizing(scratch: Path) -> bool:
-    """A loop device is attached over a view in ``scratch``: a resizer is at work."""
+def _at(moment: str, scratch: Path) -> bool:
+    """Has the job reached ``moment``: a view mounted in ``scratch``, or a loop device over
+    one (a resizer at work)?"""
+    if moment == "view":
+        return any(mounted_at(v) for v in scratch.glob("shrink-*/view"))
     return str(scratch) in run(["losetup", "--list", "--noheadings"]).stdout.decode()
 
 
@@ -244,12 +247,7 @@ def test_a_killed_job_leaves_no_view_behind(
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        seen = (
-            (lambda: any(mounted_at(v) for v in scratch.glob("shrink-*/view")))
-            if moment == "view"
-            else (lambda: _resizing(scratch))
-        )
-        while not seen():
+        while not _at(moment, scratch):
             assert proc.poll() is None, "the clone ended before a view was seen"
             assert time.monotonic() < deadline, "no view appeared"
             time.sleep(0.005)
