@@ -21,7 +21,7 @@ from clonebay.browse.procs import mounted_at
 from clonebay.engine import CloneOptions, clone, clone_plan, jobs
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.shrink import resize
-from clonebay.errors import ClonebayError, SafetyError, TargetTooSmallError
+from clonebay.errors import ClonebayError, SafetyError, TargetTooSmallError, UsageError
 from clonebay.system.run import run
 from clonebay.testdisks import disks, ext, ntfs
 from clonebay.testdisks.files import sparse_copy, sparse_file
@@ -153,6 +153,12 @@ def test_scratch_too_small_is_refused_before_writing(
         assert "--scratch DIR" in err.value.message
         assert sha256_range(target, 0, size) == before
         assert list(scratch.iterdir()) == []
+        # a scratch "folder" that is a file: a usage error, not a traceback
+        afile = tmp_path / "afile"
+        afile.write_text("x")
+        argv = ["clone", "--yes", "--scratch", str(afile), str(built.path), str(target)]
+        assert cli.main(argv) == UsageError.exit_code
+        assert sha256_range(target, 0, size) == before
     finally:
         run(["umount", str(scratch)])
 

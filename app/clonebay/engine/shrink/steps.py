@@ -24,7 +24,7 @@ from clonebay.engine.layout.plan import Move, Plan
 from clonebay.engine.shrink import resize
 from clonebay.engine.shrink.view import Base, scratch_root
 from clonebay.engine.stores.space import free_bytes
-from clonebay.errors import SafetyError
+from clonebay.errors import SafetyError, UsageError
 from clonebay.fs import extents
 from clonebay.model import Extent, Volume
 from clonebay.units import human_size
@@ -35,7 +35,18 @@ BaseOf = Callable[[Move], Base]
 
 
 def scratch_dir(scratch: str) -> Path:
-    return Path(scratch) if scratch else scratch_root()
+    """The folder for the overlays (made when missing); UsageError when it cannot be one."""
+    where = Path(scratch) if scratch else scratch_root()
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        raise UsageError(
+            f"{where} cannot hold the shrink's copy-on-write overlays ({exc.strerror or exc}):"
+            " pass --scratch DIR with a writable folder; nothing was written"
+        ) from exc
+    return where
 
 
 def minimums(candidates: Mapping[int, tuple[Base, Volume | None]], scratch: str) -> dict[int, int]:
@@ -62,7 +73,6 @@ def check_room(plan: Plan, scratch: str) -> None:
     if not need:
         return
     where = scratch_dir(scratch)
-    where.mkdir(parents=True, exist_ok=True)
     free = free_bytes(str(where))
     if need > free:
         raise SafetyError(
