@@ -49,14 +49,32 @@ def scratch_dir(scratch: str) -> Path:
     return where
 
 
+_MEASURED: dict[tuple[Base, str, tuple[int, ...]], int] = {}
+
+
+def _signature(base: Base) -> tuple[int, ...]:
+    """What changes when the bytes under ``base`` may have changed (the device or file's
+    identity and modification time, the image manifest's)."""
+    path = Path(base.image) / "manifest.json" if base.image else Path(base.disk)
+    info = path.stat()
+    return (info.st_dev, info.st_ino, info.st_rdev, info.st_size, info.st_mtime_ns)
+
+
 def minimums(candidates: Mapping[int, tuple[Base, Volume | None]], scratch: str) -> dict[int, int]:
-    """The minimum size (bytes) of each candidate's filesystem, by partition number."""
+    """The minimum size (bytes) of each candidate's filesystem, by partition number. Each is
+    measured once per process for the same unchanged bytes: the Plan shown and the job that
+    follows it ask the same question (on a large NTFS, ntfsresize --info reads its whole
+    bitmap). A stale answer cannot do harm: the resizer itself refuses a size too small."""
     where = scratch_dir(scratch)
-    return {
-        number: resize.measure(base, volume, where, f"p{number}")
-        for number, (base, volume) in candidates.items()
-        if volume is not None
-    }
+    out = {}
+    for number, (base, volume) in candidates.items():
+        if volume is None:
+            continue
+        key = (base, volume.fstype, _signature(base))
+        if key not in _MEASURED:
+            _MEASURED[key] = resize.measure(base, volume, where, f"p{number}")
+        out[number] = _MEASURED[key]
+    return out
 
 
 def overlay_estimate(move: Move) -> int:
