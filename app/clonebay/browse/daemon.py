@@ -69,6 +69,7 @@ def _die_with_parent() -> None:
 
 def _cow_operations(args: argparse.Namespace) -> Any:
     from clonebay.browse import cowfile
+    from clonebay.browse.cowfs import CowFileFS
 
     _die_with_parent()
 
@@ -78,7 +79,7 @@ def _cow_operations(args: argparse.Namespace) -> Any:
         size = args.size
         read_at, close = cowfile.disk_base(args.disk, args.offset, size)
     overlay = cowfile.BlockOverlay(read_at, size, Path(args.overlay))
-    return cowfile.CowFileFS(overlay, close)
+    return CowFileFS(overlay, close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
