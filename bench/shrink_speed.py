@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from clone_speed import fresh_target
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.table_write import sfdisk_script
 from clonebay.testdisks import disks
@@ -88,12 +89,6 @@ def fog_script(
     return path
 
 
-def fresh(path: Path, size: int) -> None:
-    path.unlink(missing_ok=True)
-    with open(path, "wb") as f:
-        f.truncate(size)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-gib", type=int, default=4)
@@ -105,7 +100,7 @@ def main() -> None:
     small_size = built.size * 55 // 100 // 512 * 512
     same, small = args.work / "same.img", args.work / "small.img"
     shrunk_copy = args.work / "fog-source.img"
-    fresh(small, small_size)  # the layout FOG's way copies onto: clonebay's own plan
+    fresh_target(small, small_size)  # the layout FOG's way copies onto: clonebay's own plan
     run_pipeline(
         Command.of((CLONEBAY, "clone", "--yes", str(built.path), str(small))), args.work / "log"
     )
@@ -136,7 +131,7 @@ def main() -> None:
     for name, target, size, argv in rows_in:
         result = Result(name, " ".join(argv))
         for _ in range(args.runs):
-            fresh(target, size)
+            fresh_target(target, size)
             if argv[0] == "bash":
                 shutil.copyfile(built.path, shrunk_copy)  # FOG writes its source: a copy here
             drop_caches()

@@ -277,13 +277,7 @@ def plan_layout(
         start = part.start + shift
         moves.append(Move(part.number, part, start, size + share, vol, share > 0, editable(vol)))
         shift += share
-    target_table = _target_table(table, target_size, moves, tsector)
-    bad = limits.mbr_problems(target_table)
-    if bad:
-        raise SafetyError(
-            f"the layout of {where} cannot be written as an MBR on this target: {'; '.join(bad)}."
-            " Refusing; nothing was written"
-        )
+    target_table = _target_table(table, target_size, moves, tsector, where)
     notes.extend(n for m in moves if (n := state_note(m.name, m.volume)))
     tails = _zero_tails(table, moves)
     notes.extend(
@@ -357,13 +351,7 @@ def _shrink_plan(
     for (part, vol), slot, start, size in zip(data, slots, starts, new_sizes, strict=True):
         low = slot.floor if size < slot.size else 0
         moves.append(Move(part.number, part, start, size, vol, False, editable(vol), low))
-    target_table = _target_table(table, target_size, moves, tsector)
-    bad = limits.mbr_problems(target_table)
-    if bad:
-        raise SafetyError(
-            f"the layout of {where} cannot be written as an MBR on this target: {'; '.join(bad)}."
-            " Refusing; nothing was written"
-        )
+    target_table = _target_table(table, target_size, moves, tsector, where)
     notes.extend(n for m in moves if (n := state_note(m.name, m.volume)))
     return Plan(
         table.disk_size,
@@ -460,6 +448,20 @@ def _zero_tails(table: PartitionTable, moves: list[Move]) -> list[tuple[Move, Ex
 
 
 def _target_table(
+    table: PartitionTable, target_size: int, moves: list[Move], tsector: int, where: str
+) -> PartitionTable:
+    """The target's table for ``moves``; SafetyError when it cannot be written as an MBR."""
+    target = _laid_out(table, target_size, moves, tsector)
+    bad = limits.mbr_problems(target)
+    if bad:
+        raise SafetyError(
+            f"the layout of {where} cannot be written as an MBR on this target: {'; '.join(bad)}."
+            " Refusing; nothing was written"
+        )
+    return target
+
+
+def _laid_out(
     table: PartitionTable, target_size: int, moves: list[Move], tsector: int
 ) -> PartitionTable:
     by_number = {m.number: m for m in moves}
