@@ -1,4 +1,5 @@
-# tty1: the clonebay menu (TUI first). The serial console and other ttys: a plain root shell.
+# tty1 runs clonebay-menu itself (getty@tty1.service, CLONEBAY_MENU=1); this starts it only for a
+# login on tty1 without it. The serial console and other ttys: a plain root shell.
 [ -f ~/.bashrc ] && . ~/.bashrc
 case "$(tty)" in
 /dev/tty1)

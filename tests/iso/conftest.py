@@ -71,18 +71,16 @@ def blank(path: Path, size: int) -> Path:
 
 def record_boot(name: str, vm: Guest, started: float, timeout: float) -> None:
     """Note how long ``vm`` took from QEMU's start (``started``, time.monotonic()) to its serial
-    root shell and to the TUI's first screen on tty1 (the words test_tui_is_up_on_tty1 looks for
-    in /dev/vcs1), and systemd's own account once the boot is done. Call it right after
+    root shell and to the TUI's first screen on tty1 (its "tui-ready" event, which the TUI sends
+    once that screen is drawn), and systemd's own account once the boot is done. Call it right after
     ``vm.shell()``. A record for docs/live.md, never a check: on this shared 2-core machine other
     guests move the figures as much as the ISO does."""
     shell = time.monotonic() - started
-    seen = "grep -aq 'Clone disk' /dev/vcs1"
-    if vm.run(seen, 60)[0] == 0:
-        tui = f"up by {time.monotonic() - started:.0f} s (already at the first look)"
-    else:
-        wait = f'timeout {int(timeout)} sh -c "until {seen}; do sleep 0.2; done"'
-        code, _ = vm.run(wait, timeout + 30)
-        tui = f"{time.monotonic() - started:.0f} s" if code == 0 else "not seen"
+    try:  # the TUI says when its first screen is drawn (CLONEBAY_READY_COMMAND)
+        vm.wait_event("tui-ready /dev/tty1", timeout)
+        tui = f"{vm.event_times['tui-ready /dev/tty1'] - started:.0f} s"
+    except (AssertionError, TimeoutError):
+        tui = "not seen"
     vm.run(f"timeout {int(timeout)} systemctl is-system-running --wait", timeout + 30)
     _, analyze = vm.run("systemd-analyze 2>&1 | head -1", 60)
     load = Path("/proc/loadavg").read_text().split()[0]

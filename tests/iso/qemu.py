@@ -84,6 +84,7 @@ class Guest:
     process: subprocess.Popen[bytes] | None = None
     output: bytearray = field(default_factory=bytearray)
     events: list[str] = field(default_factory=list)
+    event_times: dict[str, float] = field(default_factory=dict)  # first arrival, monotonic
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _serial: socket.socket | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -173,8 +174,12 @@ class Guest:
         while data := _recv(sock):
             pending += data
             *lines, pending = pending.split(b"\n")
+            now = time.monotonic()
             with self._lock:
-                self.events.extend(line.decode(errors="replace").strip() for line in lines)
+                for line in lines:
+                    event = line.decode(errors="replace").strip()
+                    self.events.append(event)
+                    self.event_times.setdefault(event, now)
                 self._lock.notify_all()
 
     def close(self) -> None:

@@ -123,6 +123,7 @@ def test_tui_is_up_on_tty1(guest: Guest) -> None:
             break
         guest.check("sleep 5")
     assert "Clone disk" in screen and "Restore image" in screen, screen
+    guest.wait_event("tui-ready /dev/tty1", 60)  # the TUI said so itself, once drawn
 
 
 def test_tui_is_usable_on_the_serial_console(guest: Guest) -> None:

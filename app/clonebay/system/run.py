@@ -70,3 +70,20 @@ def output(
     """Run ``argv`` and return its stdout as text."""
     proc = run(argv, check=check, env=env, timeout=timeout, ok_codes=ok_codes)
     return proc.stdout.decode(errors="replace")
+
+
+def spawn(argv: Sequence[str]) -> None:
+    """Start ``argv`` and do not wait for it (a notification: nothing depends on it); its
+    failure to start is logged, never raised."""
+    try:
+        subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.warning("could not start %s: %s", " ".join(argv), exc)
+    else:
+        log.debug("started %s", " ".join(argv))

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import select
+import shlex
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from clonebay.system.hotplug import DiskChange
+from clonebay.system.run import spawn
 from clonebay.tui import flows
 from clonebay.tui.messages import WorkerError
 from clonebay.tui.screens.ask import AskModal
@@ -208,8 +210,17 @@ class ClonebayApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(HomeScreen())
+        self.call_after_refresh(self._say_ready)
         if self.watch_disks:
             self.watch_hotplug()
+
+    def _say_ready(self) -> None:
+        """The first screen is drawn: run $CLONEBAY_READY_COMMAND once, if set (the live
+        system's tty1 sets it to report "tui-ready" to a watching host: docs/live.md, Boot
+        time). Never waited for, and its failure is only logged."""
+        command = os.environ.pop("CLONEBAY_READY_COMMAND", "")
+        if command:
+            spawn(shlex.split(command))
 
     def on_unmount(self) -> None:
         self.stop_watching.set()
