@@ -53,6 +53,29 @@ def test_home_lists_jobs_and_quits() -> None:
     assert app.return_code == 0
 
 
+def test_ready_command_runs_once_the_first_screen_is_drawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$CLONEBAY_READY_COMMAND (the live system's "tui-ready" event) runs once Home is drawn,
+    and once only: it is taken out of the environment, so a shell started later does not
+    inherit it."""
+    mark = tmp_path / "ready"
+    script_file = tmp_path / "ready.sh"
+    script_file.write_text(f'#!/bin/sh\necho "$@" >> {mark}\n')
+    script_file.chmod(0o755)
+    monkeypatch.setenv("CLONEBAY_READY_COMMAND", f"{script_file} tui-ready /dev/tty1")
+    app = ClonebayApp(Services((), machine_disks=False), watch_disks=False)
+
+    async def script(pilot: Pilot[Any]) -> None:
+        await screen_of(pilot, HomeScreen)
+        await until(pilot, "the ready command", mark.exists)
+        await pilot.press("q")
+
+    run_app(app, script)
+    assert mark.read_text() == "tui-ready /dev/tty1\n"
+    assert "CLONEBAY_READY_COMMAND" not in os.environ
+
+
 @pytest.fixture
 def mounted_disk(tmp_path: Path, attached_loops: list[str]) -> Iterator[str]:
     """A loop device with an ext4 filesystem mounted on it (unmounted and detached after)."""
