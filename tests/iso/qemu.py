@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import os
 import re
+import sys
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 OVMF_CODE_SB = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")  # Secure Boot on, Microsoft keys
 OVMF_VARS_SB = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+PANIC = b"Kernel panic - not syncing"
 _RC = re.compile(rb"__RC_(\d+)__")
 _accel: list[str] = []
 
@@ -85,6 +87,7 @@ class Guest:
     output: bytearray = field(default_factory=bytearray)
     events: list[str] = field(default_factory=list)
     event_times: dict[str, float] = field(default_factory=dict)  # first arrival, monotonic
+    restarted: bool = False  # QEMU was started again after an early guest kernel panic
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _serial: socket.socket | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -222,10 +225,28 @@ class Guest:
 
     def _check_alive(self, deadline: float, what: str) -> None:
         assert self.process is not None
+        if not self.restarted and not self.events and PANIC in self.output:
+            self._restart()
+            return
         if self.process.poll() is not None:
             raise AssertionError(f"QEMU exited ({self.process.returncode}) waiting for {what}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what}; serial log: {self.workdir / 'serial.log'}")
+
+    def _restart(self) -> None:
+        """Start QEMU once more after the guest's kernel panicked before its userspace sent a
+        single event. Seen once in many runs under TCG with 2 vCPUs (an int3 Oops in
+        sched_clock_cpu at 6 s, while the kernel patches its own code): an emulation race, not
+        the ISO's doing; a panic that comes back fails the test. Said in the serial log and on
+        stderr."""
+        self.restarted = True
+        note = "\n[tests/iso: the guest kernel panicked during boot; QEMU restarted once]\n"
+        print(note.strip(), file=sys.stderr)
+        self.output.extend(note.encode())
+        self.close()
+        for sock in ("serial.sock", "events.sock"):
+            (self.workdir / sock).unlink(missing_ok=True)
+        self.start()
 
     def send(self, text: str) -> None:
         assert self._serial is not None
