@@ -18,11 +18,11 @@ import contextlib
 import ctypes
 import os
 import re
-import sys
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
