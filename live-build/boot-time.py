@@ -29,7 +29,7 @@ def blank(path: Path, size: int) -> Path:
     return path
 
 
-def once(iso: Path, work: Path) -> None:
+def once(iso: Path, work: Path, journal: int) -> None:
     work.mkdir(parents=True, exist_ok=True)
     vm = Guest(
         workdir=work,
@@ -54,12 +54,17 @@ def once(iso: Path, work: Path) -> None:
         vm.run("systemctl is-system-running --wait", 600)
         analyze = vm.check("systemd-analyze 2>&1 | head -1")
         blame = vm.check("systemd-analyze blame 2>&1 | head -8")
+        chain = vm.check("systemd-analyze critical-chain getty@tty1.service 2>&1 | tail -n +3")
         print(
             f"host load {load}: tui-start {times.get('tui-start /dev/tty1', 0):.1f} s,"
             f" TUI drawn {times['tui-ready /dev/tty1']:.1f} s, serial shell by {shell:.0f} s"
         )
         print(f"  {analyze}")
         print("  " + "\n  ".join(blame.splitlines()))
+        print("  tty1's chain:\n  " + "\n  ".join(chain.splitlines()))
+        if journal:
+            lines = vm.check(f"journalctl -b -o short-monotonic --no-pager | head -{journal}", 300)
+            print("  journal:\n  " + "\n  ".join(lines.splitlines()))
     finally:
         vm.close()
 
@@ -69,9 +74,10 @@ def main() -> None:
     parser.add_argument("--iso", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/clonebay-boot-time"))
+    parser.add_argument("--journal", type=int, default=0, help="print the journal's first N lines")
     args = parser.parse_args()
     for n in range(args.runs):
-        once(args.iso, args.work / f"run{n}")
+        once(args.iso, args.work / f"run{n}", args.journal)
 
 
 if __name__ == "__main__":
