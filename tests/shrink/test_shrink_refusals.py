@@ -138,7 +138,7 @@ def test_locked_volumes_are_refused_for_shrinking_with_the_way_out(
 
 
 def test_scratch_too_small_is_refused_before_writing(
-    roomy: dict[str, tuple[disks.BuiltDisk, str]], tmp_path: Path
+    roomy: dict[str, tuple[disks.BuiltDisk, str]], roomy_images: dict[str, Path], tmp_path: Path
 ) -> None:
     built, _ = roomy["gpt"]
     scratch = tmp_path / "scratch"
@@ -153,6 +153,14 @@ def test_scratch_too_small_is_refused_before_writing(
         assert "--scratch DIR" in err.value.message
         assert sha256_range(target, 0, size) == before
         assert list(scratch.iterdir()) == []
+        # the same for a restore of a directory image (its estimate from the image's records)
+        with pytest.raises(SafetyError, match="scratch space"):
+            jobs.restore(
+                str(roomy_images["gpt"]),
+                str(target),
+                jobs.RestoreOptions(scratch=str(scratch)),
+            )
+        assert sha256_range(target, 0, size) == before
         # a scratch "folder" that is a file: a usage error, not a traceback
         afile = tmp_path / "afile"
         afile.write_text("x")

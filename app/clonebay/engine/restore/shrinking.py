@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import xxhash
 
+from clonebay.engine.layout.plan import Plan
 from clonebay.engine.restore.grow import Minimums, region_volume
 from clonebay.engine.restore.placements import RestoreOptions, RestorePlan, with_layout
 from clonebay.engine.shrink import steps
@@ -85,6 +86,19 @@ class ShrunkRegion:
             yield Record(piece.start, piece.length, 0, 0, piece.length, 0, 0, digest), data
 
 
+def _with_recorded_use(layout: Plan, reader: ImageReader) -> Plan:
+    """``layout`` with each shrunk volume's used extents as the image's records cover them
+    (a manifest's volume carries no extents), for the scratch estimate."""
+    moves = []
+    for move in layout.moves:
+        if not move.shrunk or move.volume is None:
+            moves.append(move)
+            continue
+        used = extents.normalize(Extent(r.offset, r.length) for r in reader.records(move.name))
+        moves.append(replace(move, volume=replace(move.volume, used=used)))
+    return replace(layout, moves=tuple(moves))
+
+
 @contextlib.contextmanager
 def views(
     image: str, reader: ImageReader, plans: Sequence[RestorePlan], options: RestoreOptions
@@ -100,7 +114,7 @@ def views(
             "the targets need different layouts and at least one must be shrunk: restore onto"
             " smaller disks of different sizes one at a time; nothing was written"
         )
-    steps.check_room(layout, options.scratch)
+    steps.check_room(_with_recorded_use(layout, reader), options.scratch)
     shrunk = steps.shrink_all(
         layout, lambda m: Base(m.source.size, image=image, region=m.name), options.scratch
     )
