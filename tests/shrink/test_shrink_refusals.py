@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from clonebay.system.run import run
 from clonebay.testdisks import disks, ext, ntfs
 from clonebay.testdisks.files import sparse_copy, sparse_file
 from tests.diskcheck import sha256_range
+from tests.safety.test_damaged_frame import damage_last_frame
 
 MIB = 1 << 20
 CLONEBAY = [sys.executable, "-m", "clonebay"]
@@ -276,3 +278,27 @@ def test_a_killed_job_leaves_no_view_behind(
     assert str(scratch) not in run(["losetup", "--list", "--noheadings"]).stdout.decode()
     assert sha256_range(target, 0, size) == before
     assert sha256_range(built.path, 0, built.size) == digest
+
+
+def test_a_damaged_image_never_ends_in_a_shrunk_success(
+    roomy: dict[str, tuple[disks.BuiltDisk, str]], roomy_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """A damaged frame in the ext4 region of an image restored onto a smaller disk: the check
+    before the first write refuses (exit 5, nothing written, the views never started); with
+    --no-check the restore fails where it meets the frame (in the resizer's view, before the
+    target is opened, or while writing, saying the target is incomplete), never exit 0."""
+    built, _ = roomy["gpt"]
+    image = tmp_path / "damaged.image"
+    shutil.copytree(roomy_images["gpt"], image)
+    damage_last_frame(image, "p5")
+    target = tmp_path / "small.img"
+    size = built.size * 45 // 100 // 512 * 512
+    before = _old_data(target, size)
+    scratch = tmp_path / "scratch"
+    argv = ["restore", "--yes", "--scratch", str(scratch), str(image), str(target)]
+    assert cli.main(argv) == 5
+    assert sha256_range(target, 0, size) == before
+    assert not scratch.exists() or not any(scratch.iterdir())
+    code = cli.main([*argv[:2], "--no-check", *argv[2:]])
+    assert code != 0
+    assert not any(scratch.iterdir())
