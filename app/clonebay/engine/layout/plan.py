@@ -496,6 +496,14 @@ def _laid_out(
     )
 
 
+def _overlay_note(move: Move) -> str:
+    """The overlay's bound, when the volume's extents are known (not for an image's)."""
+    if move.volume is None or not move.volume.used:
+        return ""
+    bound = shrink.overlay_bound(move.volume, move.target_size)
+    return f" whose overlay takes up to {human_size(bound)} of scratch space"
+
+
 def _fixups(
     table: PartitionTable, target_size: int, moves: list[Move], convert: bool
 ) -> tuple[str, ...]:
@@ -511,7 +519,7 @@ def _fixups(
     shrunk = [
         f"{m.name}: shrink {m.volume.fstype if m.volume else ''} from"
         f" {human_size(m.source.size)} to {human_size(m.target_size)} in a copy-on-write view"
-        " (the source is not written), then copy"
+        f"{_overlay_note(m)} (the source is not written), then copy"
         for m in moves
         if m.shrunk
     ]

@@ -173,3 +173,16 @@ def slots_for(
         low = floor(minimums[part.number], size) if not reason else size
         out.append(Slot(part, size, low, reason))
     return out
+
+
+OVERLAY_MARGIN = 64 << 20  # metadata a resizer rewrites, per volume
+
+
+def overlay_bound(volume: Volume | None, new_size: int) -> int:
+    """The most a shrunk volume's copy-on-write overlay is expected to hold: the data that lies
+    past its new end (the resizer moves it) and the metadata it rewrites. ``volume.used`` must
+    hold the volume's extents (an image manifest's volume has none: its records count)."""
+    if volume is None:
+        return 0
+    beyond = sum(max(0, e.end - max(e.start, new_size)) for e in volume.used)
+    return beyond + OVERLAY_MARGIN

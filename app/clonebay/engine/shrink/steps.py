@@ -9,7 +9,7 @@
 3. ``shrink_all``: every shrunk partition resized in its view, before the target is opened: a
    resizer that fails leaves the target as it was. The Plan comes back with each shrunk move's
    volume replaced by what the resized view holds (its used blocks).
-4. ``read_tasks``: the pipeline's reads for a shrunk partition: the ranges the resizer changed
+4. ``read_pieces``: the pipeline's reads for a shrunk partition: the ranges the resizer changed
    from the overlay file, the rest straight from the source.
 """
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clonebay.engine.layout.plan import Move, Plan
+from clonebay.engine.layout.shrink import overlay_bound
 from clonebay.engine.shrink import resize
 from clonebay.engine.shrink.view import Base, scratch_root
 from clonebay.engine.stores.space import free_bytes
@@ -28,8 +29,6 @@ from clonebay.errors import SafetyError, UsageError
 from clonebay.fs import extents
 from clonebay.model import Extent, Volume
 from clonebay.units import human_size
-
-METADATA_MARGIN = 64 << 20
 
 BaseOf = Callable[[Move], Base]
 
@@ -78,11 +77,8 @@ def minimums(candidates: Mapping[int, tuple[Base, Volume | None]], scratch: str)
 
 
 def overlay_estimate(move: Move) -> int:
-    """The most a move's overlay is expected to hold (see the module docstring)."""
-    if not move.shrunk or move.volume is None:
-        return 0
-    beyond = extents.subtract(move.volume.used, (Extent(0, move.target_size),))
-    return sum(e.length for e in beyond) + METADATA_MARGIN
+    """The most a move's overlay is expected to hold (layout/shrink.py's overlay_bound)."""
+    return overlay_bound(move.volume, move.target_size) if move.shrunk else 0
 
 
 def check_room(plan: Plan, scratch: str) -> None:
