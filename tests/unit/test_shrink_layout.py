@@ -9,6 +9,7 @@ from clonebay.engine.layout import shrink
 from clonebay.engine.layout.plan import Grow, NeedsShrinkError, plan_layout
 from clonebay.errors import TargetTooSmallError
 from clonebay.model import CopyMethod, Extent, Partition, PartitionTable, Volume, VolumeState
+from clonebay.units import human_size
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -98,6 +99,7 @@ def test_refusal_names_each_need_and_the_shortfall() -> None:
     assert f"p3 needs {shrink.floor(5 * GIB, 20 * GIB) / GIB:.1f} GiB" in said
     assert "p1 keeps 100.0 MiB (a system partition" in said
     assert "p4 keeps 4.0 GiB (swap holds a hibernated Linux system" in said
-    short = int(said.split(" bytes) too few")[0].rsplit("(", 1)[1])
+    short = int(said.split(" bytes) more:")[0].rsplit("(", 1)[1])
     need = MIB + 100 * MIB + 40 * GIB + shrink.floor(5 * GIB, 20 * GIB) + 4 * GIB
     assert short == need - (30 * GIB - 33 * 512)
+    assert f"needs {human_size(30 * GIB + short)} ({30 * GIB + short} bytes)" in said

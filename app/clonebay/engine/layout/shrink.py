@@ -151,10 +151,11 @@ def _refusal(slots: Sequence[Slot], end: int, target: tuple[int, int], where: st
             rows.append(f"{name} keeps {human_size(s.size)} ({s.reason})")
     size, usable_end = target
     short = end - usable_end
+    needed = size + short
     return (
-        f"the target holds {human_size(size)} ({size} bytes): {human_size(short)} ({short}"
-        f" bytes) too few for the data of {where}, even shrunk: {'; '.join(rows)}. Nothing was"
-        " written"
+        f"the target holds {human_size(size)} ({size} bytes); even shrunk, the data of {where}"
+        f" needs {human_size(needed)} ({needed} bytes), {human_size(short)} ({short} bytes)"
+        f" more: {'; '.join(rows)}; nothing was written"
     )
 
 
