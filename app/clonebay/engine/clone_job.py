@@ -30,7 +30,7 @@ from clonebay.engine.layout.plan import (
 )
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.shrink import steps
-from clonebay.engine.shrink.view import Base, Changes
+from clonebay.engine.shrink.view import Base
 from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
 from clonebay.engine.target.fanout import (
     FanOut,
@@ -168,24 +168,14 @@ def _area(area: Extent) -> str:
 
 
 def _tasks(
-    plan: Plan, fd: DirectFile | int, overlays: dict[str, tuple[int, Changes]]
+    plan: Plan, fd: DirectFile | int, overlays: dict[str, steps.Overlay]
 ) -> Iterator[ReadTask]:
     """The reads: each move's used extents; a shrunk move's changed ranges from its overlay."""
     for move in plan.moves:
-        if move.volume is None:
-            continue
-        if move.name in overlays:
-            overlay, changes = overlays[move.name]
-            for piece, changed in steps.read_pieces(_used(move), changes.ranges, CHUNK):
-                if changed:
-                    yield ReadTask(move.name, piece.start, overlay, piece.start, piece.length)
-                else:
-                    at = move.source.start + piece.start
-                    yield ReadTask(move.name, piece.start, fd, at, piece.length)
-            continue
-        for piece in extents.split(_used(move), CHUNK):
-            yield ReadTask(
-                move.name, piece.start, fd, move.source.start + piece.start, piece.length
+        if move.volume is not None:
+            overlay = overlays.get(move.name)
+            yield from steps.read_tasks(
+                move.name, _used(move), fd, move.source.start, overlay, CHUNK
             )
 
 
@@ -356,7 +346,7 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
     progress: Callable[[Progress], None] | None,
     cancel: threading.Event,
     on_state: StateSink | None,
-    overlays: dict[str, tuple[int, Changes]],
+    overlays: dict[str, steps.Overlay],
 ) -> list[TargetOutcome]:
     targets = list(plans)
     with SourceDevice(source) as src:

@@ -121,14 +121,10 @@ class Compacted:
                     at = region.disk_offset + piece.start
                     yield ReadTask(region.name, piece.start, self.disk_fd, at, piece.length)
                 continue
-            overlay, changes = self.overlays.get(region.name, (-1, None))
-            changed = changes.ranges if changes is not None else ()
-            for piece, from_overlay in steps.read_pieces(region.runs, changed, chunk):
-                if from_overlay:
-                    yield ReadTask(region.name, piece.start, overlay, piece.start, piece.length)
-                else:
-                    at = move.source.start + piece.start
-                    yield ReadTask(region.name, piece.start, src, at, piece.length)
+            overlay = self.overlays.get(region.name)
+            yield from steps.read_tasks(
+                region.name, region.runs, src, move.source.start, overlay, chunk
+            )
 
     def close(self) -> None:
         for fd in self.fds:

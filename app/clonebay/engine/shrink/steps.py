@@ -9,7 +9,7 @@
 3. ``shrink_all``: every shrunk partition resized in its view, before the target is opened: a
    resizer that fails leaves the target as it was. The Plan comes back with each shrunk move's
    volume replaced by what the resized view holds (its used blocks).
-4. ``read_pieces``: the pipeline's reads for a shrunk partition: the ranges the resizer changed
+4. ``read_tasks``: the pipeline's reads for a shrunk partition: the ranges the resizer changed
    from the overlay file, the rest straight from the source.
 """
 
@@ -22,12 +22,14 @@ from pathlib import Path
 
 from clonebay.engine.layout.plan import Move, Plan
 from clonebay.engine.layout.shrink import overlay_bound
+from clonebay.engine.pipeline import ReadTask
 from clonebay.engine.shrink import resize
-from clonebay.engine.shrink.view import Base, scratch_root
+from clonebay.engine.shrink.view import Base, Changes, scratch_root
 from clonebay.engine.stores.space import free_bytes
 from clonebay.errors import SafetyError, UsageError
 from clonebay.fs import extents
 from clonebay.model import Extent, Volume
+from clonebay.system.directio import DirectFile
 from clonebay.units import human_size
 
 BaseOf = Callable[[Move], Base]
@@ -136,16 +138,29 @@ def shrink_all(plan: Plan, base_of: BaseOf, scratch: str) -> ShrunkPlan:
     return done
 
 
-def read_pieces(
-    used: tuple[Extent, ...], changed: tuple[Extent, ...], chunk: int
-) -> Iterator[tuple[Extent, bool]]:
-    """Each chunk of ``used``, cut where it enters or leaves ``changed``; True: from the
-    overlay."""
+Overlay = tuple[int, Changes]  # an open overlay file and what its resizer changed
+
+
+def read_tasks(  # noqa: PLR0917 (one read plan, named as the pipeline names it)
+    region: str,
+    used: tuple[Extent, ...],
+    src: DirectFile | int,
+    source_start: int,
+    overlay: Overlay | None,
+    chunk: int,
+) -> Iterator[ReadTask]:
+    """The pipeline's reads of a volume's ``used`` extents (volume offsets), chunk by chunk,
+    from ``src`` at ``source_start``; a shrunk volume's pieces in the ranges its resizer
+    changed come from its overlay instead (cut where a chunk enters or leaves them)."""
+    changed = overlay[1].ranges if overlay else ()
     for piece in extents.split(used, chunk):
-        inside = extents.intersect((piece,), changed)
-        outside = extents.subtract((piece,), changed)
-        pieces = [(e, True) for e in inside] + [(e, False) for e in outside]
-        yield from sorted(pieces, key=lambda t: t[0].start)
+        inside = [(e, True) for e in extents.intersect((piece,), changed)]
+        outside = [(e, False) for e in extents.subtract((piece,), changed)]
+        for part, from_overlay in sorted(inside + outside, key=lambda t: t[0].start):
+            if from_overlay and overlay:
+                yield ReadTask(region, part.start, overlay[0], part.start, part.length)
+            else:
+                yield ReadTask(region, part.start, src, source_start + part.start, part.length)
 
 
 def open_overlay(shrunk: resize.Shrunk) -> int:
