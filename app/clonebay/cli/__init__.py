@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from clonebay import __version__
-from clonebay.cli import browse, disks, images, job, net, stick, stores
+from clonebay.cli import browse, disks, fixup, images, job, net, stick, stores
 from clonebay.cli.common import as_given
 from clonebay.errors import ClonebayError, UsageError
 
-COMMAND_GROUPS = (disks, images, job, net, browse, stores, stick)
+COMMAND_GROUPS = (disks, images, job, net, browse, stores, stick, fixup)
 
 
 def build_parser() -> argparse.ArgumentParser:

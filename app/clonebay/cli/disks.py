@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from clonebay.cli import many
 from clonebay.cli.common import add_shrink_options, emit_result
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
+from clonebay.cli.fixup import add_postcopy_options, after_copy
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
     disk_json,
@@ -52,6 +53,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_clone(args: argparse.Namespace) -> int:
     from clonebay.engine import CloneOptions, Grow, clone, clone_plan
+    from clonebay.system.parttable import read_table
 
     options = CloneOptions(
         grow=Grow(args.grow),
@@ -82,12 +84,14 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     )
     text += "".join(f"\n  {line}" for line in result.done)
     text += "".join(f"\n  warning: {line}" for line in result.warnings)
+    lines, post = after_copy(args, target, read_table(args.source))
+    text += "".join(f"\n  {line}" for line in lines)
     data = {
         "copied_bytes": result.copied_bytes,
         "verified_chunks": result.verified_chunks,
         "fixups": result.done,
         "warnings": result.warnings,
-    }
+    } | post
     emit_result(args, data, text)
     return 0
 
@@ -155,6 +159,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a single volume onto a whole disk that holds a partition table (it is lost)",
     )
     p.add_argument("--dry-run", action="store_true", help="show the plan and write nothing")
+    add_postcopy_options(p)
     add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_clone)

@@ -40,18 +40,20 @@ class Failure:
     text: str
 
 
-def mount_dir(name: str) -> Path:
-    """A fresh, empty folder for one mount: /run/clonebay/stores/NAME (NAME-2, ... when taken)."""
-    STORES_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
+def mount_dir(name: str, base: Path | None = None) -> Path:
+    """A fresh, empty folder for one mount: /run/clonebay/stores/NAME (NAME-2, ... when taken),
+    or under ``base``."""
+    base = STORES_DIR if base is None else base
+    base.mkdir(parents=True, exist_ok=True, mode=0o755)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "store"
     for n in range(1, 1000):
-        path = STORES_DIR / (safe if n == 1 else f"{safe}-{n}")
+        path = base / (safe if n == 1 else f"{safe}-{n}")
         try:
             path.mkdir(mode=0o755)
         except FileExistsError:
             continue
         return path
-    raise StoreError(f"cannot make a mount point under {STORES_DIR}: 999 are taken")
+    raise StoreError(f"cannot make a mount point under {base}: 999 are taken")
 
 
 def attempt(

@@ -1,0 +1,174 @@
+"""``clonebay fixup DISK`` and the post-copy options of clone, restore and receive.
+
+The options (the same on all four): ``--hostname NAME``, ``--new-ids``, ``--map FILE``,
+``--efi-entry``/``--no-efi-entry``, ``--reinstall-grub``, and ``--no-fixup`` on the copying
+commands. ``after_copy`` runs the pass after a copy and turns its report into result lines and
+a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from clonebay.cli.common import emit_result
+from clonebay.cli.confirm import add_yes, confirm
+from clonebay.errors import UsageError
+
+if TYPE_CHECKING:
+    from clonebay.engine.postcopy import CopyFacts, PostcopyOptions, PostcopyReport
+    from clonebay.model import PartitionTable
+
+
+def add_postcopy_options(p: argparse.ArgumentParser, *, copying: bool = True) -> None:
+    g = p.add_argument_group("after the copy (the post-copy pass)")
+    g.add_argument(
+        "--hostname",
+        default="",
+        metavar="NAME",
+        help="the target becomes the machine NAME: host name, new machine-id, SSH host keys, net rules (Linux); computer name (Windows)",
+    )
+    g.add_argument(
+        "--new-ids",
+        action="store_true",
+        help="new disk, partition and filesystem ids, and the files that name them (a clone that stays beside its source)",
+    )
+    g.add_argument(
+        "--map",
+        default="",
+        metavar="FILE",
+        help="a CSV or TOML file: MAC, DMI serial or disk serial -> hostname; this machine's row names it",
+    )
+    entry = g.add_mutually_exclusive_group()
+    entry.add_argument(
+        "--efi-entry",
+        dest="efi_entry",
+        action="store_const",
+        const=True,
+        default=None,
+        help="add a UEFI NVRAM boot entry for the target (default: on in the live system when the target is this machine's own disk)",
+    )
+    entry.add_argument(
+        "--no-efi-entry",
+        dest="efi_entry",
+        action="store_const",
+        const=False,
+        help="never add a UEFI NVRAM entry",
+    )
+    g.add_argument(
+        "--reinstall-grub",
+        action="store_true",
+        help="reinstall GRUB's boot code and grub.cfg even when they are not stale",
+    )
+    if copying:
+        g.add_argument(
+            "--no-fixup",
+            action="store_true",
+            help="no post-copy pass at all (the copy is left exactly as the source)",
+        )
+
+
+def postcopy_options(args: argparse.Namespace, target: str) -> tuple[PostcopyOptions, list[str]]:
+    """The pass's options from the command line; with ``--map``, this machine's row gives the
+    host name (warnings when no row names it)."""
+    from clonebay.engine.postcopy import PostcopyOptions
+    from clonebay.engine.postcopy.linux import check_hostname
+    from clonebay.engine.postcopy.mapping import find_row, read_mapping, this_machine
+    from clonebay.system.udev import find_disk
+
+    hostname: str = args.hostname
+    notes: list[str] = []
+    if hostname:
+        check_hostname(hostname)
+    if args.map:
+        if hostname:
+            raise UsageError("--hostname and --map both name the machine: give one of them")
+        rows = read_mapping(args.map)
+        disk = find_disk(target)
+        machine = this_machine(disk.serial if disk else "")
+        row = find_row(rows, machine)
+        if row is None:
+            notes.append(
+                f"no row of {args.map} names this machine ({machine.describe()}): its name is kept"
+            )
+        else:
+            hostname = row.hostname
+            notes.append(
+                f"row {row.line} of {args.map} ({row.describe()}) names this machine {hostname}"
+            )
+    options = PostcopyOptions(
+        hostname=hostname,
+        new_ids=args.new_ids,
+        efi_entry=args.efi_entry,
+        reinstall_grub=args.reinstall_grub,
+        enabled=not getattr(args, "no_fixup", False),
+    )
+    return options, notes
+
+
+def copy_facts(source: PartitionTable | None, target: str) -> CopyFacts:
+    """What the copy changed: partitions whose start moved, the table's kind, and whether the
+    target is a fixed disk of this machine (for the NVRAM entry's default)."""
+    from clonebay.engine.postcopy import CopyFacts
+    from clonebay.system.parttable import read_table
+    from clonebay.system.udev import find_disk
+
+    after = read_table(target)
+    moved = {}
+    if source is not None:
+        old = {p.number: p.start for p in source.partitions}
+        moved = {
+            p.number: (old[p.number], p.start)
+            for p in after.partitions
+            if p.number in old and old[p.number] != p.start
+        }
+    disk = find_disk(target)
+    own = bool(disk and not disk.removable and disk.transport not in {"usb", "loop", "file", ""})
+    return CopyFacts(moved, after.kind, own)
+
+
+def report_text(report: PostcopyReport, notes: list[str]) -> list[str]:
+    lines = [f"after the copy: {line}" for line in notes]
+    lines += [f"after the copy: {line}" for line in report.lines()]
+    lines += [f"warning: {w}" for w in report.warnings]
+    return lines
+
+
+def after_copy(
+    args: argparse.Namespace, target: str, source: PartitionTable | None
+) -> tuple[list[str], dict[str, Any]]:
+    """Run the pass after a copy (unless ``--no-fixup``); its lines and JSON."""
+    from clonebay.engine.postcopy import run_pass
+
+    options, notes = postcopy_options(args, target)
+    if not options.enabled:
+        return ["after the copy: no post-copy pass (--no-fixup)"], {"postcopy": None}
+    report = run_pass(target, options, copy_facts(source, target))
+    return report_text(report, notes), {"postcopy": report.as_dict() | {"notes": notes}}
+
+
+def _cmd_fixup(args: argparse.Namespace) -> int:
+    from clonebay.engine import jobs
+    from clonebay.engine.postcopy import run_pass
+
+    jobs.check_target(args.disk)
+    options, notes = postcopy_options(args, args.disk)
+    confirm(args, args.disk)
+    report = run_pass(args.disk, options, copy_facts(None, args.disk))
+    lines = report_text(report, notes) or ["nothing to do"]
+    text = f"fixup of {args.disk}:\n  " + "\n  ".join(
+        line.removeprefix("after the copy: ") for line in lines
+    )
+    emit_result(args, report.as_dict() | {"notes": notes}, text)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fixup", help="make a copied disk boot and give it its own identity (runs after every copy)"
+    )
+    p.add_argument("disk", metavar="DISK", help="the target disk or disk image file")
+    add_postcopy_options(p, copying=False)
+    add_yes(p)
+    p.add_argument("--json", action="store_true", help="the result as JSON")
+    p.set_defaults(func=_cmd_fixup)

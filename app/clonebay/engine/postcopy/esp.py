@@ -1,0 +1,198 @@
+"""The EFI system partition: the removable fallback loader, and an NVRAM boot entry.
+
+A UEFI machine boots what its NVRAM names. A disk cloned into another machine arrives with
+no entry there (the source's entry stays with the source's board), and installers put their
+loader only under their own folder (Debian: \\EFI\\debian\\shimx64.efi or grubx64.efi;
+Windows: \\EFI\\Microsoft\\Boot\\bootmgfw.efi). What every firmware boots without an entry is
+the removable fallback path, \\EFI\\BOOT\\BOOTX64.EFI. When that file is missing, the pass puts
+the installed OS's loader there:
+
+- shim (shimx64.efi) with the GRUB and MokManager it loads from its own folder (grubx64.efi,
+  mmx64.efi) and grub.cfg; or GRUB alone (grubx64.efi, and grub.cfg beside it);
+- Windows Boot Manager (bootmgfw.efi) when no Linux loader is there.
+
+An existing fallback loader is never replaced. Each copied file is read back and compared.
+
+The ESP is FAT, which the host kernel may not have: it is read and written with mtools at the
+partition's byte offset in the target (``-i TARGET@@OFFSET``), as the demo and the tests do.
+
+An NVRAM entry (``--efi-entry``) is added with efibootmgr, only when this machine boots by
+UEFI (/sys/firmware/efi) and the target is a disk of it, then read back from efibootmgr's list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from clonebay.engine.postcopy.changes import Change, Skip
+from clonebay.engine.postcopy.systems import Installed
+from clonebay.errors import CommandError, DeviceError
+from clonebay.system.run import run
+
+FALLBACK = "EFI/BOOT/BOOTX64.EFI"
+EFIVARS = Path("/sys/firmware/efi")
+SHIM_COMPANIONS = ("grubx64.efi", "mmx64.efi", "grub.cfg")
+GRUB_COMPANIONS = ("grub.cfg",)
+
+
+@dataclass(frozen=True)
+class Loader:
+    """An installed OS's loader on the ESP and the files that go with it."""
+
+    folder: str  # "EFI/debian"
+    file: str  # "shimx64.efi"
+    companions: tuple[str, ...]
+    label: str  # "debian", "Windows Boot Manager"
+
+    @property
+    def path(self) -> str:
+        return f"{self.folder}/{self.file}"
+
+    @property
+    def efi_path(self) -> str:
+        return "\\" + self.path.replace("/", "\\")
+
+
+def _image(target: str, esp: Installed) -> str:
+    return f"{target}@@{esp.partition.start}"
+
+
+def listing(target: str, esp: Installed) -> list[str]:
+    """Every file path on the ESP ("EFI/debian/grubx64.efi"), as stored (FAT keeps case)."""
+    try:
+        out = run(["mdir", "-/", "-b", "-i", _image(target, esp), "::/"]).stdout
+    except CommandError as exc:
+        raise DeviceError(f"cannot read the EFI system partition {esp.where}: {exc}") from exc
+    paths = []
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("::/"):
+            paths.append(line[3:].rstrip("/"))
+    return paths
+
+
+def _lookup(paths: list[str]) -> dict[str, str]:
+    return {p.lower(): p for p in paths}
+
+
+def choose_loader(paths: list[str]) -> Loader | None:
+    """The loader the fallback path should start: a Linux shim or GRUB first (it also offers
+    Windows when os-prober found it), else Windows Boot Manager."""
+    found = _lookup(paths)
+    folders = sorted({str(PurePosixPath(p).parent) for p in paths if p.lower().startswith("efi/")})
+    for folder in folders:
+        low = folder.lower()
+        if low in {"efi/boot", "efi/microsoft/boot", "efi"}:
+            continue
+        for file, companions in (
+            ("shimx64.efi", SHIM_COMPANIONS),
+            ("grubx64.efi", GRUB_COMPANIONS),
+        ):
+            if f"{low}/{file}" in found:
+                present = tuple(c for c in companions if f"{low}/{c}" in found)
+                real = str(PurePosixPath(found[f"{low}/{file}"]).parent)
+                return Loader(
+                    real,
+                    PurePosixPath(found[f"{low}/{file}"]).name,
+                    present,
+                    PurePosixPath(real).name,
+                )
+    windows = found.get("efi/microsoft/boot/bootmgfw.efi")
+    if windows:
+        return Loader(
+            str(PurePosixPath(windows).parent),
+            PurePosixPath(windows).name,
+            (),
+            "Windows Boot Manager",
+        )
+    return None
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _copy_in(target: str, esp: Installed, source: str, dest: str, work: Path) -> str:
+    """ESP file ``source`` copied to ESP path ``dest``; returns the sha256, read back."""
+    image = _image(target, esp)
+    local = work / PurePosixPath(source).name
+    run(["mcopy", "-n", "-o", "-i", image, f"::/{source}", str(local)])
+    run(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
+    back = work / "readback"
+    run(["mcopy", "-n", "-o", "-i", image, f"::/{dest}", str(back)])
+    want = _sha(local)
+    if _sha(back) != want:
+        raise DeviceError(f"{esp.where}: {dest} read back differs from {source}")
+    back.unlink()
+    return want
+
+
+def ensure_fallback(target: str, esp: Installed) -> tuple[list[Change], list[Skip], Loader | None]:
+    """Put the installed loader at \\EFI\\BOOT\\BOOTX64.EFI when nothing is there."""
+    paths = listing(target, esp)
+    found = _lookup(paths)
+    loader = choose_loader(paths)
+    if FALLBACK.lower() in found:
+        why = f"\\{found[FALLBACK.lower()].replace('/', chr(92))} is already there (kept)"
+        return [], [Skip(esp.where, "efi fallback loader", why)], loader
+    if loader is None:
+        return [], [Skip(esp.where, "efi fallback loader", "no known OS loader on the ESP")], None
+    if not esp.editable:
+        return [], [Skip(esp.where, "efi fallback loader", esp.why_not)], loader
+    image = _image(target, esp)
+    changes = []
+    with tempfile.TemporaryDirectory(prefix="clonebay-esp-") as tmp:
+        work = Path(tmp)
+        if not any(p.lower() == "efi/boot" or p.lower().startswith("efi/boot/") for p in paths):
+            run(["mmd", "-i", image, "::/EFI/BOOT"])
+        digest = _copy_in(target, esp, loader.path, FALLBACK, work)
+        changes.append(
+            Change(
+                esp.where,
+                "efi fallback loader",
+                "(none)",
+                f"\\EFI\\BOOT\\BOOTX64.EFI = {loader.efi_path}",
+                f"sha256 {digest[:16]}",
+            )
+        )
+        for name in loader.companions:
+            dest = f"EFI/BOOT/{name}"
+            if dest.lower() in found:
+                continue
+            digest = _copy_in(target, esp, f"{loader.folder}/{name}", dest, work)
+            changes.append(
+                Change(
+                    esp.where,
+                    "efi fallback file",
+                    "(none)",
+                    f"\\EFI\\BOOT\\{name}",
+                    f"sha256 {digest[:16]}",
+                )
+            )
+    os.sync()
+    return changes, [], loader
+
+
+def efi_booted() -> bool:
+    return (EFIVARS / "efivars").is_dir()
+
+
+def boot_entries() -> str:
+    return run(["efibootmgr", "-v"]).stdout.decode(errors="replace")
+
+
+def add_entry(disk: str, esp: Installed, loader: Loader) -> Change:
+    """An NVRAM entry for ``loader`` on partition ``esp`` of ``disk``, read back."""
+    label = f"{loader.label} (clonebay)"
+    argv = ["efibootmgr", "--create", "--disk", disk, "--part", str(esp.partition.number)]
+    run([*argv, "--loader", loader.efi_path, "--label", label])
+    listed = boot_entries()
+    line = next((ln for ln in listed.splitlines() if label in ln), "")
+    if not line:
+        raise DeviceError(f"efibootmgr made no entry {label!r}: its list does not show it")
+    return Change(
+        esp.where, "efi boot entry", "(none)", line.split()[0] + " " + label, "efibootmgr -v"
+    )

@@ -1,0 +1,174 @@
+"""GRUB's boot code and configuration, renewed in a chroot of the target's own system.
+
+GRUB's pieces name where the rest lives: boot.img in the MBR holds the sector of core.img;
+core.img (in the post-MBR gap or a BIOS boot partition) and an EFI grubx64.efi made by
+grub-install hold a ``search.fs_uuid`` for the filesystem with /boot/grub; grub.cfg names the
+root by UUID. After a copy those are stale when partitions moved on an MBR disk (core.img's
+blocklists), when filesystem UUIDs were renewed (``--new-ids``), or when asked
+(``--reinstall-grub``). Then, with the target's own tools:
+
+- BIOS: ``grub-install --target=i386-pc DISK`` when the disk carries GRUB's boot code and the
+  system has GRUB's i386-pc modules;
+- UEFI: ``grub-install --target=x86_64-efi --no-nvram`` into a scratch FAT (the host may have
+  no vfat driver), whose EFI/<id>/ files are then copied onto the real ESP with mtools and read
+  back; a fallback loader that was a copy of the old loader is renewed the same way;
+- ``update-grub`` when UUIDs changed (grub.cfg's root=UUID, search lines);
+- ``update-initramfs -u`` when the initramfs names a device whose id changed (resume, crypttab).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+from clonebay.engine.postcopy import esp as esp_files
+from clonebay.engine.postcopy import mounts
+from clonebay.engine.postcopy.changes import Change
+from clonebay.engine.postcopy.chroot import Chroot
+from clonebay.engine.postcopy.systems import Installed
+from clonebay.system import loopdev
+from clonebay.system.run import run
+
+GRUB_MARK = b"GRUB"  # boot.img's error message text ("GRUB \0Geom\0Hard Disk...") in the MBR
+SCRATCH_ESP = 64 << 20
+
+
+def has_bios_grub(target: str) -> bool:
+    """Whether the target's MBR holds GRUB's boot.img."""
+    with open(target, "rb") as f:
+        mbr = f.read(440)
+    return GRUB_MARK in mbr
+
+
+def bios_install(ch: Chroot, where: str) -> list[Change]:
+    """GRUB's boot code for BIOS, by the target's own grub-install."""
+    ch.run("grub-install", "--target=i386-pc", "--recheck", ch.disk)
+    with open(ch.disk, "rb") as f:
+        mbr = f.read(440)
+    if GRUB_MARK not in mbr:
+        return []
+    digest = hashlib.sha256(mbr).hexdigest()[:16]
+    return [
+        Change(where, "grub boot code (BIOS)", "", "reinstalled", f"MBR read back, sha256 {digest}")
+    ]
+
+
+def efi_install(
+    ch: Chroot, target: str, esp: Installed, bootloader_id: str, where: str
+) -> list[Change]:
+    """GRUB for UEFI into a scratch FAT, then its files onto the target's ESP."""
+    changes = []
+    with tempfile.TemporaryDirectory(prefix="clonebay-grub-") as tmp:
+        fat = Path(tmp) / "esp.img"
+        with open(fat, "wb") as f:
+            f.truncate(SCRATCH_ESP)
+        run(["mkfs.fat", "-F", "32", str(fat)])
+        dev = loopdev.attach(str(fat))
+        at = ch.root / "boot/efi"
+        at.mkdir(exist_ok=True)
+        try:
+            run(["fusefat", "-o", f"rw+,fsname={dev}", dev, str(at)], timeout=60)
+            try:
+                ch.run(
+                    "grub-install",
+                    "--target=x86_64-efi",
+                    "--efi-directory=/boot/efi",
+                    f"--bootloader-id={bootloader_id}",
+                    "--no-nvram",
+                )
+            finally:
+                mounts.unmount_keep(at)
+        finally:
+            loopdev.detach(dev)
+        made = run(["mdir", "-/", "-b", "-i", str(fat), f"::/EFI/{bootloader_id}"]).stdout.decode()
+        files = [
+            ln[3:] for ln in made.splitlines() if ln.startswith("::/") and not ln.endswith("/")
+        ]
+        old = _loader_digest(target, esp, bootloader_id)
+        for path in files:
+            local = Path(tmp) / Path(path).name
+            run(["mcopy", "-n", "-o", "-i", str(fat), f"::/{path}", str(local)])
+            changes.append(_put(target, esp, local, path, where))
+        fallback = esp_files.FALLBACK
+        if old and _digest_on(target, esp, fallback) == old:
+            new = Path(tmp) / Path(_main_loader(files)).name
+            changes.append(_put(target, esp, new, fallback, where))
+    return changes
+
+
+def _main_loader(files: list[str]) -> str:
+    names = {Path(f).name.lower(): f for f in files}
+    return names.get("shimx64.efi") or names.get("grubx64.efi") or files[0]
+
+
+def _digest_on(target: str, esp: Installed, path: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="clonebay-esp-") as tmp:
+        local = Path(tmp) / "f"
+        image = f"{target}@@{esp.partition.start}"
+        proc = run(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)], check=False)
+        if proc.returncode != 0 or not local.exists():
+            return ""  # not there
+        return hashlib.sha256(local.read_bytes()).hexdigest()
+
+
+def _loader_digest(target: str, esp: Installed, bootloader_id: str) -> str:
+    for name in ("shimx64.efi", "grubx64.efi"):
+        digest = _digest_on(target, esp, f"EFI/{bootloader_id}/{name}")
+        if digest:
+            return digest
+    return ""
+
+
+def _put(target: str, esp: Installed, local: Path, dest: str, where: str) -> Change:
+    image = f"{target}@@{esp.partition.start}"
+    run(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
+    want = hashlib.sha256(local.read_bytes()).hexdigest()
+    if _digest_on(target, esp, dest) != want:
+        raise OSError(f"{esp.where}: {dest} read back differs from what grub-install made")
+    return Change(
+        esp.where, "grub (UEFI) file", "", "\\" + dest.replace("/", "\\"), f"sha256 {want[:16]}"
+    )
+
+
+def efi_bootloader_ids(ch: Chroot, esp_paths: list[str]) -> list[str]:
+    """ESP folders that hold this system's GRUB (EFI/<id>/grubx64.efi), when the system has
+    GRUB's x86_64-efi modules."""
+    if not ch.has("usr/lib/grub/x86_64-efi"):
+        return []
+    ids = []
+    for path in esp_paths:
+        parts = path.split("/")
+        if (
+            len(parts) == 3
+            and parts[0].lower() == "efi"
+            and parts[2].lower() == "grubx64.efi"
+            and parts[1].lower() != "boot"
+        ):
+            ids.append(parts[1])
+    return ids
+
+
+def update_config(ch: Chroot, where: str) -> list[Change]:
+    """grub.cfg made anew by the target's update-grub."""
+    if not (ch.has("usr/sbin/update-grub") and ch.has("boot/grub/grub.cfg")):
+        return []
+    before = (ch.root / "boot/grub/grub.cfg").read_bytes()
+    ch.run("update-grub")
+    after = (ch.root / "boot/grub/grub.cfg").read_bytes()
+    return [
+        Change(
+            where,
+            "grub.cfg",
+            hashlib.sha256(before).hexdigest()[:16],
+            hashlib.sha256(after).hexdigest()[:16],
+            "update-grub, read back",
+        )
+    ]
+
+
+def update_initramfs(ch: Chroot, where: str) -> list[Change]:
+    if not ch.has("usr/sbin/update-initramfs"):
+        return []
+    ch.run("update-initramfs", "-u", "-k", "all")
+    return [Change(where, "initramfs", "", "rebuilt for the new ids", "update-initramfs")]

@@ -1,0 +1,161 @@
+"""A small installed-looking disk for host tests of the post-copy pass (no boot): GPT, an ESP
+(FAT32, filled with mtools) holding \\EFI\\debian\\grubx64.efi and its grub.cfg and no fallback
+loader, an ext4 root with the files a Debian system has that name its identity (hostname,
+hosts, machine-id, D-Bus machine-id, SSH host keys, persistent net rules, fstab by UUID), and a
+swap partition named in fstab and in initramfs-tools' resume file. Made in a second from
+mkfs tools; the QEMU-booted Debian disk is tests/postcopy/debian_disk.py."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+ESP_START, ESP_SIZE = 1 * MiB, 64 * MiB
+ROOT_START, ROOT_SIZE = 65 * MiB, 128 * MiB
+SWAP_START, SWAP_SIZE = 193 * MiB, 16 * MiB
+DISK_SIZE = 210 * MiB
+FAKE_GRUB = b"MZ-not-really-grub-" * 100
+
+
+@dataclass(frozen=True)
+class MiniDisk:
+    path: Path
+    root_uuid: str
+    swap_uuid: str
+    esp_serial: str
+    machine_id: str
+
+
+def sh(*argv: str, stdin: bytes | None = None) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, input=stdin).stdout.decode()
+
+
+def build(path: Path, work: Path, *, hostname: str = "source-host") -> MiniDisk:
+    work.mkdir(parents=True, exist_ok=True)
+    root_uuid, swap_uuid = str(uuid.uuid4()), str(uuid.uuid4())
+    esp_serial = "1A2B-3C4D"
+    machine_id = uuid.uuid4().hex
+    tree = work / "root"
+    for d in (
+        "etc/ssh",
+        "etc/udev/rules.d",
+        "var/lib/dbus",
+        "boot/grub",
+        "etc/initramfs-tools/conf.d",
+        "etc/default",
+    ):
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    (tree / "etc/os-release").write_text(
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n'
+    )
+    (tree / "etc/hostname").write_text(hostname + "\n")
+    (tree / "etc/hosts").write_text(
+        f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost\n"
+    )
+    (tree / "etc/machine-id").write_text(machine_id + "\n")
+    (tree / "var/lib/dbus/machine-id").write_text(machine_id + "\n")
+    (tree / "etc/udev/rules.d/70-persistent-net.rules").write_text(
+        'SUBSYSTEM=="net", ATTR{address}=="52:54:00:aa:bb:cc", NAME="eth0"\n'
+    )
+    (tree / "etc/fstab").write_text(
+        f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\nUUID={esp_serial} /boot/efi vfat umask=0077 0 1\nUUID={swap_uuid} none swap sw 0 0\n"
+    )
+    (tree / "etc/initramfs-tools/conf.d/resume").write_text(f"RESUME=UUID={swap_uuid}\n")
+    (tree / "boot/grub/grub.cfg").write_text(
+        f"search --no-floppy --fs-uuid --set=root {root_uuid}\nlinux /vmlinuz root=UUID={root_uuid} ro\n"
+    )
+    for kind in ("rsa", "ed25519"):
+        sh(
+            "ssh-keygen",
+            "-q",
+            "-t",
+            kind,
+            "-N",
+            "",
+            "-C",
+            f"root@{hostname}",
+            "-f",
+            str(tree / f"etc/ssh/ssh_host_{kind}_key"),
+        )
+    with open(path, "wb") as f:
+        f.truncate(DISK_SIZE)
+    layout = (
+        "label: gpt\n"
+        f"start={ESP_START // 512}, size={ESP_SIZE // 512}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n"
+        f"start={ROOT_START // 512}, size={ROOT_SIZE // 512}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"
+        f"start={SWAP_START // 512}, size={SWAP_SIZE // 512}, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F\n"
+    )
+    sh("sfdisk", "-q", str(path), stdin=layout.encode())
+    esp = work / "esp.img"
+    with open(esp, "wb") as f:
+        f.truncate(ESP_SIZE)
+    sh("mkfs.fat", "-F", "32", "-i", esp_serial.replace("-", ""), str(esp))
+    loader = work / "grubx64.efi"
+    loader.write_bytes(FAKE_GRUB)
+    cfg = work / "grub.cfg"
+    cfg.write_text(
+        f"search.fs_uuid {root_uuid} root hd0,gpt2\nset prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n"
+    )
+    sh("mmd", "-i", str(esp), "::/EFI", "::/EFI/debian")
+    sh("mcopy", "-i", str(esp), str(loader), str(cfg), "::/EFI/debian/")
+    root = work / "root.img"
+    sh(
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-U",
+        root_uuid,
+        "-d",
+        str(tree),
+        str(root),
+        str(ROOT_SIZE // 1024) + "k",
+    )
+    swap = work / "swap.img"
+    with open(swap, "wb") as f:
+        f.truncate(SWAP_SIZE)
+    sh("mkswap", "-U", swap_uuid, str(swap))
+    for image, start in ((esp, ESP_START), (root, ROOT_START), (swap, SWAP_START)):
+        sh(
+            "dd",
+            f"if={image}",
+            f"of={path}",
+            "bs=1M",
+            f"seek={start // MiB}",
+            "conv=notrunc,sparse",
+            "status=none",
+        )
+    return MiniDisk(path, root_uuid, swap_uuid, esp_serial, machine_id)
+
+
+def read_root_file(disk: Path, rel: str) -> str:
+    """A file of the root, read by debugfs (an oracle apart from clonebay's own mount)."""
+    return sh(
+        "debugfs",
+        "-R",
+        f"cat /{rel}",
+        f"{disk}?offset={ROOT_START}" if False else _root_image(disk),
+    )
+
+
+def _root_image(disk: Path) -> str:
+    part = disk.with_suffix(".root")
+    sh(
+        "dd",
+        f"if={disk}",
+        f"of={part}",
+        "bs=1M",
+        f"skip={ROOT_START // MiB}",
+        f"count={ROOT_SIZE // MiB}",
+        "status=none",
+    )
+    return str(part)
+
+
+def esp_file(disk: Path, path: str) -> bytes | None:
+    proc = subprocess.run(
+        ["mtype", "-i", f"{disk}@@{ESP_START}", f"::/{path}"], capture_output=True
+    )
+    return proc.stdout if proc.returncode == 0 else None
