@@ -132,12 +132,7 @@ def build(path: Path, work: Path, *, hostname: str = "source-host") -> MiniDisk:
 
 def read_root_file(disk: Path, rel: str) -> str:
     """A file of the root, read by debugfs (an oracle apart from clonebay's own mount)."""
-    return sh(
-        "debugfs",
-        "-R",
-        f"cat /{rel}",
-        f"{disk}?offset={ROOT_START}" if False else _root_image(disk),
-    )
+    return sh("debugfs", "-R", f"cat /{rel}", _root_image(disk))
 
 
 def _root_image(disk: Path) -> str:
@@ -149,6 +144,34 @@ def _root_image(disk: Path) -> str:
         "bs=1M",
         f"skip={ROOT_START // MiB}",
         f"count={ROOT_SIZE // MiB}",
+        "status=none",
+    )
+    return str(part)
+
+
+def put_root_image(disk: Path, part: Path) -> None:
+    """Write an edited copy of the root (from ``_root_image``) back into the disk."""
+    sh(
+        "dd",
+        f"if={part}",
+        f"of={disk}",
+        "bs=1M",
+        f"seek={ROOT_START // MiB}",
+        "conv=notrunc",
+        "status=none",
+    )
+
+
+def esp_image(disk: Path) -> str:
+    """The ESP copied out, for fsck.fat."""
+    part = disk.with_suffix(".esp")
+    sh(
+        "dd",
+        f"if={disk}",
+        f"of={part}",
+        "bs=1M",
+        f"skip={ESP_START // MiB}",
+        f"count={ESP_SIZE // MiB}",
         "status=none",
     )
     return str(part)

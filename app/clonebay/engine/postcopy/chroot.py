@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clonebay.engine.postcopy import mounts
-from clonebay.engine.postcopy.systems import Installed, Survey
+from clonebay.engine.postcopy.systems import Installed, Survey, inside
 from clonebay.errors import CommandError, DeviceError
 from clonebay.system import loopdev
 from clonebay.system.run import run
@@ -111,11 +111,11 @@ def opened(target: str, survey: Survey, system: Installed) -> Iterator[Chroot]:
         boot = _fstab_mounts(where).get("/boot")
         part = _find(survey, boot) if boot else None
         if part is not None and part.partition.number != system.partition.number:
-            at = where / "boot"
+            at = inside(where, "boot")
             run(["mount", nodes[part.partition.number], str(at)], timeout=120)
             stack.callback(mounts.unmount_keep, at)
         for name in BINDS:
-            at = where / name
+            at = inside(where, name)
             run(["mount", "--bind", f"/{name}", str(at)], timeout=60)
             stack.callback(mounts.unmount_keep, at)
         with stack:

@@ -26,7 +26,7 @@ from clonebay.engine.postcopy import esp as esp_files
 from clonebay.engine.postcopy import mounts
 from clonebay.engine.postcopy.changes import Change
 from clonebay.engine.postcopy.chroot import Chroot
-from clonebay.engine.postcopy.systems import Installed
+from clonebay.engine.postcopy.systems import Installed, inside
 from clonebay.system import loopdev
 from clonebay.system.run import run
 
@@ -65,7 +65,7 @@ def efi_install(
             f.truncate(SCRATCH_ESP)
         run(["mkfs.fat", "-F", "32", str(fat)])
         dev = loopdev.attach(str(fat))
-        at = ch.root / "boot/efi"
+        at = inside(ch.root, "boot/efi")
         at.mkdir(exist_ok=True)
         try:
             run(["fusefat", "-o", f"rw+,fsname={dev}", dev, str(at)], timeout=60)

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from clonebay.engine.postcopy.changes import Change
+from clonebay.engine.postcopy.systems import inside
 from clonebay.errors import UsageError
 from clonebay.system.run import run
 
@@ -39,15 +40,6 @@ def check_hostname(name: str) -> str:
             " starting or ending with a hyphen, and not only digits"
         )
     return name
-
-
-def _inside(root: Path, rel: str) -> Path:
-    """``root/rel``, refusing a symlink that leads out of the target's root (a hostile or odd
-    system must not make the pass write into the live system's files)."""
-    path = root / rel
-    if path.is_symlink():
-        raise UsageError(f"{rel} on the target is a symbolic link: left alone")
-    return path
 
 
 def _write(path: Path, text: str) -> str:
@@ -70,9 +62,9 @@ def set_hostname(root: Path, where: str, name: str) -> list[Change]:
     old = read_hostname(root)
     changes = []
     if old != name:
-        _write(_inside(root, "etc/hostname"), name + "\n")
+        _write(inside(root, "etc/hostname"), name + "\n")
         changes.append(Change(where, "hostname", old, name, "read back"))
-    hosts = _inside(root, "etc/hosts")
+    hosts = inside(root, "etc/hosts")
     text = hosts.read_text() if hosts.exists() else ""
     new = _hosts_text(text, old, name)
     if new != text:
@@ -103,13 +95,14 @@ def _hosts_text(text: str, old: str, new: str) -> str:
 def reset_machine_id(root: Path, where: str) -> list[Change]:
     """Empty /etc/machine-id; remove a separate D-Bus copy."""
     changes = []
-    mid = _inside(root, "etc/machine-id")
+    mid = inside(root, "etc/machine-id")
     old = mid.read_text().strip() if mid.exists() else ""
     if old:
         _write(mid, "")
         changes.append(Change(where, "machine-id", old, "(new at first boot)", "read back"))
     dbus = root / "var/lib/dbus/machine-id"
-    if dbus.exists() and not dbus.is_symlink():
+    if dbus.exists() and not dbus.is_symlink():  # a link to /etc/machine-id is right as it is
+        dbus = inside(root, "var/lib/dbus/machine-id")
         before = dbus.read_text().strip()
         dbus.unlink()
         if dbus.exists():
@@ -125,15 +118,14 @@ def fingerprint(pub: Path) -> str:
 
 def renew_ssh_keys(root: Path, where: str, name: str) -> list[Change]:
     """New SSH host keys of the types the system had."""
-    ssh = root / "etc/ssh"
+    ssh = inside(root, "etc/ssh")
     changes = []
     for kind in KEY_TYPES:
         key = ssh / f"ssh_host_{kind}_key"
         pub = ssh / f"ssh_host_{kind}_key.pub"
-        if key.is_symlink() or pub.is_symlink():
-            raise UsageError(f"{where}: {key.name} is a symbolic link: SSH keys left alone")
-        if not key.exists():
+        if not (key.exists() or key.is_symlink()):
             continue
+        key, pub = inside(root, f"etc/ssh/{key.name}"), inside(root, f"etc/ssh/{pub.name}")
         old = fingerprint(pub) if pub.exists() else ""
         mode = key.stat().st_mode & 0o777
         key.unlink()
@@ -153,6 +145,7 @@ def clear_net_rules(root: Path, where: str) -> list[Change]:
     for rel in NET_RULES:
         path = root / rel
         if path.exists() or path.is_symlink():
+            inside(root, str(Path(rel).parent))
             path.unlink()
             changes.append(Change(where, "persistent net rules", rel, "(removed)", "gone"))
     return changes

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from clonebay.engine.postcopy.changes import Change
-from clonebay.engine.postcopy.systems import Installed
+from clonebay.engine.postcopy.systems import Installed, inside
 from clonebay.system.run import run
 
 LINUX_FILES = (
@@ -45,8 +45,9 @@ def linux_files(root: Path, where: str, pairs: list[tuple[str, str]]) -> tuple[l
     changes, initramfs = [], False
     for rel in LINUX_FILES:
         path = root / rel
-        if path.is_symlink() or not path.is_file():
+        if not (path.is_file() or path.is_symlink()):
             continue
+        path = inside(root, rel)
         text = path.read_text(errors="surrogateescape")
         new = replace_ids(text, pairs)
         if new == text:

@@ -11,12 +11,13 @@ and nothing in it is edited.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.postcopy import mounts
-from clonebay.errors import DeviceError
+from clonebay.errors import DeviceError, InputError
 from clonebay.model import Partition, Volume, VolumeState
 
 ESP_TYPES = frozenset({"C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "0xef"})
@@ -80,6 +81,21 @@ def why_not_editable(volume: Volume) -> str:
     if state is VolumeState.ERRORS:
         return "the filesystem has recorded errors"
     return f"its state is {state.value}"
+
+
+def inside(root: Path, rel: str) -> Path:
+    """``root/rel`` reached with no symbolic link on the way. A mounted target's links point
+    into the machine running the pass (an absolute link /etc -> /etc is the live system's own
+    /etc), so the pass never follows one when it writes."""
+    here = root
+    for name in Path(rel).parts:
+        here = here / name
+        if here.is_symlink():
+            raise InputError(
+                f"/{here.relative_to(root)} on the target is a symbolic link (to"
+                f" {os.readlink(here)}): the post-copy pass does not write through links"
+            )
+    return here
 
 
 def find_ci(root: Path, relative: str) -> Path | None:

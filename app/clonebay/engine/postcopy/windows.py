@@ -36,15 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clonebay.engine.postcopy.changes import Change
-from clonebay.engine.postcopy.hive import (
-    REG_SZ,
-    Value,
-    check_clean,
-    read_key,
-    read_tree,
-    read_value,
-    write_values,
-)
+from clonebay.engine.postcopy import hive
+from clonebay.engine.postcopy.hive import Value
 from clonebay.errors import InputError, UsageError, VerifyError
 
 
@@ -76,7 +69,7 @@ def config_hive(root: Path, name: str) -> Path | None:
 
 def current_control_set(system_hive: Path) -> str:
     """The control set Windows boots with: Select\\Current, as "ControlSet00N"."""
-    value = read_value(system_hive, "Select", "Current")
+    value = hive.read_value(system_hive, "Select", "Current")
     if value is None:
         raise InputError(f"{system_hive} has no Select\\Current value: not a Windows SYSTEM hive")
     return f"ControlSet{value.number():03d}"
@@ -124,38 +117,37 @@ def computer_names(system_hive: Path) -> dict[str, str]:
     control_set = current_control_set(system_hive)
     names = {}
     for key, value_name in NAME_VALUES:
-        value = read_value(system_hive, f"{control_set}\\{key}", value_name)
+        value = hive.read_value(system_hive, f"{control_set}\\{key}", value_name)
         names[f"{control_set}\\{key}\\{value_name}"] = value.text() if value else ""
     return names
 
 
 def set_computer_name(system_hive: Path, name: str, where: str) -> list[Change]:
     """Give the Windows of ``system_hive`` the computer name ``name`` in its current control
-    set (the other control sets are left as they are; Windows copies the current one into
-    them). Raises UsageError for a bad name and InputError for a damaged or log-pending hive
+    set (the other control sets are older copies Windows keeps for recovery: left alone). Raises UsageError for a bad name and InputError for a damaged or log-pending hive
     before anything is written."""
     validate_computer_name(name)
-    check_clean(system_hive)
+    hive.check_clean(system_hive)
     control_set = current_control_set(system_hive)
     edits: dict[str, list[Value]] = {}
     changes = []
     for key, value_name in NAME_VALUES:
         path = f"{control_set}\\{key}"
-        values = read_key(system_hive, path)
+        values = hive.read_key(system_hive, path)
         if values is None:
             if value_name == "ComputerName" and "Active" not in key:
                 raise InputError(f"{system_hive} has no {path} key: not a Windows SYSTEM hive")
             continue  # no TCP/IP stack, or the volatile ActiveComputerName
         new = name.upper() if value_name == "ComputerName" else name
         old = values.get(value_name.lower())
-        if old is not None and old.kind == REG_SZ and old.text() == new:
+        if old is not None and old.kind == hive.REG_SZ and old.text() == new:
             continue
         edits.setdefault(path, []).append(Value.sz(value_name, new))
         before = old.text() if old else ""
         what = f"computer-name ({path}\\{value_name})"
         changes.append(Change(where, what, before, new, "read back"))
     if edits:
-        write_values(system_hive, edits)
+        hive.write_values(system_hive, edits)
     return changes
 
 
@@ -198,22 +190,16 @@ class SysprepState:
             seen.append(f"ImageState {self.image_state}: {meaning}")
         if self.generalization_state is not None:
             seen.append(f"GeneralizationState {self.generalization_state}")
-        how = f" ({', '.join(seen)})" if seen else " (no setup state found)"
+        how = f" ({'; '.join(seen)})" if seen else " (no setup state found)"
         word = {True: "generalized", False: "not generalized", None: "sysprep state unknown"}
         return word[self.generalized] + how
 
 
-def sysprep_state(system_hive: Path | None, software_hive: Path | None) -> SysprepState:
-    image = generalization = None
-    if software_hive is not None:
-        key = "Microsoft\\Windows\\CurrentVersion\\Setup\\State"
-        image = read_value(software_hive, key, "ImageState")
-    if system_hive is not None:
-        key = "Setup\\Status\\SysprepStatus"
-        generalization = read_value(system_hive, key, "GeneralizationState")
-    return SysprepState(
-        image.text() if image else "", generalization.number() if generalization else None
-    )
+def sysprep_state(system_hive: Path, software_hive: Path | None) -> SysprepState:
+    state_key = "Microsoft\\Windows\\CurrentVersion\\Setup\\State"
+    image = hive.read_value(software_hive, state_key, "ImageState") if software_hive else None
+    status = hive.read_value(system_hive, "Setup\\Status\\SysprepStatus", "GeneralizationState")
+    return SysprepState(image.text() if image else "", status.number() if status else None)
 
 
 # SAM\Domains\Account\V ends with the account domain's SID, S-1-5-21-a-b-c: revision 1, four
@@ -224,7 +210,7 @@ _DOMAIN_SID_HEAD = struct.pack("<BB6sI", 1, 4, b"\0\0\0\0\0\5", 21)
 
 def machine_sid(sam_hive: Path) -> str | None:
     """The machine SID from the SAM hive, or None when its V value does not end with one."""
-    value = read_value(sam_hive, "SAM\\Domains\\Account", "V")
+    value = hive.read_value(sam_hive, "SAM\\Domains\\Account", "V")
     if value is None or len(value.data) < 24 or value.data[-24:-12] != _DOMAIN_SID_HEAD:
         return None
     a, b, c = struct.unpack("<III", value.data[-12:])
@@ -281,7 +267,7 @@ def windows_identity(root: Path, where: str) -> WindowsIdentity:
 # 0x30 u32, 0x34 u32 partition style (1 MBR, 0 GPT), 0x38 MBR: u32 disk signature + 12 zero
 # bytes (GPT: disk GUID), then 16 zero bytes.
 BCD_DEVICE = struct.Struct("<16sIIIIQ8sIII12s")
-BCD_PARTITION, BCD_MBR = 6, 1
+BCD_PARTITION, BCD_MBR, BCD_GPT = 6, 1, 0
 BCD_OFFSET_AT, BCD_SIGNATURE_AT = 0x20, 0x38
 # SYSTEM\MountedDevices: an MBR partition is (u32 disk signature, u64 partition byte offset);
 # a GPT one is "DMIO:ID:" and the partition GUID (mixed-endian, as uuid's bytes_le).
@@ -301,15 +287,10 @@ class DiskMove:
     guids: Mapping[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     sector_size: int = 512
 
-    def remap(self, signature: int, offset: int) -> tuple[int, int] | None:
-        """The new (signature, offset) of a partition of the old disk; None when it is not."""
-        if signature != self.old_signature or offset not in self.offsets:
-            return None
-        return self.new_signature, self.offsets[offset]
-
 
 @dataclass
 class BootPatch:
+    where: str
     changes: list[Change] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
 
@@ -321,51 +302,76 @@ def _mbr(signature: int, offset: int) -> str:
 def _remap_or_fact(
     move: DiskMove, signature: int, offset: int, what: str, patch: BootPatch
 ) -> tuple[int, int] | None:
-    new = move.remap(signature, offset)
-    if new is None and signature == move.old_signature:
-        fact = f"{what}: {_mbr(signature, offset)} is no partition the move knows; left alone"
-        patch.facts.append(fact)
+    """The new (signature, offset) of a partition of the moved disk; None when it stays (or is
+    not on that disk). A partition of that disk missing from the move becomes a fact."""
+    if signature != move.old_signature:
+        return None
+    if offset not in move.offsets:
+        patch.facts.append(
+            f"{what}: {_mbr(signature, offset)} is no partition the move knows; left alone"
+        )
+        return None
+    new = (move.new_signature, move.offsets[offset])
     return None if new == (signature, offset) else new
 
 
+def _patch_device(data: bytes, move: DiskMove, what: str, patch: BootPatch) -> bytes | None:
+    """A device element naming a partition of the moved disk, patched; None when it is not."""
+    if len(data) < BCD_DEVICE.size:
+        return None
+    fields = BCD_DEVICE.unpack_from(data)
+    patched = bytearray(data)
+    if fields[1] == BCD_PARTITION and fields[8] == BCD_MBR:
+        before = (fields[9], fields[5])
+        new = _remap_or_fact(move, *before, what, patch)
+        if new is None:
+            return None
+        struct.pack_into("<Q", patched, BCD_OFFSET_AT, new[1])
+        struct.pack_into("<I", patched, BCD_SIGNATURE_AT, new[0])
+        patch.changes.append(Change(patch.where, what, _mbr(*before), _mbr(*new), "read back"))
+        return bytes(patched)
+    if fields[1] == BCD_PARTITION and fields[8] == BCD_GPT and move.guids:
+        ids = [uuid.UUID(bytes_le=data[at : at + 16]) for at in (BCD_OFFSET_AT, BCD_SIGNATURE_AT)]
+        new_ids = [move.guids.get(old, old) for old in ids]
+        if new_ids == ids:
+            return None
+        for at, guid in zip((BCD_OFFSET_AT, BCD_SIGNATURE_AT), new_ids, strict=True):
+            patched[at : at + 16] = guid.bytes_le
+        text = "partition {} disk {}"
+        patch.changes.append(
+            Change(patch.where, what, text.format(*ids), text.format(*new_ids), "read back")
+        )
+        return bytes(patched)
+    return None
+
+
 def patch_bcd(bcd: Path, move: DiskMove, where: str) -> BootPatch:
-    """Patch every device element of the BCD store that names a partition of the moved disk."""
-    patch = BootPatch()
+    """Patch every device element of the BCD store that names a partition of the moved disk
+    (MBR: signature and offset; GPT: partition and disk GUIDs found in ``move.guids``)."""
+    hive.check_clean(bcd)  # values still in its log would be missed, not only left unwritten
+    patch = BootPatch(where)
     edits: dict[str, list[Value]] = {}
-    for key, values in read_tree(bcd, "Objects").items():
+    for key, values in hive.read_tree(bcd, "Objects").items():
         parts = key.strip("\\").split("\\")
         element = values.get("element")
         if len(parts) != 4 or parts[2].lower() != "elements" or element is None:
             continue
         if not re.fullmatch(r"[0-9a-fA-F]{8}", parts[3]) or (int(parts[3], 16) >> 24) & 0xF != 1:
-            continue
-        data = element.data
-        if len(data) < BCD_DEVICE.size:
-            continue
-        fields = BCD_DEVICE.unpack_from(data)
-        if fields[1] != BCD_PARTITION or fields[8] != BCD_MBR:
-            continue
-        what = f"bcd-device {parts[1]} {parts[3]}"
-        new = _remap_or_fact(move, fields[9], fields[5], what, patch)
-        if new is None:
-            continue
-        patched = bytearray(data)
-        struct.pack_into("<Q", patched, BCD_OFFSET_AT, new[1])
-        struct.pack_into("<I", patched, BCD_SIGNATURE_AT, new[0])
-        edits["\\".join(parts)] = [Value(element.name, element.kind, bytes(patched))]
-        patch.changes.append(
-            Change(where, what, _mbr(fields[9], fields[5]), _mbr(*new), "read back")
-        )
+            continue  # format nibble 1: a device element
+        data = _patch_device(element.data, move, f"bcd-device {parts[1]} {parts[3]}", patch)
+        if data is not None:
+            edits["\\".join(parts)] = [Value(element.name, element.kind, data)]
     if edits:
-        write_values(bcd, edits)
+        hive.write_values(bcd, edits)
     return patch
 
 
 def patch_mounted_devices(system_hive: Path, move: DiskMove, where: str) -> BootPatch:
     """Patch SYSTEM\\MountedDevices: MBR values of the moved disk, and GPT values when a
     partition GUID map is given."""
-    patch = BootPatch()
-    values = read_key(system_hive, "MountedDevices") or {}
+    hive.check_clean(system_hive)
+    patch = BootPatch(where)
+    values = hive.read_key(system_hive, "MountedDevices") or {}
     updates, others = [], 0
     for value in values.values():
         what = f"mounted-device {value.name}"
@@ -389,7 +395,7 @@ def patch_mounted_devices(system_hive: Path, move: DiskMove, where: str) -> Boot
         fact = f"MountedDevices: {others} value(s) name partitions of other disks; left alone"
         patch.facts.append(fact)
     if updates:
-        write_values(system_hive, {"MountedDevices": updates})
+        hive.write_values(system_hive, {"MountedDevices": updates})
     return patch
 
 
@@ -406,7 +412,7 @@ def _is_boot_sector(sector: bytes) -> bool:
 def patch_boot_sector_copies(root: Path, move: DiskMove, where: str) -> BootPatch:
     """Patch BOOTSECT.BAK/.DAT/bootsect.lnx at ``root`` whose hidden-sectors field names the old
     start sector of a moved partition (the boot sector copies Windows Boot Manager chains to)."""
-    patch = BootPatch()
+    patch = BootPatch(where)
     starts = {old // move.sector_size: new // move.sector_size for old, new in move.offsets.items()}
     for entry in sorted(root.iterdir()) if root.is_dir() else []:
         if entry.name.lower() not in BOOT_SECTOR_COPIES or not entry.is_file():
@@ -450,7 +456,7 @@ def patch_mbr_boot(
     system partition), SYSTEM\\MountedDevices and the BOOTSECT.* copies at each volume root.
     Every hive is checked clean before it is written; each edit is read back."""
     move = DiskMove(old_signature, new_signature, offsets, dict(guids or {}), sector_size)
-    result = BootPatch()
+    result = BootPatch(where)
     parts = [patch_bcd(bcd, move, where)] if bcd else []
     parts += [patch_mounted_devices(system_hive, move, where)] if system_hive else []
     parts += [patch_boot_sector_copies(root, move, where) for root in volume_roots]
