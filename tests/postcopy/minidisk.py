@@ -61,11 +61,14 @@ def build(path: Path, work: Path, *, hostname: str = "source-host") -> MiniDisk:
         'SUBSYSTEM=="net", ATTR{address}=="52:54:00:aa:bb:cc", NAME="eth0"\n'
     )
     (tree / "etc/fstab").write_text(
-        f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\nUUID={esp_serial} /boot/efi vfat umask=0077 0 1\nUUID={swap_uuid} none swap sw 0 0\n"
+        f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
+        f"UUID={esp_serial} /boot/efi vfat umask=0077 0 1\n"
+        f"UUID={swap_uuid} none swap sw 0 0\n"
     )
     (tree / "etc/initramfs-tools/conf.d/resume").write_text(f"RESUME=UUID={swap_uuid}\n")
     (tree / "boot/grub/grub.cfg").write_text(
-        f"search --no-floppy --fs-uuid --set=root {root_uuid}\nlinux /vmlinuz root=UUID={root_uuid} ro\n"
+        f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+        f"linux /vmlinuz root=UUID={root_uuid} ro\n"
     )
     for kind in ("rsa", "ed25519"):
         sh(
@@ -82,11 +85,13 @@ def build(path: Path, work: Path, *, hostname: str = "source-host") -> MiniDisk:
         )
     with open(path, "wb") as f:
         f.truncate(DISK_SIZE)
-    layout = (
-        "label: gpt\n"
-        f"start={ESP_START // 512}, size={ESP_SIZE // 512}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n"
-        f"start={ROOT_START // 512}, size={ROOT_SIZE // 512}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"
-        f"start={SWAP_START // 512}, size={SWAP_SIZE // 512}, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F\n"
+    parts = (
+        (ESP_START, ESP_SIZE, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+        (ROOT_START, ROOT_SIZE, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+        (SWAP_START, SWAP_SIZE, "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"),
+    )
+    layout = "label: gpt\n" + "".join(
+        f"start={start // 512}, size={size // 512}, type={kind}\n" for start, size, kind in parts
     )
     sh("sfdisk", "-q", str(path), stdin=layout.encode())
     esp = work / "esp.img"
@@ -97,7 +102,8 @@ def build(path: Path, work: Path, *, hostname: str = "source-host") -> MiniDisk:
     loader.write_bytes(FAKE_GRUB)
     cfg = work / "grub.cfg"
     cfg.write_text(
-        f"search.fs_uuid {root_uuid} root hd0,gpt2\nset prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n"
+        f"search.fs_uuid {root_uuid} root hd0,gpt2\n"
+        "set prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n"
     )
     sh("mmd", "-i", str(esp), "::/EFI", "::/EFI/debian")
     sh("mcopy", "-i", str(esp), str(loader), str(cfg), "::/EFI/debian/")
@@ -179,6 +185,6 @@ def esp_image(disk: Path) -> str:
 
 def esp_file(disk: Path, path: str) -> bytes | None:
     proc = subprocess.run(
-        ["mtype", "-i", f"{disk}@@{ESP_START}", f"::/{path}"], capture_output=True
+        ["mtype", "-i", f"{disk}@@{ESP_START}", f"::/{path}"], capture_output=True, check=False
     )
     return proc.stdout if proc.returncode == 0 else None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from clonebay.cli import many
 from clonebay.cli.common import add_shrink_options, emit_result
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
-from clonebay.cli.fixup import add_postcopy_options, after_copy
+from clonebay.cli.fixup import add_postcopy_options, after_copy, source_starts
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
     disk_json,
@@ -84,7 +84,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     )
     text += "".join(f"\n  {line}" for line in result.done)
     text += "".join(f"\n  warning: {line}" for line in result.warnings)
-    lines, post = after_copy(args, target, read_table(args.source))
+    lines, post = after_copy(args, target, source_starts(read_table(args.source)))
     text += "".join(f"\n  {line}" for line in lines)
     data = {
         "copied_bytes": result.copied_bytes,

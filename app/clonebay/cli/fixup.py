@@ -9,6 +9,7 @@ a JSON object.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING, Any
 
 from clonebay.cli.common import emit_result
@@ -26,18 +27,21 @@ def add_postcopy_options(p: argparse.ArgumentParser, *, copying: bool = True) ->
         "--hostname",
         default="",
         metavar="NAME",
-        help="the target becomes the machine NAME: host name, new machine-id, SSH host keys, net rules (Linux); computer name (Windows)",
+        help="the target becomes the machine NAME: host name, new machine-id, SSH host keys,"
+        " net rules (Linux); computer name (Windows)",
     )
     g.add_argument(
         "--new-ids",
         action="store_true",
-        help="new disk, partition and filesystem ids, and the files that name them (a clone that stays beside its source)",
+        help="new disk, partition and filesystem ids, and the files that name them (a clone"
+        " that stays beside its source)",
     )
     g.add_argument(
         "--map",
         default="",
         metavar="FILE",
-        help="a CSV or TOML file: MAC, DMI serial or disk serial -> hostname; this machine's row names it",
+        help="a CSV or TOML file: MAC, DMI serial or disk serial -> hostname; this machine's"
+        " row names it",
     )
     entry = g.add_mutually_exclusive_group()
     entry.add_argument(
@@ -46,7 +50,8 @@ def add_postcopy_options(p: argparse.ArgumentParser, *, copying: bool = True) ->
         action="store_const",
         const=True,
         default=None,
-        help="add a UEFI NVRAM boot entry for the target (default: on in the live system when the target is this machine's own disk)",
+        help="add a UEFI NVRAM boot entry for the target (default: on in the live system when"
+        " the target is this machine's own disk)",
     )
     entry.add_argument(
         "--no-efi-entry",
@@ -106,25 +111,38 @@ def postcopy_options(args: argparse.Namespace, target: str) -> tuple[PostcopyOpt
     return options, notes
 
 
-def copy_facts(source: PartitionTable | None, target: str) -> CopyFacts:
-    """What the copy changed: partitions whose start moved, the table's kind, and whether the
-    target is a fixed disk of this machine (for the NVRAM entry's default)."""
+def copy_facts(source: dict[int, int] | None, target: str) -> CopyFacts:
+    """What the copy changed: partitions whose start moved (``source``: each source partition's
+    start by number), the table's kind, and whether the target is a fixed disk of this machine
+    (for the NVRAM entry's default)."""
     from clonebay.engine.postcopy import CopyFacts
     from clonebay.system.parttable import read_table
-    from clonebay.system.udev import find_disk
+    from clonebay.system.udev import LIVE_MEDIUM_MOUNTS, find_disk
 
     after = read_table(target)
     moved = {}
     if source is not None:
-        old = {p.number: p.start for p in source.partitions}
+        old = source
         moved = {
             p.number: (old[p.number], p.start)
             for p in after.partitions
             if p.number in old and old[p.number] != p.start
         }
     disk = find_disk(target)
-    own = bool(disk and not disk.removable and disk.transport not in {"usb", "loop", "file", ""})
+    fixed = bool(disk and not disk.removable and disk.transport not in {"usb", "loop", "file", ""})
+    own = fixed and any(os.path.isdir(m) for m in LIVE_MEDIUM_MOUNTS)  # in the live system
     return CopyFacts(moved, after.kind, own)
+
+
+def source_starts(table: PartitionTable) -> dict[int, int]:
+    return {p.number: p.start for p in table.partitions}
+
+
+def image_starts(image: object) -> dict[int, int] | None:
+    """The partition starts an image recorded (None for a stream on stdin: read once)."""
+    from clonebay.engine.jobs import partition_starts
+
+    return partition_starts(image) if isinstance(image, str) else None
 
 
 def report_text(report: PostcopyReport, notes: list[str]) -> list[str]:
@@ -135,9 +153,10 @@ def report_text(report: PostcopyReport, notes: list[str]) -> list[str]:
 
 
 def after_copy(
-    args: argparse.Namespace, target: str, source: PartitionTable | None
+    args: argparse.Namespace, target: str, source: dict[int, int] | None
 ) -> tuple[list[str], dict[str, Any]]:
-    """Run the pass after a copy (unless ``--no-fixup``); its lines and JSON."""
+    """Run the pass after a copy (unless ``--no-fixup``); its lines and JSON. ``source``: the
+    source partitions' starts by number (None when not known: a stream read from stdin)."""
     from clonebay.engine.postcopy import run_pass
 
     options, notes = postcopy_options(args, target)

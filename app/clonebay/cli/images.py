@@ -17,6 +17,7 @@ from clonebay.cli.common import (
     stdout_stream,
 )
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
+from clonebay.cli.fixup import add_postcopy_options, after_copy, image_starts
 from clonebay.cli.stores import add_store_options, no_space_check
 from clonebay.errors import ClonebayError, UsageError, VerifyError
 from clonebay.progress_view import ProgressView
@@ -123,7 +124,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     verified = " and verified" if args.verify else ""
     text = f"restored {args.image} to {target}{verified} in {view.elapsed():.1f} s"
     text += "".join(f"\nwarning: {w}" for w in warnings)
-    emit_result(args, {"target": target, "verified": args.verify, "warnings": warnings}, text)
+    lines, post = after_copy(args, target, image_starts(image))
+    text += "".join(f"\n{line}" for line in lines)
+    result = {"target": target, "verified": args.verify, "warnings": warnings} | post
+    emit_result(args, result, text)
     return 0
 
 
@@ -272,6 +276,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a single-volume image onto a whole disk that holds a partition table (it is lost)",
     )
     p.add_argument("--dry-run", action="store_true", help="show where everything would go")
+    add_postcopy_options(p)
     add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     add_store_options(p)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from clonebay.cli.common import add_restore_grow, emit_result
 from clonebay.cli.confirm import add_yes, confirm
+from clonebay.cli.fixup import add_postcopy_options, after_copy
 from clonebay.cli.stores import add_store_options
 from clonebay.errors import ClonebayError, UsageError
 from clonebay.progress_view import ProgressView
@@ -205,8 +206,10 @@ def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
     verified = " and verified" if args.verify else ""
     text = f"received over TCP onto {args.target}{verified} in {view.elapsed():.1f} s"
     text += "".join(f"\nwarning: {w}" for w in warnings)
+    lines, post = after_copy(args, args.target, None)
+    text += "".join(f"\n{line}" for line in lines)
     result = {"target": args.target, "verified": args.verify, "warnings": warnings}
-    emit_result(args, result | {"state": "ok"}, text)
+    emit_result(args, result | {"state": "ok"} | post, text)
     return 0
 
 
@@ -246,8 +249,10 @@ def _cmd_receive(args: argparse.Namespace) -> int:
         f" {c.get('rejected', 0)} refused)"
     )
     text += "".join(f"\nwarning: {w}" for w in warnings)
+    lines, post = after_copy(args, args.target, None)
+    text += "".join(f"\n{line}" for line in lines)
     result = {"target": args.target, "verified": args.verify, "warnings": warnings}
-    emit_result(args, result | status.as_dict(), text)
+    emit_result(args, result | status.as_dict() | post, text)
     return 0
 
 
@@ -292,6 +297,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="a single-volume image onto a whole disk that holds a partition table (it is lost)",
     )
+    add_postcopy_options(p)
     add_yes(p)
     p.add_argument(
         "--listen", action="store_true", help="wait for a sender on TCP instead of multicast"
