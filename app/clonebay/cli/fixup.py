@@ -111,6 +111,41 @@ def postcopy_options(args: argparse.Namespace, target: str) -> tuple[PostcopyOpt
     return options, notes
 
 
+def mapped_names(
+    path: str, receivers: list[tuple[int, str, str, str]]
+) -> tuple[list[str], dict[str, Any]]:
+    """The sender's view of a mass deployment: each receiver (number, address, the name it
+    took, its state) against the mapping file's rows."""
+    from clonebay.engine.postcopy.mapping import read_mapping
+
+    rows = read_mapping(path)
+    by_name = {r.hostname.lower(): r for r in rows}
+    lines = ["names (from " + path + "):"]
+    machines = []
+    taken = set()
+    for number, address, name, state in receivers:
+        row = by_name.get(name.lower())
+        if row is not None:
+            taken.add(row.hostname.lower())
+        lines.append(
+            f"  #{number} {address} -> {name if row else '(no row: name kept)'} -> {state}"
+        )
+        machines.append(
+            {"number": number, "address": address, "hostname": name if row else "", "state": state}
+        )
+    unused = [r for r in rows if r.hostname.lower() not in taken]
+    lines += [
+        f"  warning: row {r.line} ({r.hostname}, {r.describe()}): no machine took it"
+        for r in unused
+    ]
+    no_row = [m for m in machines if not m["hostname"]]
+    lines += [f"  warning: receiver #{m['number']} {m['address']} found no row" for m in no_row]
+    return lines, {
+        "names": machines,
+        "unused_rows": [{"line": r.line, "hostname": r.hostname} for r in unused],
+    }
+
+
 def copy_facts(source: dict[int, int] | None, target: str) -> CopyFacts:
     """What the copy changed: partitions whose start moved (``source``: each source partition's
     start by number), the table's kind, and whether the target is a fixed disk of this machine

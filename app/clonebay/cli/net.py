@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from clonebay.cli.common import add_restore_grow, emit_result
 from clonebay.cli.confirm import add_yes, confirm
-from clonebay.cli.fixup import add_postcopy_options, after_copy
+from clonebay.cli.fixup import add_postcopy_options, after_copy, mapped_names, postcopy_options
 from clonebay.cli.stores import add_store_options
 from clonebay.errors import ClonebayError, UsageError
 from clonebay.progress_view import ProgressView
@@ -139,7 +139,13 @@ def _cmd_send(args: argparse.Namespace) -> int:
         f" receivers in {final.seconds:.1f} s: {human_size(final.wire_bytes)} on the wire"
         f" ({ratio:.3f}x the image), {final.repairs} datagrams repeated\n" + "\n".join(rows)
     )
-    emit_result(args, final.as_dict() | {"wire_ratio": round(ratio, 4)}, text)
+    names: dict[str, Any] = {}
+    if args.map:
+        lines, names = mapped_names(
+            args.map, [(r.number, r.address, r.name, r.state) for r in final.receivers]
+        )
+        text += "\n" + "\n".join(lines)
+    emit_result(args, final.as_dict() | {"wire_ratio": round(ratio, 4)} | names, text)
     bad = [r for r in final.receivers if r.state != "ok"]
     if bad:
         raise ReceiversFailedError(
@@ -222,6 +228,9 @@ def _cmd_receive(args: argparse.Namespace) -> int:
     # guard's refusals come first, so nobody answers "yes" for a target that cannot be written.
     if os.path.exists(args.target):
         jobs.check_target(args.target)
+    options, _ = postcopy_options(args, args.target)  # a bad mapping file: before joining
+    if options.hostname and not args.name:
+        args.name = options.hostname  # the sender's summary lists the name each machine took
     confirm(args, args.target)
     key, _ = _key(args, sender=False)
     if args.listen:
@@ -282,6 +291,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--wait", type=float, metavar="S", help="start after S seconds anyway")
     p.add_argument("--rate", default="40M", help="bytes per second at most (default 40M)")
     p.add_argument("--control-port", type=int, default=0, help="TCP port of the back channel")
+    p.add_argument(
+        "--map",
+        default="",
+        metavar="FILE",
+        help="the mapping file the receivers use: the summary lists machine -> name -> outcome"
+        " and the rows no machine took",
+    )
     _common(p)
     add_store_options(p)
     p.set_defaults(func=_cmd_send)

@@ -143,15 +143,17 @@ def _check_unique(rows: list[Row], path: str) -> None:
 
 
 def this_machine(disk_serial: str = "") -> Machine:
-    macs = []
+    """This machine's network cards (those with a device behind them; every interface but
+    loopback when there is none, as in a network namespace), DMI serial and the disk's."""
+    cards: list[tuple[bool, str]] = []
     if NET.is_dir():
         for card in sorted(NET.iterdir()):
-            if card.name == "lo" or not (card / "device").exists():
-                continue  # virtual interfaces (bridges, veth) have no device
             mac = _read(card / "address").lower()
-            if mac and mac != "00:00:00:00:00:00":
-                macs.append(mac)
-    return Machine(tuple(macs), _read(DMI_SERIAL), disk_serial)
+            if card.name != "lo" and mac and mac != "00:00:00:00:00:00":
+                cards.append(((card / "device").exists(), mac))
+    physical = [mac for real, mac in cards if real]
+    macs = physical or [mac for _, mac in cards]
+    return Machine(tuple(dict.fromkeys(macs)), _read(DMI_SERIAL), disk_serial)
 
 
 def _read(path: Path) -> str:
