@@ -11,7 +11,8 @@ APT_PACKAGES := e2fsprogs ntfs-3g dosfstools mtools fdisk gdisk parted libparted
 	partclone util-linux python3-venv python3-dev gcc attr udev lz4 fuse3 kmod \
 	cryptsetup-bin lvm2 tmux iproute2 iptables udpcast ethtool \
 	sshfs openssh-client openssh-server exfatprogs exfat-fuse fusefat samba smbclient cifs-utils \
-	nfs-ganesha nfs-ganesha-vfs rpcbind openssl grub2-common busybox-static
+	nfs-ganesha nfs-ganesha-vfs rpcbind openssl grub2-common busybox-static \
+	libhivex-bin libwin-hivex-perl
 
 # Bench-only packages (bench/compare.py's peers: Clonezilla, zstd); not needed by the tests.
 BENCH_APT_PACKAGES := clonezilla drbl zstd partclone lz4 ntfs-3g e2fsprogs gdisk dosfstools

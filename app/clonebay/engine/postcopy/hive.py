@@ -82,8 +82,7 @@ def parse_base_block(data: bytes, name: str, file_size: int) -> BaseBlock:
     not a hive, is damaged or is cut short."""
     if len(data) < BASE_BLOCK_SIZE or data[:4] != REGF:
         raise InputError(f"{name} is not a registry hive (no 'regf' signature at its start)")
-    sig, primary, secondary, _, major, minor, ftype, _, root, size = BASE_BLOCK.unpack_from(data)
-    del sig
+    _, primary, secondary, _, major, minor, ftype, _, root, size = BASE_BLOCK.unpack_from(data)
     (stored,) = struct.unpack_from("<I", data, CHECKSUM_OFFSET)
     if stored != checksum(data):
         raise InputError(

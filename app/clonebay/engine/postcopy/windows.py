@@ -35,8 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clonebay.engine.postcopy.changes import Change
 from clonebay.engine.postcopy import hive
+from clonebay.engine.postcopy.changes import Change
 from clonebay.engine.postcopy.hive import Value
 from clonebay.errors import InputError, UsageError, VerifyError
 
@@ -124,8 +124,8 @@ def computer_names(system_hive: Path) -> dict[str, str]:
 
 def set_computer_name(system_hive: Path, name: str, where: str) -> list[Change]:
     """Give the Windows of ``system_hive`` the computer name ``name`` in its current control
-    set (the other control sets are older copies Windows keeps for recovery: left alone). Raises UsageError for a bad name and InputError for a damaged or log-pending hive
-    before anything is written."""
+    set (the others are older copies Windows keeps for recovery: left alone). UsageError for a
+    bad name, InputError for a damaged or log-pending hive, both before anything is written."""
     validate_computer_name(name)
     hive.check_clean(system_hive)
     control_set = current_control_set(system_hive)
@@ -454,7 +454,10 @@ def patch_mbr_boot(
 ) -> BootPatch:
     """Patch what names partitions of a moved MBR disk: the BCD store (\\Boot\\BCD on the
     system partition), SYSTEM\\MountedDevices and the BOOTSECT.* copies at each volume root.
-    Every hive is checked clean before it is written; each edit is read back."""
+    Every hive is checked clean before any is written; each edit is read back."""
+    for store in (bcd, system_hive):
+        if store is not None:
+            hive.check_clean(store)  # refuse both before either is written
     move = DiskMove(old_signature, new_signature, offsets, dict(guids or {}), sector_size)
     result = BootPatch(where)
     parts = [patch_bcd(bcd, move, where)] if bcd else []
