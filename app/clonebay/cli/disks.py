@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 from clonebay.cli import many
 from clonebay.cli.common import add_shrink_options, emit_result
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
-from clonebay.cli.fixup import add_postcopy_options, after_copy, source_starts
+from clonebay.cli.fixup import (
+    add_postcopy_options,
+    after_copy,
+    after_many,
+    one_machine,
+    preview_text,
+    source_starts,
+)
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
     disk_json,
@@ -69,7 +76,9 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     (target,) = args.target
     plan = clone_plan(args.source, target, options)
     if args.dry_run:
-        emit_result(args, {"plan": plan.text()}, plan.text())
+        after = preview_text(args, args.source, target, image=False)
+        text = "\n".join([plan.text(), *after])
+        emit_result(args, {"plan": plan.text(), "postcopy": after}, text)
         return 0
     confirm(args, target)
     view = ProgressView(args.json)
@@ -99,8 +108,10 @@ def _cmd_clone(args: argparse.Namespace) -> int:
 def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
     """One read of the source onto every target (engine/target/fanout.py)."""
     from clonebay.engine import clone_many, clone_plans
+    from clonebay.system.parttable import read_table
 
     targets: list[str] = args.target
+    one_machine(args, targets)
     _, plans = clone_plans(args.source, targets, options)  # every refusal before the question
     if args.dry_run:
         texts = {t: plan.text() for t, plan in plans.items()}
@@ -113,7 +124,11 @@ def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
         outcomes = clone_many(args.source, targets, options, progress=view)
     finally:
         view.close()
-    return many.report(args, "cloned", args.source, outcomes, view.elapsed(), verify=options.verify)
+    done = [o.target for o in outcomes if o.ok]
+    after = after_many(args, done, source_starts(read_table(args.source)))
+    return many.report(
+        args, "cloned", args.source, outcomes, view.elapsed(), verify=options.verify, after=after
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

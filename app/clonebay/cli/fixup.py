@@ -9,15 +9,15 @@ a JSON object.
 from __future__ import annotations
 
 import argparse
-import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clonebay.cli.common import emit_result
 from clonebay.cli.confirm import add_yes, confirm
-from clonebay.errors import UsageError
+from clonebay.errors import ClonebayError, UsageError
 
 if TYPE_CHECKING:
-    from clonebay.engine.postcopy import CopyFacts, PostcopyOptions, PostcopyReport
+    from clonebay.engine.postcopy import PostcopyOptions, PostcopyReport
     from clonebay.model import PartitionTable
 
 
@@ -70,6 +70,16 @@ def add_postcopy_options(p: argparse.ArgumentParser, *, copying: bool = True) ->
             "--no-fixup",
             action="store_true",
             help="no post-copy pass at all (the copy is left exactly as the source)",
+        )
+
+
+def one_machine(args: argparse.Namespace, targets: list[str]) -> None:
+    """A host name names one machine: refused for a job with several targets."""
+    if len(targets) > 1 and args.hostname:
+        raise UsageError(
+            "--hostname names one machine, and this job writes several disks: give each its"
+            " name afterwards (clonebay fixup DISK --hostname NAME), or use --map where each"
+            " machine restores its own disk; nothing was written"
         )
 
 
@@ -146,27 +156,23 @@ def mapped_names(
     }
 
 
-def copy_facts(source: dict[int, int] | None, target: str) -> CopyFacts:
-    """What the copy changed: partitions whose start moved (``source``: each source partition's
-    start by number), the table's kind, and whether the target is a fixed disk of this machine
-    (for the NVRAM entry's default)."""
-    from clonebay.engine.postcopy import CopyFacts
-    from clonebay.system.parttable import read_table
-    from clonebay.system.udev import LIVE_MEDIUM_MOUNTS, find_disk
+def preview_text(args: argparse.Namespace, source: str, target: str, *, image: bool) -> list[str]:
+    """What the pass will do after a copy from ``source`` (a disk, or an image directory or
+    stream file), for ``--dry-run``."""
+    from clonebay.engine import inspect_disk
+    from clonebay.engine.jobs import image_manifest
+    from clonebay.engine.postcopy.preview import from_manifest, from_volumes, preview
 
-    after = read_table(target)
-    moved = {}
-    if source is not None:
-        old = source
-        moved = {
-            p.number: (old[p.number], p.start)
-            for p in after.partitions
-            if p.number in old and old[p.number] != p.start
-        }
-    disk = find_disk(target)
-    fixed = bool(disk and not disk.removable and disk.transport not in {"usb", "loop", "file", ""})
-    own = fixed and any(os.path.isdir(m) for m in LIVE_MEDIUM_MOUNTS)  # in the live system
-    return CopyFacts(moved, after.kind, own)
+    options, notes = postcopy_options(args, target)
+    if image:
+        volumes = from_manifest(image_manifest(source))
+    else:
+        report = inspect_disk(source)
+        parts = [
+            (f"p{p.partition.number}", p.partition.type_id, p.volume) for p in report.partitions
+        ]
+        volumes = from_volumes(parts)
+    return [f"after the copy: {line}" for line in [*notes, *preview(options, volumes)]]
 
 
 def source_starts(table: PartitionTable) -> dict[int, int]:
@@ -192,7 +198,7 @@ def after_copy(
 ) -> tuple[list[str], dict[str, Any]]:
     """Run the pass after a copy (unless ``--no-fixup``); its lines and JSON. ``source``: the
     source partitions' starts by number (None when not known: a stream read from stdin)."""
-    from clonebay.engine.postcopy import run_pass
+    from clonebay.engine.postcopy import copy_facts, run_pass
 
     options, notes = postcopy_options(args, target)
     if not options.enabled:
@@ -201,9 +207,33 @@ def after_copy(
     return report_text(report, notes), {"postcopy": report.as_dict() | {"notes": notes}}
 
 
+@dataclass
+class AfterMany:
+    """The pass on each complete target of a job with several."""
+
+    lines: dict[str, list[str]] = field(default_factory=dict)
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, ClonebayError] = field(default_factory=dict)
+
+
+def after_many(
+    args: argparse.Namespace, targets: list[str], source: dict[int, int] | None
+) -> AfterMany:
+    """Run the pass on each of ``targets`` (the complete ones) in turn; a pass that fails is
+    that target's error, the others still run."""
+    out = AfterMany()
+    for target in targets:
+        try:
+            out.lines[target], out.data[target] = after_copy(args, target, source)
+        except ClonebayError as exc:
+            out.errors[target] = exc
+            out.lines[target] = [f"after the copy: FAILED: {exc.message}"]
+    return out
+
+
 def _cmd_fixup(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
-    from clonebay.engine.postcopy import run_pass
+    from clonebay.engine.postcopy import copy_facts, run_pass
 
     jobs.check_target(args.disk)
     options, notes = postcopy_options(args, args.disk)

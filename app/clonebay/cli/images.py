@@ -17,7 +17,14 @@ from clonebay.cli.common import (
     stdout_stream,
 )
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
-from clonebay.cli.fixup import add_postcopy_options, after_copy, image_starts
+from clonebay.cli.fixup import (
+    add_postcopy_options,
+    after_copy,
+    after_many,
+    image_starts,
+    one_machine,
+    preview_text,
+)
 from clonebay.cli.stores import add_store_options, no_space_check
 from clonebay.errors import ClonebayError, UsageError, VerifyError
 from clonebay.progress_view import ProgressView
@@ -109,7 +116,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     image = stdin_stream() if args.image == "-" else args.image
     if args.dry_run:
         plan = jobs.restore_plan(image, target, args.region, Grow(args.grow), **_layout_args(args))
-        emit_result(args, plan.as_dict(), plan.text())
+        after = preview_text(args, image, target, image=True) if isinstance(image, str) else []
+        emit_result(args, plan.as_dict() | {"postcopy": after}, "\n".join([plan.text(), *after]))
         return 0
     if isinstance(image, str) and not args.yes and os.path.exists(target):
         # The plan's refusals (too small, a region that is not there) before the question;
@@ -144,6 +152,7 @@ def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
     from clonebay.engine import Grow, jobs
 
     targets: list[str] = args.target
+    one_machine(args, targets)
     if args.image == "-":
         raise UsageError(
             "a stream on stdin is restored onto one target at a time: save it as an image"
@@ -164,7 +173,11 @@ def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
         outcomes = jobs.restore_many(args.image, targets, options, progress=view)
     finally:
         view.close()
-    return many.report(args, "restored", args.image, outcomes, view.elapsed(), verify=args.verify)
+    done = [o.target for o in outcomes if o.ok]
+    after = after_many(args, done, image_starts(args.image))
+    return many.report(
+        args, "restored", args.image, outcomes, view.elapsed(), verify=args.verify, after=after
+    )
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

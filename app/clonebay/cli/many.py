@@ -14,15 +14,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from clonebay.cli.common import emit_result
+from clonebay.cli.fixup import AfterMany
 from clonebay.engine import TargetOutcome
 from clonebay.units import human_size
 
 
-def exit_code(outcomes: Sequence[TargetOutcome]) -> int:
-    """0, or the exit code of the first failed target's error (module docstring)."""
+def exit_code(outcomes: Sequence[TargetOutcome], after: AfterMany | None = None) -> int:
+    """0, or the exit code of the first failed target's error (module docstring); a target
+    whose copy is complete but whose post-copy pass failed counts with that error (10)."""
     for outcome in outcomes:
         if outcome.error is not None:
             return outcome.error.exit_code
+        if after is not None and outcome.target in after.errors:
+            return after.errors[outcome.target].exit_code
     return 0
 
 
@@ -43,8 +47,10 @@ def report(
     seconds: float,
     *,
     verify: bool,
+    after: AfterMany | None = None,
 ) -> int:
-    """Print every target's outcome (text or JSON); returns the exit code."""
+    """Print every target's outcome (text or JSON), and what the post-copy pass did on each
+    complete one (``after``); returns the exit code."""
     good = [o.target for o in outcomes if o.ok]
     bad = [o.target for o in outcomes if not o.ok]
     lines = [f"{verb} {source} to {len(good)} of {len(outcomes)} targets in {seconds:.1f} s"]
@@ -52,6 +58,9 @@ def report(
         lines.append(outcome_line(outcome, verify))
         lines += [f"            {line}" for line in outcome.done]
         lines += [f"            warning: {line}" for line in outcome.warnings]
+        lines += [
+            f"            {line}" for line in (after.lines.get(outcome.target, []) if after else [])
+        ]
     state = "complete and verified" if verify else "complete (not verified)"
     if good:
         lines.append(f"{state}: {', '.join(good)}")
@@ -73,9 +82,13 @@ def report(
                 "verified_chunks": o.verified_chunks,
                 "fixups": o.done,
                 "warnings": o.warnings,
+                "postcopy": (after.data.get(o.target, {}).get("postcopy") if after else None),
+                "postcopy_error": (
+                    after.errors[o.target].message if after and o.target in after.errors else None
+                ),
             }
             for o in outcomes
         ],
     }
     emit_result(args, data, "\n".join(lines))
-    return exit_code(outcomes)
+    return exit_code(outcomes, after)

@@ -331,6 +331,11 @@ def image_info(image: str) -> dict[str, Any]:
         return _info(image, reader.manifest)
 
 
+def image_manifest(image: str) -> Manifest:
+    """An image directory's manifest or a stream file's MANIFEST record (no data is read)."""
+    return _manifest_before_data(image)
+
+
 def partition_starts(image: str) -> dict[int, int]:
     """The start of each partition an image recorded, by number (the post-copy pass compares
     them with the target's to see what moved)."""

@@ -67,9 +67,9 @@ class PostcopyReport:
     hostname: str = ""  # the name the target took ("" when unchanged)
 
     def lines(self) -> list[str]:
-        out = [c.text() for c in self.changes]
+        out = list(self.facts)
+        out += [c.text() for c in self.changes]
         out += [s.text() for s in self.skipped]
-        out += self.facts
         return out
 
     def as_dict(self) -> dict[str, Any]:
