@@ -13,9 +13,9 @@ from clonebay.cli.fixup import (
     add_postcopy_options,
     after_copy,
     after_many,
+    clone_source,
     one_machine,
     preview_text,
-    source_starts,
 )
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
@@ -60,7 +60,6 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_clone(args: argparse.Namespace) -> int:
     from clonebay.engine import CloneOptions, Grow, clone, clone_plan
-    from clonebay.system.parttable import read_table
 
     options = CloneOptions(
         grow=Grow(args.grow),
@@ -93,7 +92,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     )
     text += "".join(f"\n  {line}" for line in result.done)
     text += "".join(f"\n  warning: {line}" for line in result.warnings)
-    lines, post = after_copy(args, target, source_starts(read_table(args.source)))
+    lines, post = after_copy(args, target, clone_source(plan))
     text += "".join(f"\n  {line}" for line in lines)
     data = {
         "copied_bytes": result.copied_bytes,
@@ -108,7 +107,6 @@ def _cmd_clone(args: argparse.Namespace) -> int:
 def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
     """One read of the source onto every target (engine/target/fanout.py)."""
     from clonebay.engine import clone_many, clone_plans
-    from clonebay.system.parttable import read_table
 
     targets: list[str] = args.target
     one_machine(args, targets)
@@ -125,7 +123,7 @@ def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
     finally:
         view.close()
     done = [o.target for o in outcomes if o.ok]
-    after = after_many(args, done, source_starts(read_table(args.source)))
+    after = after_many(args, done, clone_source(next(iter(plans.values()))))
     return many.report(
         args, "cloned", args.source, outcomes, view.elapsed(), verify=options.verify, after=after
     )

@@ -17,8 +17,8 @@ from clonebay.cli.confirm import add_yes, confirm
 from clonebay.errors import ClonebayError, UsageError
 
 if TYPE_CHECKING:
-    from clonebay.engine.postcopy import PostcopyOptions, PostcopyReport
-    from clonebay.model import PartitionTable
+    from clonebay.engine.layout.plan import Plan
+    from clonebay.engine.postcopy import PostcopyOptions, PostcopyReport, SourceFacts
 
 
 def add_postcopy_options(p: argparse.ArgumentParser, *, copying: bool = True) -> None:
@@ -175,15 +175,17 @@ def preview_text(args: argparse.Namespace, source: str, target: str, *, image: b
     return [f"after the copy: {line}" for line in [*notes, *preview(options, volumes)]]
 
 
-def source_starts(table: PartitionTable) -> dict[int, int]:
-    return {p.number: p.start for p in table.partitions}
+def clone_source(plan: Plan) -> SourceFacts:
+    from clonebay.engine.postcopy.facts import from_plan
+
+    return from_plan(plan)
 
 
-def image_starts(image: object) -> dict[int, int] | None:
-    """The partition starts an image recorded (None for a stream on stdin: read once)."""
-    from clonebay.engine.jobs import partition_starts
+def image_source(image: object) -> SourceFacts | None:
+    """What an image recorded of its source (None for a stream on stdin: read once)."""
+    from clonebay.engine.postcopy.facts import from_image
 
-    return partition_starts(image) if isinstance(image, str) else None
+    return from_image(image) if isinstance(image, str) else None
 
 
 def report_text(report: PostcopyReport, notes: list[str]) -> list[str]:
@@ -194,7 +196,7 @@ def report_text(report: PostcopyReport, notes: list[str]) -> list[str]:
 
 
 def after_copy(
-    args: argparse.Namespace, target: str, source: dict[int, int] | None
+    args: argparse.Namespace, target: str, source: SourceFacts | None
 ) -> tuple[list[str], dict[str, Any]]:
     """Run the pass after a copy (unless ``--no-fixup``); its lines and JSON. ``source``: the
     source partitions' starts by number (None when not known: a stream read from stdin)."""
@@ -217,7 +219,7 @@ class AfterMany:
 
 
 def after_many(
-    args: argparse.Namespace, targets: list[str], source: dict[int, int] | None
+    args: argparse.Namespace, targets: list[str], source: SourceFacts | None
 ) -> AfterMany:
     """Run the pass on each of ``targets`` (the complete ones) in turn; a pass that fails is
     that target's error, the others still run."""

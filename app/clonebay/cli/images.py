@@ -21,7 +21,7 @@ from clonebay.cli.fixup import (
     add_postcopy_options,
     after_copy,
     after_many,
-    image_starts,
+    image_source,
     one_machine,
     preview_text,
 )
@@ -132,7 +132,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     verified = " and verified" if args.verify else ""
     text = f"restored {args.image} to {target}{verified} in {view.elapsed():.1f} s"
     text += "".join(f"\nwarning: {w}" for w in warnings)
-    lines, post = after_copy(args, target, image_starts(image))
+    lines, post = after_copy(args, target, image_source(image))
     text += "".join(f"\n{line}" for line in lines)
     result = {"target": target, "verified": args.verify, "warnings": warnings} | post
     emit_result(args, result, text)
@@ -174,7 +174,7 @@ def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
     finally:
         view.close()
     done = [o.target for o in outcomes if o.ok]
-    after = after_many(args, done, image_starts(args.image))
+    after = after_many(args, done, image_source(args.image))
     return many.report(
         args, "restored", args.image, outcomes, view.elapsed(), verify=args.verify, after=after
     )

@@ -336,12 +336,6 @@ def image_manifest(image: str) -> Manifest:
     return _manifest_before_data(image)
 
 
-def partition_starts(image: str) -> dict[int, int]:
-    """The start of each partition an image recorded, by number (the post-copy pass compares
-    them with the target's to see what moved)."""
-    return {p.number: p.start for p in _manifest_before_data(image).table.partitions}
-
-
 def image_head_info(image: str) -> dict[str, Any]:
     """What ``image_info`` says, read cheaply: a stream file's MANIFEST record only (its region
     counters are still empty; ``stored_bytes`` is the file's size), an image directory's manifest

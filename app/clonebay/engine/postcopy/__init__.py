@@ -11,7 +11,7 @@ read back and listed in a PostcopyReport.
 
 from clonebay.engine.postcopy.apply import CopyFacts, PostcopyError, run_pass
 from clonebay.engine.postcopy.changes import Change, PostcopyReport, Skip
-from clonebay.engine.postcopy.facts import copy_facts
+from clonebay.engine.postcopy.facts import SourceFacts, copy_facts
 from clonebay.engine.postcopy.options import PostcopyOptions
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "PostcopyOptions",
     "PostcopyReport",
     "Skip",
+    "SourceFacts",
     "copy_facts",
     "run_pass",
 ]

@@ -39,6 +39,7 @@ class CopyFacts:
     moved: dict[int, tuple[int, int]] = field(default_factory=dict)  # number -> (old, new) start
     table_kind: str = ""
     own_disk: bool = False  # the target is a disk of this machine (not removable, not USB)
+    source_clean: frozenset[int] = frozenset()  # partitions clean on the source (see facts.py)
 
 
 class PostcopyError(ClonebayError):
@@ -79,15 +80,14 @@ def run_pass(
     job = Pass(target, options, facts or CopyFacts(), PostcopyReport(target))
     report = job.report
     try:
-        job.found = survey(target)
+        job.found = survey(target, job.facts.source_clean)
+        windows_step.check_name(job)
         _list_systems(job)
         if options.new_ids:
-            changes, skipped, job.id_map = ids.renew(target, job.survey)
-            report.changes += changes
-            report.skipped += skipped
-            job.found = survey(target)
+            job.id_map = ids.renew(target, job.survey, report)
+            job.found = survey(target, job.facts.source_clean)
         _linux_steps(job)
-        windows_step.run(job)
+        windows_step.run_windows(job)
         _efi_steps(job)
     except (ClonebayError, OSError) as exc:
         why = exc.message if isinstance(exc, ClonebayError) else str(exc)
@@ -96,7 +96,9 @@ def run_pass(
             + _done_so_far(report),
             report,
         ) from exc
-    changed = any(c.what == "hostname" for c in report.changes)
+    changed = any(
+        c.what == "hostname" or c.what.startswith("computer-name") for c in report.changes
+    )
     report.hostname = options.hostname if changed else ""
     return report
 

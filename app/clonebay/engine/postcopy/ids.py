@@ -22,10 +22,10 @@ import os
 import secrets
 import struct
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from clonebay.engine.inspect import inspect_disk
-from clonebay.engine.postcopy.changes import Change, Skip
+from clonebay.engine.postcopy.changes import Change, PostcopyReport, Skip
 from clonebay.engine.postcopy.systems import Installed, Survey
 from clonebay.errors import DeviceError
 from clonebay.system import loopdev
@@ -154,35 +154,44 @@ def _new_fs_id(target: str, inst: Installed) -> str:
     return ""
 
 
-def renew(target: str, survey: Survey) -> tuple[list[Change], list[Skip], IdMap]:
-    """New disk, partition and filesystem ids; the old -> new map."""
+def renew(target: str, survey: Survey, report: PostcopyReport) -> IdMap:
+    """New filesystem, disk and partition ids, each listed in ``report`` as soon as it is
+    made and read back; the old -> new map for the files that name them. Two volumes that
+    shared one id (a partition copied beside itself) get two new ones; files that named the
+    shared id then name the first volume's, and the report says so."""
     ids = IdMap()
-    changes, skipped = [], []
+    made: dict[int, tuple[Installed, str]] = {}
     for inst in survey.installed:
-        old = inst.volume.uuid
-        if not old:
+        if not inst.volume.uuid:
             continue
         if not inst.editable:
-            skipped.append(Skip(inst.where, "new filesystem id", inst.why_not))
+            report.skipped.append(Skip(inst.where, "new filesystem id", inst.why_not))
             continue
         new = _new_fs_id(target, inst)
         if not new:
-            skipped.append(
-                Skip(inst.where, "new filesystem id", f"{inst.volume.fstype} ids are not renewed")
-            )
+            why = f"{inst.volume.fstype} ids are not renewed"
+            report.skipped.append(Skip(inst.where, "new filesystem id", why))
             continue
-        ids.fs[old] = new
-    changes += _new_disk_ids(target, survey, ids)
+        made[inst.partition.number] = (inst, new)
+        report.changes.append(Change(inst.where, "filesystem id", inst.volume.uuid, new, ""))
     after = {pr.partition.number: pr.volume for pr in inspect_disk(target).partitions}
-    for inst in survey.installed:
-        want = ids.fs.get(inst.volume.uuid)
-        if want is None:
-            continue
-        got = after.get(inst.partition.number)
+    for number, (inst, want) in made.items():
+        got = after.get(number)
         if got is None or got.uuid.lower() != want.lower():
             raise DeviceError(
                 f"{inst.where}: the new filesystem id {want} did not read back"
                 f" ({got.uuid if got else 'no volume'})"
             )
-        changes.append(Change(inst.where, "filesystem id", inst.volume.uuid, want, "probe"))
-    return changes, skipped, ids
+        old = inst.volume.uuid
+        if old in ids.fs:
+            report.facts.append(
+                f"{inst.where} had the same filesystem id {old} as another volume: files that"
+                f" named it now name {ids.fs[old]}"
+            )
+        else:
+            ids.fs[old] = want
+    report.changes[:] = [
+        replace(c, checked="probe") if c.what == "filesystem id" else c for c in report.changes
+    ]
+    report.changes += _new_disk_ids(target, survey, ids)
+    return ids

@@ -150,8 +150,10 @@ def _look_inside(target: str, part: Partition, volume: Volume) -> tuple[str, str
     return "data", ""
 
 
-def survey(target: str) -> Survey:
-    """Every partition of ``target`` and what it holds (read-only)."""
+def survey(target: str, source_clean: frozenset[int] = frozenset()) -> Survey:
+    """Every partition of ``target`` and what it holds (read-only). A dirty NTFS whose source
+    was clean (``source_clean``) is editable: the flag is ntfsresize's, set when the copy grew
+    or shrank it so that Windows checks the volume at its next boot."""
     report = inspect_disk(target)
     found = []
     for pr in report.partitions:
@@ -160,6 +162,8 @@ def survey(target: str) -> Survey:
             continue
         part = pr.partition
         why = why_not_editable(vol)
+        if vol.state is VolumeState.DIRTY and vol.fstype == "ntfs" and part.number in source_clean:
+            why = ""
         if part.type_id.upper() in ESP_TYPES or part.type_id.lower() in ESP_TYPES:
             found.append(Installed(part, vol, "esp", "EFI system partition", why))
             continue
