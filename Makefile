@@ -12,6 +12,7 @@ APT_PACKAGES := e2fsprogs ntfs-3g dosfstools mtools fdisk gdisk parted libparted
 	cryptsetup-bin lvm2 tmux iproute2 iptables udpcast ethtool \
 	sshfs openssh-client openssh-server exfatprogs exfat-fuse fusefat samba smbclient cifs-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind openssl grub2-common busybox-static \
+	grub-pc-bin grub-efi-amd64-bin qemu-system-x86 ovmf debootstrap \
 	libhivex-bin libwin-hivex-perl
 
 # Bench-only packages (bench/compare.py's peers: Clonezilla, zstd); not needed by the tests.
