@@ -37,7 +37,9 @@ async def until(pilot: Pilot[Any], what: str, check: Callable[[], object]) -> No
     end = time.monotonic() + DEADLINE
     while not check():
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what} (the screen: {pilot.app.screen!r})")
+            screen = pilot.app.screen
+            said = f": {getattr(screen, 'text', '')}" if hasattr(screen, "text") else ""
+            raise AssertionError(f"timed out waiting for {what} (the screen: {screen!r}{said})")
         await pilot.pause(0.05)
 
 

@@ -13,6 +13,7 @@ from clonebay.cli.fixup import (
     add_postcopy_options,
     after_copy,
     after_many,
+    check_name,
     clone_source,
     one_machine,
     preview_text,
@@ -79,6 +80,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         text = "\n".join([plan.text(), *after])
         emit_result(args, {"plan": plan.text(), "postcopy": after}, text)
         return 0
+    check_name(args, args.source, image=False)
     confirm(args, target)
     view = ProgressView(args.json)
     try:

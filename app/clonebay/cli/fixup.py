@@ -17,7 +17,7 @@ from clonebay.cli.confirm import add_yes, confirm
 from clonebay.errors import ClonebayError, UsageError
 
 if TYPE_CHECKING:
-    from clonebay.engine.layout.plan import Plan
+    from clonebay.engine import Plan
     from clonebay.engine.postcopy import PostcopyOptions, PostcopyReport, SourceFacts
 
 
@@ -154,6 +154,25 @@ def mapped_names(
         "names": machines,
         "unused_rows": [{"line": r.line, "hostname": r.hostname} for r in unused],
     }
+
+
+def check_name(args: argparse.Namespace, source: str, *, image: bool) -> None:
+    """A host name the source's systems can take, refused before the copy (Windows: 15
+    characters)."""
+    from clonebay.engine import inspect_disk
+    from clonebay.engine.jobs import image_manifest
+    from clonebay.engine.postcopy.preview import check_hostname, from_manifest, from_volumes
+
+    if not args.hostname or getattr(args, "no_fixup", False):
+        return
+    if image:
+        volumes = from_manifest(image_manifest(source))
+    else:
+        report = inspect_disk(source)
+        volumes = from_volumes(
+            [(f"p{p.partition.number}", "", p.volume) for p in report.partitions]
+        )
+    check_hostname(args.hostname, volumes)
 
 
 def preview_text(args: argparse.Namespace, source: str, target: str, *, image: bool) -> list[str]:

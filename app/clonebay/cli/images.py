@@ -21,6 +21,7 @@ from clonebay.cli.fixup import (
     add_postcopy_options,
     after_copy,
     after_many,
+    check_name,
     image_source,
     one_machine,
     preview_text,
@@ -123,6 +124,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         # The plan's refusals (too small, a region that is not there) before the question;
         # a stream on stdin cannot be read twice (and is no terminal: only --yes goes on).
         jobs.restore_plan(image, target, args.region, Grow(args.grow), **_layout_args(args))
+    if isinstance(image, str):
+        check_name(args, image, image=True)
     confirm(args, target)
     view = ProgressView(args.json)
     try:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clonebay.engine import CloneOptions, Grow, clone, jobs
+from clonebay.engine.postcopy import PostcopyError, PostcopyOptions, copy_facts, facts, run_pass
 from clonebay.errors import CancelledError, ClonebayError, VerifyError
 from clonebay.model import Progress
 from clonebay.units import human_size
@@ -52,6 +53,7 @@ class JobRequest:
     totals: tuple[tuple[str, int], ...] = ()
     power_off: bool = False  # after a job that ended well
     also: tuple[str, ...] = ()  # more targets, written from the same read (clone, restore)
+    postcopy: PostcopyOptions = field(default_factory=PostcopyOptions)  # after clone, restore
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -188,14 +190,47 @@ def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outc
         if request.verify
         else "Not verified (turned off in the plan)."
     )
+    lines, warnings = after_copy(request, request.target)
     return Outcome(
         JobKind.CLONE,
         "done",
         f"{request.source} was cloned onto {request.target}.",
-        (f"{human_size(result.copied_bytes)} copied.", *result.done),
+        (f"{human_size(result.copied_bytes)} copied.", *result.done, *lines),
         verify,
-        SAME_IDS,
-        warnings=tuple(result.warnings),
+        next_step(request),
+        warnings=(*result.warnings, *warnings),
+    )
+
+
+def after_copy(request: JobRequest, target: str) -> tuple[list[str], list[str]]:
+    """The post-copy pass on ``target`` after the copy: its lines and warnings. A pass that
+    fails raises PostcopyError (the copy itself is complete)."""
+    options = request.postcopy
+    if not options.enabled:
+        return ["After the copy: no post-copy pass (turned off in the plan)."], []
+    if request.kind is JobKind.CLONE:
+        source = facts.from_disk(request.source)
+    else:
+        source = facts.from_image(request.source)
+    report = run_pass(target, options, copy_facts(source, target))
+    lines = [f"After the copy: {line}" for line in report.lines()] or [
+        "After the copy: nothing needed changing."
+    ]
+    return lines, list(report.warnings)
+
+
+def next_step(request: JobRequest) -> str:
+    """What to do with the written disk(s) before the first boot."""
+    if request.postcopy.enabled and request.postcopy.new_ids:
+        return (
+            "The copy has new disk, partition and filesystem IDs: it may stay in the same"
+            " machine as its source."
+        )
+    if request.kind is JobKind.CLONE:
+        return SAME_IDS
+    return (
+        "If the disk the image was saved from is still in this machine, remove one of them"
+        " before the first boot: both carry the same IDs."
     )
 
 
@@ -245,14 +280,15 @@ def _restore(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Ou
         if request.verify
         else "Not verified (turned off in the plan)."
     )
+    lines, after = after_copy(request, request.target)
     return Outcome(
         JobKind.RESTORE,
         "done",
         f"The image {request.source} was restored onto {request.target}.",
-        tuple(warnings),
+        (*warnings, *lines),
         verify,
-        "If the disk the image was saved from is still in this machine, remove one of them"
-        " before the first boot: both carry the same IDs.",
+        next_step(request),
+        warnings=tuple(after),
     )
 
 
@@ -261,7 +297,13 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
     title = error.title if isinstance(error, ClonebayError) else "Internal error"
     message = error.message if isinstance(error, ClonebayError) else repr(error)
     verb = VERBS[request.kind].lower()
-    if "nothing was written" in message.lower():
+    if isinstance(error, PostcopyError):
+        hint = (
+            f"The copy itself is complete and verified; the post-copy pass stopped (see the"
+            f" message). Fix the cause, then run 'clonebay fixup {request.target}' from a"
+            " shell with the same choices."
+        )
+    elif "nothing was written" in message.lower():
         hint = f"Nothing was written: {request.target} is as it was."
     elif request.kind is JobKind.SAVE:
         hint = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 
 from clonebay.engine import CloneOptions, TargetOutcome, clone_many, jobs
-from clonebay.errors import CancelledError
+from clonebay.errors import CancelledError, ClonebayError
 from clonebay.model import Progress
 from clonebay.tui.jobs import (
     SAME_IDS,
@@ -24,6 +24,8 @@ from clonebay.tui.jobs import (
     StateSink,
     TargetLine,
     TickSink,
+    after_copy,
+    next_step,
 )
 from clonebay.units import human_size
 
@@ -55,7 +57,25 @@ def run_many(
             cancel=cancel,
             on_state=on_state,
         )
-    return outcome_of(request, outcomes)
+    after = _after_each(request, outcomes)
+    return outcome_of(request, outcomes, after)
+
+
+def _after_each(request: JobRequest, outcomes: list[TargetOutcome]) -> list[str]:
+    """The post-copy pass on every complete target; a pass that fails becomes a warning for
+    that target (its copy is complete) and the others still run."""
+    lines = []
+    for outcome in outcomes:
+        if not outcome.ok:
+            continue
+        try:
+            done, warnings = after_copy(request, outcome.target)
+        except ClonebayError as exc:
+            outcome.warnings.append(f"the post-copy pass stopped: {exc.message}")
+            continue
+        lines += [f"{outcome.target}: {line}" for line in done]
+        outcome.warnings.extend(warnings)
+    return lines
 
 
 def target_line(outcome: TargetOutcome, verify: bool) -> TargetLine:
@@ -74,13 +94,15 @@ def target_line(outcome: TargetOutcome, verify: bool) -> TargetLine:
     )
 
 
-def outcome_of(request: JobRequest, outcomes: list[TargetOutcome]) -> Outcome:
-    """The Result screen's words for every target."""
+def outcome_of(
+    request: JobRequest, outcomes: list[TargetOutcome], after: list[str] | None = None
+) -> Outcome:
+    """The Result screen's words for every target (``after``: what the post-copy pass did)."""
     verb = VERBS[request.kind].lower()
     lines = tuple(target_line(o, request.verify) for o in outcomes)
     good = [o for o in outcomes if o.ok]
     warnings = tuple(f"{o.target}: {w}" for o in outcomes for w in o.warnings)
-    details = tuple(f"{o.target}: {d}" for o in good for d in o.done)
+    details = (*(f"{o.target}: {d}" for o in good for d in o.done), *(after or ()))
     if all(isinstance(o.error, CancelledError) for o in outcomes if o.error) and not good:
         return Outcome(
             request.kind,
@@ -100,9 +122,13 @@ def outcome_of(request: JobRequest, outcomes: list[TargetOutcome]) -> Outcome:
         else "Not verified (turned off in the plan)."
     )
     if len(good) == len(outcomes):
-        after = SAME_IDS if request.kind is JobKind.CLONE else _RESTORE_NEXT
+        what_next = SAME_IDS if request.kind is JobKind.CLONE else _RESTORE_NEXT
+        if request.postcopy.enabled and request.postcopy.new_ids:
+            what_next = next_step(request)
         headline = f"{request.source} was written onto all {len(outcomes)} targets."
-        return Outcome(request.kind, "done", headline, details, verify, after, "", warnings, lines)
+        return Outcome(
+            request.kind, "done", headline, details, verify, what_next, "", warnings, lines
+        )
     failed = [o for o in outcomes if not o.ok]
     first = failed[0].error
     return Outcome(

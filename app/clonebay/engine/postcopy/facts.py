@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.jobs import image_manifest
 from clonebay.engine.layout.plan import Plan
 from clonebay.engine.postcopy.apply import CopyFacts
@@ -29,6 +30,18 @@ def from_plan(plan: Plan) -> SourceFacts:
     starts = {m.number: m.source.start for m in plan.moves}
     clean = frozenset(
         m.number for m in plan.moves if m.volume and m.volume.state is VolumeState.CLEAN
+    )
+    return SourceFacts(starts, clean)
+
+
+def from_disk(source: str) -> SourceFacts:
+    """A clone's source disk, probed again (read-only)."""
+    report = inspect_disk(source)
+    starts = {pr.partition.number: pr.partition.start for pr in report.partitions}
+    clean = frozenset(
+        pr.partition.number
+        for pr in report.partitions
+        if pr.volume is not None and pr.volume.state is VolumeState.CLEAN
     )
     return SourceFacts(starts, clean)
 

@@ -7,11 +7,14 @@ again on the target after the copy, and its report says what it did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from clonebay.engine.postcopy.linux import check_hostname as linux_check
 from clonebay.engine.postcopy.options import PostcopyOptions
 from clonebay.engine.postcopy.systems import ESP_TYPES, why_not_editable
+from clonebay.engine.postcopy.windows import validate_computer_name
 from clonebay.imaging.manifest import Manifest
 from clonebay.model import CopyMethod, Volume, VolumeState
 
@@ -60,6 +63,24 @@ def from_manifest(manifest: Manifest) -> list[SourceVolume]:
     return out
 
 
+def from_info(info: Mapping[str, Any]) -> list[SourceVolume]:
+    """The volumes of an image, from its info (engine.jobs.image_info): regions matched to the
+    recorded partitions by their offset."""
+    parts = info.get("table", {}).get("partitions", [])
+    types = {int(p.get("start", -1)): str(p.get("type_id", "")) for p in parts}
+    out = []
+    for region in info.get("regions", []):
+        if region.get("kind") == "raw-area" or not region.get("fstype"):
+            continue
+        try:
+            state = VolumeState(region.get("state") or "clean")
+        except ValueError:
+            state = VolumeState.UNKNOWN
+        type_id = types.get(int(region.get("disk_offset", -1)), "")
+        out.append(SourceVolume(str(region["name"]), type_id, str(region["fstype"]), state))
+    return out
+
+
 def preview(options: PostcopyOptions, volumes: Sequence[SourceVolume]) -> list[str]:
     """One line per step the pass will take, and per volume it will leave alone."""
     if not options.enabled:
@@ -100,3 +121,13 @@ def preview(options: PostcopyOptions, volumes: Sequence[SourceVolume]) -> list[s
 
 def why_not_editable_state(state: VolumeState) -> str:
     return why_not_editable(Volume("", 0, (), CopyMethod.NATIVE, state))
+
+
+def check_hostname(name: str, volumes: Sequence[SourceVolume]) -> None:
+    """UsageError unless ``name`` (when given) suits every system the copy holds: a DNS label
+    for Linux, and at most 15 characters (NetBIOS) when there is an NTFS volume."""
+    if not name:
+        return
+    linux_check(name)
+    if any(v.fstype == "ntfs" for v in volumes):
+        validate_computer_name(name)

@@ -25,7 +25,7 @@ from clonebay.engine.postcopy import windows
 from clonebay.engine.postcopy.changes import Skip
 from clonebay.engine.postcopy.mounts import volume
 from clonebay.engine.postcopy.systems import Installed
-from clonebay.errors import DeviceError
+from clonebay.errors import DeviceError, InputError
 from clonebay.system.run import run
 
 if TYPE_CHECKING:
@@ -90,9 +90,17 @@ def run_windows(job: Pass) -> None:
 
 
 def _identity(job: Pass, inst: Installed, root: Path) -> None:
-    facts = windows.windows_identity(root, inst.where)
-    job.report.facts += facts.facts()
+    """Facts always; the computer name when asked. Hives the pass cannot read stop it only
+    when it must edit them: for facts alone, the reason is a fact."""
     name = job.options.hostname
+    try:
+        facts = windows.windows_identity(root, inst.where)
+    except InputError as exc:
+        if name:
+            raise
+        job.report.facts.append(f"Windows on {inst.where}: its hives could not be read: {exc}")
+        return
+    job.report.facts += facts.facts()
     if not name:
         return
     warning = facts.warning()

@@ -10,6 +10,7 @@ verify, and power off when done; a new grow mode makes a new plan. A plan the en
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -19,10 +20,30 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Footer, Header, Label, RadioButton, RadioSet, Static
+from textual.widgets import (
+    Button,
+    Checkbox,
+    Footer,
+    Header,
+    Input,
+    Label,
+    RadioButton,
+    RadioSet,
+    Static,
+)
 
 from clonebay.engine import Grow
+from clonebay.engine.postcopy import PostcopyOptions
+from clonebay.engine.postcopy.preview import (
+    SourceVolume,
+    check_hostname,
+    from_info,
+    from_volumes,
+    preview,
+)
+from clonebay.errors import UsageError
 from clonebay.model import Disk
+from clonebay.system.udev import LIVE_MEDIUM_MOUNTS
 from clonebay.tui.jobs import VERBS, JobKind, JobRequest
 from clonebay.tui.layouts import Layout, clone_layouts, restore_layouts, save_layouts
 from clonebay.tui.screens.base import BaseScreen
@@ -42,6 +63,7 @@ class PlanView:
     left: Layout
     right: Layout
     totals: tuple[tuple[str, int], ...]
+    volumes: tuple[SourceVolume, ...] = ()  # the source's, for what the post-copy pass does
 
 
 def make_view(
@@ -68,7 +90,8 @@ def make_view(
         plan = services.clone_plan(source, target, grow)
         left, right = clone_layouts(plan, source, target)
         totals = tuple((str(m.number), m.volume.used_bytes) for m in plan.moves if m.volume)
-        return PlanView(left, right, totals)
+        parts = [(f"p{m.number}", m.source.type_id, m.volume) for m in plan.moves]
+        return PlanView(left, right, totals, tuple(from_volumes(parts)))
     if kind is JobKind.SAVE:
         job = services.save_plan(source)
         left, right = save_layouts(source, job, target)
@@ -76,7 +99,7 @@ def make_view(
     info = services.image_info(source)
     job = services.restore_plan(source, target, grow)
     left, right = restore_layouts(info, job, target, target_size)
-    return PlanView(left, right, ())
+    return PlanView(left, right, (), tuple(from_info(info)))
 
 
 class PlanScreen(BaseScreen[JobRequest | None]):
@@ -142,6 +165,8 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             with Vertical(id="plan-checks"):
                 yield Checkbox(verify, value=True, id="verify")
                 yield Checkbox("Power off when done (only if all went well)", id="power-off")
+        if self.kind is not JobKind.SAVE:
+            yield from self._after_copy()
         yield Static("", id="plan-status")
         with Horizontal(classes="buttons"):
             yield Button("Back", id="back")
@@ -149,6 +174,51 @@ class PlanScreen(BaseScreen[JobRequest | None]):
                 f"Start {VERBS[self.kind].lower()}", id="start", variant="primary", disabled=True
             )
         yield Footer()
+
+    def _after_copy(self) -> ComposeResult:
+        """The post-copy pass's choices and what it will do."""
+        with Horizontal(id="plan-after"):
+            yield Label("After the copy:", id="plan-after-label")
+            yield Input(
+                placeholder="new host name (empty: keep)",
+                id="hostname",
+                disabled=bool(self.also),  # a name names one machine
+                max_length=63,
+            )
+            yield Checkbox("New IDs (keep beside the source)", id="new-ids")
+            yield Checkbox("UEFI boot entry", value=self._own_disk(), id="efi-entry")
+        yield Static("", id="plan-after-text")
+
+    def _own_disk(self) -> bool:
+        """This machine's own fixed disk, in the live system: an NVRAM entry by default."""
+        disk = self.confirm
+        if disk is None or disk.removable or disk.transport in {"usb", "loop", "file", ""}:
+            return False
+        return any(os.path.isdir(m) for m in LIVE_MEDIUM_MOUNTS)
+
+    def postcopy(self) -> PostcopyOptions:
+        if self.kind is JobKind.SAVE:
+            return PostcopyOptions(enabled=False)
+        return PostcopyOptions(
+            hostname=self.query_one("#hostname", Input).value.strip(),
+            new_ids=self.query_one("#new-ids", Checkbox).value,
+            efi_entry=self.query_one("#efi-entry", Checkbox).value,
+        )
+
+    def _show_after(self) -> None:
+        if self.kind is JobKind.SAVE:
+            return
+        volumes = self.view.volumes if self.view else ()
+        lines = preview(self.postcopy(), volumes)
+        self.query_one("#plan-after-text", Static).update(Text("\n".join(lines)))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "hostname":
+            self._show_after()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        if event.checkbox.id in {"new-ids", "efi-entry"}:
+            self._show_after()
 
     def on_mount(self) -> None:
         for view in self.query(LayoutView):
@@ -183,6 +253,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         self.query_one("#plan-left", LayoutView).show(view.left)
         self.query_one("#plan-right", LayoutView).show(view.right)
         self.query_one("#plan-status", Static).update("")
+        self._show_after()
         start = self.query_one("#start", Button)
         start.disabled = False
         start.focus()
@@ -209,6 +280,13 @@ class PlanScreen(BaseScreen[JobRequest | None]):
     def action_start(self) -> None:
         if self.view is None:
             return
+        postcopy = self.postcopy()
+        try:
+            check_hostname(postcopy.hostname, self.view.volumes)
+        except UsageError as exc:
+            self.query_one("#plan-status", Static).update(Text(exc.message))
+            self.query_one("#hostname", Input).focus()
+            return
         request = JobRequest(
             self.kind,
             self.source,
@@ -218,6 +296,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             self.view.totals,
             self.query_one("#power-off", Checkbox).value,
             tuple(d.path for d in self.also),
+            postcopy,
         )
         if self.confirm is None:
             self.dismiss(request)
