@@ -161,9 +161,16 @@ def _renew_grub(job: Pass, inst: Installed, why: str, initramfs: bool) -> None:
         for part in esps:
             for boot_id in grub.efi_bootloader_ids(ch, esp.listing(target, part)):
                 report.changes += grub.efi_install(ch, target, part, boot_id, inst.where)
-        report.changes += grub.update_config(ch, inst.where)
+        changes, skipped = grub.update_config(ch, inst.where, _uuid_of(job, inst))
+        report.changes += changes
+        report.skipped += skipped
         if initramfs:
             report.changes += grub.update_initramfs(ch, inst.where)
+
+
+def _uuid_of(job: Pass, inst: Installed) -> str:
+    """The filesystem UUID the volume has now (after ``--new-ids``)."""
+    return job.id_map.fs.get(inst.volume.uuid, inst.volume.uuid)
 
 
 def _efi_steps(job: Pass) -> None:

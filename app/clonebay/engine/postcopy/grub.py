@@ -24,7 +24,7 @@ from pathlib import Path
 
 from clonebay.engine.postcopy import esp as esp_files
 from clonebay.engine.postcopy import mounts
-from clonebay.engine.postcopy.changes import Change
+from clonebay.engine.postcopy.changes import Change, Skip
 from clonebay.engine.postcopy.chroot import Chroot
 from clonebay.engine.postcopy.systems import Installed, inside
 from clonebay.system import loopdev
@@ -149,22 +149,36 @@ def efi_bootloader_ids(ch: Chroot, esp_paths: list[str]) -> list[str]:
     return ids
 
 
-def update_config(ch: Chroot, where: str) -> list[Change]:
-    """grub.cfg made anew by the target's update-grub."""
-    if not (ch.has("usr/sbin/update-grub") and ch.has("boot/grub/grub.cfg")):
-        return []
-    before = (ch.root / "boot/grub/grub.cfg").read_bytes()
+def update_config(ch: Chroot, where: str, root_uuid: str) -> tuple[list[Change], list[Skip]]:
+    """grub.cfg made anew by the target's update-grub, kept only when it names the root by
+    its UUID. grub-mkconfig writes ``root=UUID=`` only when /dev/disk/by-uuid has the root
+    (udev, as in the live system); without it, it would name the loop device the chroot runs
+    on (``root=/dev/loop0p3``), which no boot can find: then the grub.cfg whose ids were
+    replaced in place (engine/postcopy/refs.py) is put back, and the report says why."""
+    cfg = ch.root / "boot/grub/grub.cfg"
+    if not (ch.has("usr/sbin/update-grub") and cfg.is_file()):
+        return [], []
+    before = cfg.read_bytes()
     ch.run("update-grub")
-    after = (ch.root / "boot/grub/grub.cfg").read_bytes()
-    return [
-        Change(
-            where,
-            "grub.cfg",
-            hashlib.sha256(before).hexdigest()[:16],
-            hashlib.sha256(after).hexdigest()[:16],
-            "update-grub, read back",
+    after = cfg.read_bytes()
+    text = after.decode(errors="replace")
+    if f"root=UUID={root_uuid}" not in text or ch.disk in text:
+        cfg.write_bytes(before)
+        if cfg.read_bytes() != before:
+            raise OSError(f"{where}: /boot/grub/grub.cfg could not be put back")
+        why = (
+            "update-grub named the root by a device of this machine, not by its UUID (no"
+            " /dev/disk/by-uuid here): the grub.cfg with its ids replaced in place is kept"
         )
-    ]
+        return [], [Skip(where, "grub.cfg regenerated", why)]
+    change = Change(
+        where,
+        "grub.cfg",
+        hashlib.sha256(before).hexdigest()[:16],
+        hashlib.sha256(after).hexdigest()[:16],
+        f"update-grub; names root=UUID={root_uuid}",
+    )
+    return [change], []
 
 
 def update_initramfs(ch: Chroot, where: str) -> list[Change]:
