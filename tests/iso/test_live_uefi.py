@@ -57,6 +57,30 @@ def test_the_usb_stick_is_the_live_medium(guest: Guest) -> None:
     assert stick["transport"] == "usb" and stick["live_medium"], stick
 
 
+def test_fixup_adds_an_nvram_entry_and_reads_it_back(guest: Guest) -> None:
+    """The post-copy pass's --efi-entry on a real UEFI machine (efivars): a disk with an ESP
+    whose only loader is \\EFI\\debian\\grubx64.efi gets the fallback loader and an NVRAM
+    entry, which efibootmgr lists afterwards with that loader's path."""
+    disk = "/dev/disk/by-id/virtio-UEFI-DISK"
+    guest.check(f"sgdisk -Z -n 1:2048:0 -t 1:ef00 {disk} && partprobe {disk} && udevadm settle")
+    guest.check(f"mkfs.vfat -F 32 {disk}-part1")
+    guest.check("printf 'MZ-a-loader' > /tmp/grubx64.efi")
+    guest.check(f"mmd -i {disk}-part1 ::/EFI ::/EFI/debian")
+    guest.check(f"mcopy -i {disk}-part1 /tmp/grubx64.efi ::/EFI/debian/")
+    before = guest.check("efibootmgr")
+    result = json.loads(
+        guest.check(f"clonebay fixup {disk} --efi-entry --yes --json").splitlines()[-1]
+    )
+    whats = [c["what"] for c in result["changes"]]
+    assert whats == ["efi fallback loader", "efi boot entry"], result
+    listed = guest.check("efibootmgr -v")
+    entry = next(line for line in listed.splitlines() if "debian (clonebay)" in line)
+    assert "\\EFI\\debian\\grubx64.efi" in entry.replace("/", "\\"), entry
+    assert "debian (clonebay)" not in before
+    fallback = guest.check(f"mtype -i {disk}-part1 ::/EFI/BOOT/BOOTX64.EFI")
+    assert fallback == "MZ-a-loader"
+
+
 def test_powers_off(guest: Guest) -> None:
     guest.send("poweroff\n")
     assert guest.wait_exit(timeout=300) == 0

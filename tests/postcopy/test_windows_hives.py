@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clonebay.engine.postcopy import hive, windows
+from clonebay.engine.postcopy import hive, windows, windows_boot
 from clonebay.errors import InputError, UsageError
 from tests.postcopy import hives
 
@@ -99,7 +99,7 @@ def test_pending_log_refused_and_hive_untouched(tmp_path: Path) -> None:
     bcd = _bcd(tmp_path / "BCD")  # clean, but the move is refused before it is written
     bcd_before = bcd.read_bytes()
     with pytest.raises(InputError, match="sequence 12 != 11"):
-        windows.patch_mbr_boot(
+        windows_boot.patch_mbr_boot(
             OLD_SIG, NEW_SIG, {P1: P1, P2: P2_NEW}, where="disk", bcd=bcd, system_hive=path
         )
     assert path.read_bytes() == before
@@ -266,7 +266,7 @@ def test_mbr_move_patches_bcd_and_mounted_devices(tmp_path: Path, new_signature:
         ]
     }
 
-    patch = windows.patch_mbr_boot(
+    patch = windows_boot.patch_mbr_boot(
         OLD_SIG, new_signature, {P1: P1, P2: P2_NEW}, where="disk", bcd=bcd, system_hive=system
     )
 
@@ -301,7 +301,7 @@ def test_mbr_move_patches_bcd_and_mounted_devices(tmp_path: Path, new_signature:
 
 def test_gpt_mounted_devices_follow_a_guid_map(tmp_path: Path) -> None:
     system = hives.system_hive(tmp_path / "SYSTEM", mounted=MOUNTED)
-    windows.patch_mbr_boot(
+    windows_boot.patch_mbr_boot(
         OLD_SIG,
         OLD_SIG,
         {P1: P1, P2: P2},
@@ -334,7 +334,7 @@ def test_bootsect_bak_patched(tmp_path: Path) -> None:
     grub = grub.ljust(510, b"\0") + b"\x55\xaa"  # GRUB's boot.img: no BPB, no OEM id
     (tmp_path / "bootsect.lnx").write_bytes(grub)
 
-    patch = windows.patch_mbr_boot(
+    patch = windows_boot.patch_mbr_boot(
         OLD_SIG, NEW_SIG, {P1: P1, P2: P2_NEW}, where="p1", volume_roots=[tmp_path]
     )
 
@@ -355,7 +355,7 @@ def test_gpt_bcd_devices_follow_a_guid_map(tmp_path: Path) -> None:
     disk_new = uuid.uuid4()
     before = hivexget(bcd, f"\\Objects\\{OS_ID}\\Elements\\21000001", "Element")
 
-    patch = windows.patch_mbr_boot(
+    patch = windows_boot.patch_mbr_boot(
         OLD_SIG,
         OLD_SIG,
         {P1: P1, P2: P2},

@@ -66,6 +66,12 @@ TOOLS: dict[str, str] = {
     "mount.nfs": "nfs-common",
     "mount.exfat-fuse": "exfat-fuse",
     "fusefat": "fusefat",
+    "efibootmgr": "efibootmgr",
+    "hivexsh": "libhivex-bin",
+    "hivexget": "libhivex-bin",
+    "hivexregedit": "libwin-hivex-perl",
+    "tune2fs": "e2fsprogs",
+    "chroot": "coreutils",
     "mkfs.exfat": "exfatprogs",
 }
 

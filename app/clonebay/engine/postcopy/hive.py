@@ -26,9 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clonebay.errors import CommandError, InputError, ToolMissingError, VerifyError
+from clonebay.errors import CommandError, InputError, VerifyError
 from clonebay.system.run import run
-from clonebay.system.tools import missing
 
 # The regf base block (libyal "Windows NT Registry File (REGF) format", "File header"):
 # 0x00 signature "regf", 0x04 primary sequence number, 0x08 secondary sequence number,
@@ -44,8 +43,6 @@ REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD = 1, 2, 3, 4
 # hivex writes a value as one data cell; above this size Windows expects a "db" big-data list
 # (libyal REGF, "Big data"), so keys holding bigger values are never rewritten.
 MAX_CELL_DATA = 16344
-
-PACKAGES = {"hivexsh": "libhivex-bin", "hivexregedit": "libwin-hivex-perl"}
 
 
 @dataclass(frozen=True)
@@ -162,12 +159,7 @@ Values = dict[str, Value]  # lower-cased name -> value
 
 
 def _hivex(argv: Sequence[str], script: bytes | None = None) -> str:
-    """Run one hivex tool; ToolMissingError names the Debian package."""
-    absent = missing(argv[:1])
-    if absent:
-        raise ToolMissingError(
-            f"missing program: {argv[0]}; install it with: apt-get install {PACKAGES[argv[0]]}"
-        )
+    """Run one hivex tool (system/tools.py names its Debian package when it is missing)."""
     return run(argv, input_bytes=script).stdout.decode("utf-8", errors="replace")
 
 

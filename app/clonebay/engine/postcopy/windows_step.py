@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clonebay.engine.postcopy import windows
+from clonebay.engine.postcopy import windows, windows_boot
 from clonebay.engine.postcopy.changes import Skip
 from clonebay.engine.postcopy.mounts import volume
 from clonebay.engine.postcopy.systems import Installed
@@ -41,7 +41,7 @@ def check_name(job: Pass) -> None:
         windows.validate_computer_name(job.options.hostname)
 
 
-def _disk_move(job: Pass) -> windows.DiskMove | None:
+def _disk_move(job: Pass) -> windows_boot.DiskMove | None:
     """What changed that Windows' boot data names: MBR offsets or signature, GPT GUIDs."""
     table = job.survey.report.table
     ids = job.id_map
@@ -55,12 +55,12 @@ def _disk_move(job: Pass) -> windows.DiskMove | None:
         for part in table.partitions:
             old = moved.get(part.number, (part.start, part.start))[0]
             offsets[old] = part.start
-        return windows.DiskMove(old_sig, new_sig, offsets, {}, table.sector_size)
+        return windows_boot.DiskMove(old_sig, new_sig, offsets, {}, table.sector_size)
     if table.kind == "gpt" and ids.parts:
         guids = {uuid.UUID(old): uuid.UUID(new) for old, new in ids.parts.items()}
         if ids.disk:
             guids[uuid.UUID(ids.disk[0])] = uuid.UUID(ids.disk[1])
-        return windows.DiskMove(0, 0, {}, guids, table.sector_size)
+        return windows_boot.DiskMove(0, 0, {}, guids, table.sector_size)
     return None
 
 
@@ -113,7 +113,7 @@ def _identity(job: Pass, inst: Installed, root: Path) -> None:
 
 
 def _boot_data(
-    job: Pass, usable: list[Installed], roots: dict[int, Path], move: windows.DiskMove
+    job: Pass, usable: list[Installed], roots: dict[int, Path], move: windows_boot.DiskMove
 ) -> None:
     """BCD stores, MountedDevices and BOOTSECT copies of every Windows of the disk."""
     old_sig, new_sig = move.old_signature, move.new_signature
@@ -121,7 +121,7 @@ def _boot_data(
         root = roots[inst.partition.number]
         bcd = windows.find(root, "Boot", "BCD")
         system = windows.config_hive(root, "SYSTEM") if inst.kind == "windows" else None
-        patch = windows.patch_mbr_boot(
+        patch = windows_boot.patch_mbr_boot(
             old_sig,
             new_sig,
             move.offsets,
@@ -139,7 +139,7 @@ def _boot_data(
             _esp_bcd(job, esp, move)
 
 
-def _esp_bcd(job: Pass, esp: Installed, move: windows.DiskMove) -> None:
+def _esp_bcd(job: Pass, esp: Installed, move: windows_boot.DiskMove) -> None:
     """The UEFI BCD store on the ESP: copied out, patched, put back and read back."""
     image = f"{job.target}@@{esp.partition.start}"
     with tempfile.TemporaryDirectory(prefix="clonebay-bcd-") as tmp:
@@ -147,7 +147,7 @@ def _esp_bcd(job: Pass, esp: Installed, move: windows.DiskMove) -> None:
         got = run(["mcopy", "-n", "-o", "-i", image, f"::/{ESP_BCD}", str(local)], check=False)
         if got.returncode != 0 or not local.exists():
             return  # no Windows Boot Manager on this ESP
-        patch = windows.patch_mbr_boot(
+        patch = windows_boot.patch_mbr_boot(
             move.old_signature,
             move.new_signature,
             move.offsets,
