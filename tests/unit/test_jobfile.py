@@ -177,3 +177,29 @@ def test_yes_is_the_confirmation_of_jobs_that_overwrite_a_disk() -> None:
     assert "--yes" not in command_line(save, *resolve(save, DISKS))  # save takes no --yes
     with pytest.raises(JobFileError, match="true or false"):
         parse_job(text + 'yes = "yes"\n')
+
+
+def test_a_job_file_carries_the_post_copy_options() -> None:
+    job = parse_job(
+        'job = "restore"\nsource = "/srv/images/pc.image"\ntarget = "serial:DST-1"\nyes = true\n'
+        '[options]\nhostname = "lab-pc-07"\nnew_ids = true\nefi_entry = false\n'
+        "reinstall_grub = true\n"
+    )
+    argv = command_line(job, "/srv/images/pc.image", "/dev/nvme0n1")
+    args = build_parser().parse_args(argv)
+    assert (args.hostname, args.new_ids, args.efi_entry, args.reinstall_grub) == (
+        "lab-pc-07",
+        True,
+        False,
+        True,
+    )
+    off = parse_job(
+        'job = "clone"\nsource = "/dev/vda"\ntarget = "/dev/vdb"\n[options]\nfixup = false\n'
+        'map = "/srv/machines.csv"\n'
+    )
+    args = build_parser().parse_args(command_line(off, "/dev/vda", "/dev/vdb"))
+    assert (args.no_fixup, args.map, args.hostname) == (True, "/srv/machines.csv", "")
+    with pytest.raises(JobFileError, match="hostname"):
+        parse_job(
+            'job = "save"\nsource = "/dev/vda"\ntarget = "/srv/x"\n[options]\nhostname = "a"\n'
+        )

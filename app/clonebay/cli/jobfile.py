@@ -11,6 +11,8 @@ The file is TOML (docs/live.md has the full reference)::
     [options]
     grow = "proportional"         # clone, restore: proportional | last | none
     verify = true                 # clone (default true), restore (default false)
+    hostname = "lab-pc-07"        # clone, restore: the post-copy pass (also new_ids, map,
+                                  # efi_entry, reinstall_grub, fixup = false)
 
 A disk is named by a *selector*, because device names (/dev/sda) change from boot to boot and
 from machine to machine while serial numbers do not:
@@ -83,6 +85,13 @@ _OPTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "dry_run": (bool, JOBS),
     "credentials": (str, ("save", "restore")),  # a store's credentials file (cli/stores.py)
     "host_key": (str, ("save", "restore")),  # an SFTP store's pinned host key, SHA256:...
+    # the post-copy pass (docs/cli.md, "After the copy")
+    "hostname": (str, ("clone", "restore")),
+    "new_ids": (bool, ("clone", "restore")),
+    "map": (str, ("clone", "restore")),  # a mapping file: this machine's row names it
+    "efi_entry": (bool, ("clone", "restore")),
+    "reinstall_grub": (bool, ("clone", "restore")),
+    "fixup": (bool, ("clone", "restore")),  # false: no post-copy pass
 }
 
 
@@ -256,10 +265,29 @@ def command_line(job: Job, source: str, target: str) -> list[str]:
         argv += ["--credentials", str(opts["credentials"])]
     if "host_key" in opts:
         argv += ["--host-key", str(opts["host_key"])]
+    argv += _postcopy_argv(opts)
     if opts.get("dry_run", False):
         argv.append("--dry-run")
     if job.yes and job.job in CONFIRMED_JOBS:
         argv.append("--yes")
+    return argv
+
+
+def _postcopy_argv(opts: dict[str, Any]) -> list[str]:
+    """The post-copy options of a clone or restore job."""
+    argv: list[str] = []
+    if opts.get("hostname"):
+        argv += ["--hostname", str(opts["hostname"])]
+    if opts.get("map"):
+        argv += ["--map", str(opts["map"])]
+    if opts.get("new_ids", False):
+        argv.append("--new-ids")
+    if "efi_entry" in opts:
+        argv.append("--efi-entry" if opts["efi_entry"] else "--no-efi-entry")
+    if opts.get("reinstall_grub", False):
+        argv.append("--reinstall-grub")
+    if not opts.get("fixup", True):
+        argv.append("--no-fixup")
     return argv
 
 
