@@ -83,7 +83,7 @@ def test_default_pass_adds_only_the_fallback_loader(disk: MiniDisk) -> None:
     proc = clonebay("fixup", str(disk.path), "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.splitlines()[-1])
-    assert [c["what"] for c in result["changes"]] == ["efi fallback loader", "efi fallback file"]
+    assert [c["what"] for c in result["changes"]] == ["efi fallback file", "efi fallback loader"]
     assert minidisk.esp_file(disk.path, "EFI/BOOT/BOOTX64.EFI") == minidisk.FAKE_GRUB
     assert minidisk.esp_file(disk.path, "EFI/BOOT/grub.cfg") == minidisk.esp_file(
         disk.path, "EFI/debian/grub.cfg"
@@ -230,3 +230,28 @@ def test_clone_with_a_hostname_leaves_the_source_alone(disk: MiniDisk, tmp_path:
     assert root_file(disk.path, "etc/hostname") == "source-host\n"
     assert minidisk.esp_file(target, "EFI/BOOT/BOOTX64.EFI") == minidisk.FAKE_GRUB
     assert minidisk.esp_file(disk.path, "EFI/BOOT/BOOTX64.EFI") is None
+
+
+def test_a_full_esp_gets_no_half_fallback(disk: MiniDisk, tmp_path: Path) -> None:
+    """An ESP without room for the loader and its grub.cfg: nothing is copied (a fallback
+    path without its companions would not boot), the pass says why, and the ESP is clean."""
+    image = f"{disk.path}@@{minidisk.ESP_START}"
+    out = subprocess.run(["mdir", "-i", image, "::/"], capture_output=True, text=True, check=True)
+    free = int(out.stdout.split("bytes free")[0].split("\n")[-1].replace(" ", ""))
+    filler = tmp_path / "filler"
+    filler.write_bytes(b"\0" * (free - 1024))
+    subprocess.run(["mcopy", "-i", image, str(filler), "::/filler"], check=True)
+    proc = clonebay("fixup", str(disk.path), "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["changes"] == []
+    assert any("bytes free" in s["why"] for s in result["skipped"]), result["skipped"]
+    assert minidisk.esp_file(disk.path, "EFI/BOOT/BOOTX64.EFI") is None
+    assert minidisk.esp_file(disk.path, "EFI/BOOT/grub.cfg") is None
+    fsck = subprocess.run(
+        ["fsck.fat", "-n", minidisk.esp_image(disk.path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fsck.returncode == 0, fsck.stdout

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,6 +36,8 @@ from clonebay.system.run import run
 
 FALLBACK = "EFI/BOOT/BOOTX64.EFI"
 EFIVARS = Path("/sys/firmware/efi")
+FREE = re.compile(r"([\d ]+) bytes free")
+CLUSTER_SLACK = 64 << 10  # a file takes whole clusters (FAT32: up to 32 KiB each) and an entry
 SHIM_COMPANIONS = ("grubx64.efi", "mmx64.efi", "grub.cfg")
 GRUB_COMPANIONS = ("grub.cfg",)
 
@@ -115,63 +118,69 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _copy_in(target: str, esp: Installed, source: str, dest: str, work: Path) -> str:
-    """ESP file ``source`` copied to ESP path ``dest``; returns the sha256, read back."""
+def free_bytes(target: str, esp: Installed) -> int:
+    """Free space on the ESP, as mtools counts it."""
+    out = run(["mdir", "-i", _image(target, esp), "::/"]).stdout.decode(errors="replace")
+    found = FREE.search(out)
+    return int(found.group(1).replace(" ", "")) if found else 0
+
+
+def _put(target: str, esp: Installed, local: Path, dest: str, work: Path) -> str:
+    """``local`` written to ESP path ``dest`` and read back; returns its sha256."""
     image = _image(target, esp)
-    local = work / PurePosixPath(source).name
-    run(["mcopy", "-n", "-o", "-i", image, f"::/{source}", str(local)])
     run(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
     back = work / "readback"
     run(["mcopy", "-n", "-o", "-i", image, f"::/{dest}", str(back)])
     want = _sha(local)
     if _sha(back) != want:
-        raise DeviceError(f"{esp.where}: {dest} read back differs from {source}")
+        raise DeviceError(f"{esp.where}: \\{dest} read back other bytes than were written")
     back.unlink()
     return want
 
 
 def ensure_fallback(target: str, esp: Installed) -> tuple[list[Change], list[Skip], Loader | None]:
-    """Put the installed loader at \\EFI\\BOOT\\BOOTX64.EFI when nothing is there."""
+    """Put the installed loader at \\EFI\\BOOT\\BOOTX64.EFI when nothing is there: its
+    companions first and the loader last, so a fallback path that exists is complete; nothing
+    when the ESP has no room for all of them (said, never half done)."""
     paths = listing(target, esp)
     found = _lookup(paths)
     loader = choose_loader(paths)
+    what = "efi fallback loader"
     if FALLBACK.lower() in found:
         why = f"\\{found[FALLBACK.lower()].replace('/', chr(92))} is already there (kept)"
-        return [], [Skip(esp.where, "efi fallback loader", why)], loader
+        return [], [Skip(esp.where, what, why)], loader
     if loader is None:
-        return [], [Skip(esp.where, "efi fallback loader", "no known OS loader on the ESP")], None
+        return [], [Skip(esp.where, what, "no known OS loader on the ESP")], None
     if not esp.editable:
-        return [], [Skip(esp.where, "efi fallback loader", esp.why_not)], loader
+        return [], [Skip(esp.where, what, esp.why_not)], loader
     image = _image(target, esp)
+    names = [n for n in loader.companions if f"efi/boot/{n}".lower() not in found]
+    copies = [(f"{loader.folder}/{n}", f"EFI/BOOT/{n}") for n in names]
+    copies.append((loader.path, FALLBACK))  # the loader last
     changes = []
     with tempfile.TemporaryDirectory(prefix="clonebay-esp-") as tmp:
         work = Path(tmp)
+        locals_ = []
+        for i, (source, _) in enumerate(copies):
+            local = work / f"{i}-{PurePosixPath(source).name}"
+            run(["mcopy", "-n", "-o", "-i", image, f"::/{source}", str(local)])
+            locals_.append(local)
+        need = sum(local.stat().st_size + CLUSTER_SLACK for local in locals_)
+        free = free_bytes(target, esp)
+        if need > free:
+            why = (
+                f"the ESP has {free} bytes free and the loader's files need {need}: the copy"
+                " boots only where an NVRAM entry names its loader"
+            )
+            return [], [Skip(esp.where, what, why)], loader
         if not any(p.lower() == "efi/boot" or p.lower().startswith("efi/boot/") for p in paths):
             run(["mmd", "-i", image, "::/EFI/BOOT"])
-        digest = _copy_in(target, esp, loader.path, FALLBACK, work)
-        changes.append(
-            Change(
-                esp.where,
-                "efi fallback loader",
-                "(none)",
-                f"\\EFI\\BOOT\\BOOTX64.EFI = {loader.efi_path}",
-                f"sha256 {digest[:16]}",
-            )
-        )
-        for name in loader.companions:
-            dest = f"EFI/BOOT/{name}"
-            if dest.lower() in found:
-                continue
-            digest = _copy_in(target, esp, f"{loader.folder}/{name}", dest, work)
-            changes.append(
-                Change(
-                    esp.where,
-                    "efi fallback file",
-                    "(none)",
-                    f"\\EFI\\BOOT\\{name}",
-                    f"sha256 {digest[:16]}",
-                )
-            )
+        for (source, dest), local in zip(copies, locals_, strict=True):
+            digest = _put(target, esp, local, dest, work)
+            shown = "\\" + dest.replace("/", "\\")
+            after = f"{shown} = \\{source.replace('/', chr(92))}"
+            kind = what if dest == FALLBACK else "efi fallback file"
+            changes.append(Change(esp.where, kind, "(none)", after, f"sha256 {digest[:16]}"))
     os.sync()
     return changes, [], loader
 
