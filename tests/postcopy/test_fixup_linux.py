@@ -194,7 +194,7 @@ def test_a_link_out_of_the_target_is_never_written_through(disk: MiniDisk, tmp_p
     proc = clonebay("fixup", str(disk.path), "--hostname", "evil", "--yes")
     assert proc.returncode == 10, proc.stderr
     assert "symbolic link" in proc.stderr and "/etc/hostname" in proc.stderr
-    assert "the copy onto" in proc.stderr
+    assert "the post-copy pass on" in proc.stderr
     assert bait.read_text() == "host file\n"
 
 
@@ -255,3 +255,43 @@ def test_a_full_esp_gets_no_half_fallback(disk: MiniDisk, tmp_path: Path) -> Non
         check=False,
     )
     assert fsck.returncode == 0, fsck.stdout
+
+
+def test_on_a_block_device_and_refused_while_a_partition_is_mounted(
+    disk: MiniDisk, tmp_path: Path
+) -> None:
+    """fixup on a real block device (a loop device over the disk): refused while one of its
+    partitions is mounted (nothing written), done once it is not."""
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", "--partscan", str(disk.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(["partx", "-a", dev], capture_output=True, check=False)
+    where = tmp_path / "mnt"
+    where.mkdir()
+    try:
+        subprocess.run(["mount", "-o", "ro", f"{dev}p2", str(where)], check=True)
+        try:
+            before = sha256(disk.path)
+            proc = clonebay("fixup", dev, "--hostname", "busy-one", "--yes")
+            assert proc.returncode == 6, proc.stderr
+            assert "mounted" in proc.stderr
+            assert sha256(disk.path) == before
+        finally:
+            subprocess.run(["umount", str(where)], check=True)
+        proc = clonebay("fixup", dev, "--hostname", "free-one", "--yes")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        subprocess.run(["partx", "-d", dev], capture_output=True, check=False)
+        subprocess.run(["losetup", "-d", dev], check=False)
+    assert root_file(disk.path, "etc/hostname") == "free-one\n"
+
+
+def test_a_name_for_a_disk_without_a_system_is_said_to_go_nowhere(tmp_path: Path) -> None:
+    data = tmp_path / "data.img"
+    data.write_bytes(os.urandom(4 << 20))
+    proc = clonebay("fixup", str(data), "--hostname", "nobody", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "no Linux or Windows system was found" in proc.stdout

@@ -152,7 +152,7 @@ def test_a_hive_with_a_pending_log_stops_the_pass_before_it_writes(
     proc = clonebay("fixup", str(disk), "--hostname", "OTHER", "--yes")
     assert proc.returncode == 10, proc.stderr
     assert "pending transaction log" in proc.stderr and "sequence 12 != 11" in proc.stderr
-    assert "the copy onto" in proc.stderr
+    assert "the post-copy pass on" in proc.stderr
     after = windisk.ntfs_file(disk, P2_START, 96 * MiB, config, tmp_path / "after")
     assert after.read_bytes() == before
 

@@ -9,6 +9,7 @@ a JSON object.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -256,10 +257,12 @@ def _cmd_fixup(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
     from clonebay.engine.postcopy import copy_facts, run_pass
 
+    if os.path.isdir(args.disk):
+        raise UsageError(f"{args.disk} is a folder: give a disk or a disk image file")
     jobs.check_target(args.disk)
     options, notes = postcopy_options(args, args.disk)
     confirm(args, args.disk)
-    report = run_pass(args.disk, options, copy_facts(None, args.disk))
+    report = run_pass(args.disk, options, copy_facts(None, args.disk), standalone=True)
     lines = report_text(report, notes) or ["nothing to do"]
     text = f"fixup of {args.disk}:\n  " + "\n  ".join(
         line.removeprefix("after the copy: ") for line in lines

@@ -72,9 +72,15 @@ class Pass:
 
 
 def run_pass(
-    target: str, options: PostcopyOptions, facts: CopyFacts | None = None
+    target: str,
+    options: PostcopyOptions,
+    facts: CopyFacts | None = None,
+    *,
+    standalone: bool = False,
 ) -> PostcopyReport:
-    """The whole pass on ``target``; every change in the returned report."""
+    """The whole pass on ``target``; every change in the returned report. ``standalone``: the
+    pass on its own (``clonebay fixup``), not right after a copy (its errors say so)."""
+    after_copy = not standalone
     if options.hostname:
         linux.check_hostname(options.hostname)
     job = Pass(target, options, facts or CopyFacts(), PostcopyReport(target))
@@ -92,10 +98,20 @@ def run_pass(
     except (ClonebayError, OSError) as exc:
         why = exc.message if isinstance(exc, ClonebayError) else str(exc)
         raise PostcopyError(
-            f"the copy onto {target} is complete, but the post-copy pass stopped: {why}"
+            (
+                f"the copy onto {target} is complete, but the post-copy pass stopped: {why}"
+                if after_copy
+                else f"the post-copy pass on {target} stopped: {why}"
+            )
             + _done_so_far(report),
             report,
         ) from exc
+    systems = [i for i in job.survey.installed if i.kind in {"linux", "windows"}]
+    if options.hostname and not systems:
+        report.warnings.append(
+            f"no Linux or Windows system was found on {target}: the name {options.hostname}"
+            " was given to nothing"
+        )
     changed = any(
         c.what == "hostname" or c.what.startswith("computer-name") for c in report.changes
     )
