@@ -77,8 +77,8 @@ def test_fixup_adds_an_nvram_entry_and_reads_it_back(guest: Guest) -> None:
     entry = next(line for line in listed.splitlines() if "debian (clonebay)" in line)
     assert "\\EFI\\debian\\grubx64.efi" in entry.replace("/", "\\"), entry
     assert "debian (clonebay)" not in before
-    fallback = guest.check(f"mtype -i {disk}-part1 ::/EFI/BOOT/BOOTX64.EFI")
-    assert fallback == "MZ-a-loader"
+    fallback = guest.check(f"mtype -i {disk}-part1 ::/EFI/BOOT/BOOTX64.EFI 2>/dev/null")
+    assert fallback.splitlines()[-1] == "MZ-a-loader", fallback  # mtools may warn first
 
 
 def test_powers_off(guest: Guest) -> None:
