@@ -165,3 +165,28 @@ def test_a_computer_name_windows_refuses_is_refused_before_any_write(disk: Path)
     assert proc.returncode == 10 and "15" in proc.stderr, proc.stderr
     assert "nothing was changed by the pass" in proc.stderr
     assert sha256(disk) == before
+
+
+def test_probe_and_the_plan_show_windows_identity_without_writing(
+    disk: Path, tmp_path: Path
+) -> None:
+    from tests.edgedisks import sha256
+
+    before = sha256(disk)
+    proc = clonebay("probe", str(disk), "--json")
+    assert proc.returncode == 0, proc.stderr
+    parts = {p["number"]: p for p in json.loads(proc.stdout)["partitions"]}
+    assert parts[1]["windows"] is None  # the system partition holds no Windows
+    assert parts[2]["windows"] == {
+        "computer_name": "OLDPC",
+        "generalized": False,
+        "sysprep": parts[2]["windows"]["sysprep"],
+        "machine_sid": "S-1-5-21-1111-2222-3333",
+    }
+    assert "IMAGE_STATE_COMPLETE" in parts[2]["windows"]["sysprep"]
+    text = clonebay("probe", str(disk)).stdout
+    assert "Windows on p2: computer name OLDPC, not generalized" in text
+    target = tmp_path / "t.img"
+    plan = clonebay("clone", str(disk), str(target), "--dry-run")
+    assert "Windows on p2: OLDPC, NOT generalized (copies keep its SID)" in plan.stdout
+    assert sha256(disk) == before and not target.exists()

@@ -270,6 +270,12 @@ class RecordedServices(Services):
     def clone_plan(self, source: str, target: str, grow: Grow) -> Plan:
         return make_plan(REPORTS[source], BLANK.size if target == BLANK.path else 0, grow)
 
+    def windows_facts(self, source: str) -> list[str]:
+        return [
+            "Windows on p3: DESKTOP-7Q2K9, NOT generalized (copies keep its SID), machine SID"
+            " S-1-5-21-3623811015-3361044348-30300820"
+        ]
+
     def save_plan(self, source: str) -> JobPlan:
         return JobPlan(f"save {source}", _plan_lines(REPORTS[source]))
 

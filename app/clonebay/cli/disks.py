@@ -50,12 +50,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     from clonebay.engine import inspect_disk
+    from clonebay.engine.postcopy.windows_probe import windows_json, windows_on
 
     report = inspect_disk(args.disk)
+    found = windows_on(report)
     if args.json:
-        print(json.dumps(disk_json(report), indent=2))
+        data = disk_json(report)
+        for part in data["partitions"]:
+            ident = found.get(part["number"])
+            part["windows"] = windows_json(ident) if ident else None
+        print(json.dumps(data, indent=2))
     else:
         print(format_disk_report(report))
+        for ident in found.values():
+            print("  " + ident.facts()[0])
     return 0
 
 

@@ -182,8 +182,10 @@ def preview_text(args: argparse.Namespace, source: str, target: str, *, image: b
     from clonebay.engine import inspect_disk
     from clonebay.engine.jobs import image_manifest
     from clonebay.engine.postcopy.preview import from_manifest, from_volumes, preview
+    from clonebay.engine.postcopy.windows_probe import facts_lines
 
     options, notes = postcopy_options(args, target)
+    facts: list[str] = []
     if image:
         volumes = from_manifest(image_manifest(source))
     else:
@@ -192,7 +194,9 @@ def preview_text(args: argparse.Namespace, source: str, target: str, *, image: b
             (f"p{p.partition.number}", p.partition.type_id, p.volume) for p in report.partitions
         ]
         volumes = from_volumes(parts)
-    return [f"after the copy: {line}" for line in [*notes, *preview(options, volumes)]]
+        facts = facts_lines(report)
+    lines = [*notes, *preview(options, volumes), *facts]
+    return [f"after the copy: {line}" for line in lines]
 
 
 def clone_source(plan: Plan) -> SourceFacts:

@@ -43,6 +43,7 @@ from clonebay.engine import (
     jobs,
 )
 from clonebay.engine import stores as store_api
+from clonebay.engine.postcopy.windows_probe import facts_lines
 from clonebay.errors import CancelledError, ClonebayError, SafetyError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk
@@ -363,6 +364,16 @@ class Services:
         with PARTED:
             _readable(source)
             return clone_plan(source, target, CloneOptions(grow=grow, fit=grow))
+
+    def windows_facts(self, source: str) -> list[str]:
+        """Each Windows of a source disk: computer name, sysprep state, machine SID, and a
+        warning when it is not generalized (read without mounting; [] when unreadable)."""
+        try:
+            with PARTED:
+                report = inspect_disk(source)
+            return facts_lines(report)
+        except ClonebayError:
+            return []
 
     def save_plan(self, source: str) -> JobPlan:
         with PARTED:

@@ -102,8 +102,6 @@ def preview(options: PostcopyOptions, volumes: Sequence[SourceVolume]) -> list[s
         )
     elif options.reinstall_grub:
         lines.append("GRUB's boot code and grub.cfg reinstalled in a chroot of the target")
-    else:
-        lines.append("GRUB reinstalled only if partitions move on an MBR disk")
     if esp:
         lines.append("UEFI: \\EFI\\BOOT\\BOOTX64.EFI added when missing (an existing one is kept)")
         if options.efi_entry:

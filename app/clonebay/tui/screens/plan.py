@@ -64,6 +64,7 @@ class PlanView:
     right: Layout
     totals: tuple[tuple[str, int], ...]
     volumes: tuple[SourceVolume, ...] = ()  # the source's, for what the post-copy pass does
+    facts: tuple[str, ...] = ()  # the source's Windows: name, sysprep state, machine SID
 
 
 def make_view(
@@ -91,7 +92,8 @@ def make_view(
         left, right = clone_layouts(plan, source, target)
         totals = tuple((str(m.number), m.volume.used_bytes) for m in plan.moves if m.volume)
         parts = [(f"p{m.number}", m.source.type_id, m.volume) for m in plan.moves]
-        return PlanView(left, right, totals, tuple(from_volumes(parts)))
+        facts = tuple(services.windows_facts(source))
+        return PlanView(left, right, totals, tuple(from_volumes(parts)), facts)
     if kind is JobKind.SAVE:
         job = services.save_plan(source)
         left, right = save_layouts(source, job, target)
@@ -209,7 +211,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         if self.kind is JobKind.SAVE:
             return
         volumes = self.view.volumes if self.view else ()
-        lines = preview(self.postcopy(), volumes)
+        lines = [*preview(self.postcopy(), volumes), *(self.view.facts if self.view else ())]
         self.query_one("#plan-after-text", Static).update(Text("\n".join(lines)))
 
     def on_input_changed(self, event: Input.Changed) -> None:
