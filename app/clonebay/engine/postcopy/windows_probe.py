@@ -60,7 +60,10 @@ def windows_on(report: DiskReport) -> dict[int, windows.WindowsIdentity]:
         vol = pr.volume
         if vol is None or vol.fstype != "ntfs" or vol.state is VolumeState.ENCRYPTED:
             continue
-        ident = identity_of(report.path, pr.partition, f"p{pr.partition.number}")
+        try:
+            ident = identity_of(report.path, pr.partition, f"p{pr.partition.number}")
+        except ClonebayError:  # no loop device (not root, none free): no facts, no failure
+            continue
         if ident is not None:
             found[pr.partition.number] = ident
     return found
