@@ -27,6 +27,7 @@ from clonebay.units import human_rate, human_size
 
 if TYPE_CHECKING:
     from clonebay.engine import RestoreOptions
+    from clonebay.imaging.manifest import Manifest
 
 KEY_ENV = "CLONEBAY_KEY"
 DEFAULT_TCP_PORT = 7767  # as net/tcp.py (the parser is built without importing net/)
@@ -221,6 +222,7 @@ def _receive_tcp(args: argparse.Namespace, key: bytes) -> int:
 
 def _cmd_receive(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs, multicast
+    from clonebay.engine.postcopy.facts import from_manifest
     from clonebay.net.receiver import ReceiveConfig
 
     # Before listening: the session's plan comes with its first records, and a receiver that
@@ -244,9 +246,10 @@ def _cmd_receive(args: argparse.Namespace) -> int:
         join_timeout=args.timeout,
     )
     view = ProgressView(args.json)
+    seen: list[Manifest] = []
     try:
         warnings, status = multicast.receive(
-            args.target, config, _restore_options(args), progress=view
+            args.target, config, _restore_options(args), progress=view, on_manifest=seen.append
         )
     finally:
         view.close()
@@ -258,7 +261,7 @@ def _cmd_receive(args: argparse.Namespace) -> int:
         f" {c.get('rejected', 0)} refused)"
     )
     text += "".join(f"\nwarning: {w}" for w in warnings)
-    lines, post = after_copy(args, args.target, None)
+    lines, post = after_copy(args, args.target, from_manifest(seen[0]) if seen else None)
     text += "".join(f"\n{line}" for line in lines)
     result = {"target": args.target, "verified": args.verify, "warnings": warnings}
     emit_result(args, result | status.as_dict() | post, text)

@@ -18,6 +18,7 @@ from clonebay.engine.multicast.disk_source import DiskObjects
 from clonebay.engine.multicast.receive_sink import MulticastRestore
 from clonebay.engine.restore.placements import RestoreOptions
 from clonebay.errors import UsageError
+from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Progress
@@ -62,10 +63,13 @@ def receive(
     progress: Callable[[Progress], None] | None = None,
     status: Callable[[ReceiveStatus], None] | None = None,
     cancel: threading.Event | None = None,
+    on_manifest: Callable[[Manifest], None] | None = None,
 ) -> tuple[list[str], ReceiveStatus]:
     """Join a session and restore what it carries onto ``target`` (a disk or a disk image
-    file, created when absent); returns the restore's warnings and the receiver's counters."""
-    sink = MulticastRestore(target, options or RestoreOptions(), progress, cancel)
+    file, created when absent); returns the restore's warnings and the receiver's counters.
+    ``on_manifest`` gets the session's manifest once it is known (the post-copy pass compares
+    the source's partitions with the target's)."""
+    sink = MulticastRestore(target, options or RestoreOptions(), progress, cancel, on_manifest)
 
     def on_status(s: ReceiveStatus) -> None:
         sink.report(s)

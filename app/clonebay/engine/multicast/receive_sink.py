@@ -24,6 +24,7 @@ from clonebay.engine.restore.placements import (
 )
 from clonebay.engine.target import TargetPath
 from clonebay.imaging.codec import DecodeError, decode_payload
+from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.spec import FLAG_UNREADABLE, ImageError
 from clonebay.model import Progress
 from clonebay.net.receiver import ReceiveStatus
@@ -42,7 +43,9 @@ class MulticastRestore:
         options: RestoreOptions,
         progress: Callable[[Progress], None] | None,
         cancel: threading.Event | None,
+        on_manifest: Callable[[Manifest], None] | None = None,
     ) -> None:
+        self.on_manifest = on_manifest
         self.target = target
         self.options = options
         self.progress = progress
@@ -60,6 +63,8 @@ class MulticastRestore:
         cat = parse_catalog(catalog, list(sizes))
         self.catalog = cat
         manifest = cat.manifest
+        if self.on_manifest is not None:
+            self.on_manifest(manifest)
         plan = plan_target(
             "receive",
             manifest,

@@ -12,6 +12,7 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.jobs import image_manifest
 from clonebay.engine.layout.plan import Plan
 from clonebay.engine.postcopy.apply import CopyFacts
+from clonebay.imaging.manifest import Manifest
 from clonebay.model import VolumeState
 from clonebay.system.parttable import read_table
 from clonebay.system.udev import LIVE_MEDIUM_MOUNTS, find_disk
@@ -48,7 +49,11 @@ def from_disk(source: str) -> SourceFacts:
 
 def from_image(image: str) -> SourceFacts:
     """A restore's source, from the image's manifest (directory or stream file)."""
-    manifest = image_manifest(image)
+    return from_manifest(image_manifest(image))
+
+
+def from_manifest(manifest: Manifest) -> SourceFacts:
+    """The source an image (or a multicast session) recorded."""
     starts = {p.number: p.start for p in manifest.table.partitions}
     clean = frozenset(
         r.partition for r in manifest.regions if r.partition and r.state == VolumeState.CLEAN.value
