@@ -20,6 +20,9 @@ from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from clonebay.engine import Grow, RestoreOptions, multicast
+from clonebay.engine.postcopy import PostcopyOptions, copy_facts, run_pass
+from clonebay.engine.postcopy.facts import from_manifest
+from clonebay.imaging.manifest import Manifest
 from clonebay.net.protocol import derive_key
 from clonebay.net.receiver import ReceiveConfig, ReceiveStatus
 from clonebay.tui.screens.ask import AskModal
@@ -57,6 +60,7 @@ class MulticastReceiveScreen(BaseScreen[ReceiveStatus | None]):
         yield Static(WORDS["searching"], id="mc-state")
         yield ProgressBar(total=None, id="mc-bar", show_eta=False)
         yield Static("", id="mc-counters")
+        yield Static("", id="mc-after")
         with Horizontal(classes="buttons"):
             yield Button("Cancel", id="cancel", variant="error")
         yield Footer()
@@ -70,14 +74,24 @@ class MulticastReceiveScreen(BaseScreen[ReceiveStatus | None]):
     @work(thread=True, exit_on_error=False, group="multicast", name="receive")
     def run_receive(self) -> ReceiveStatus:
         config = ReceiveConfig(key=derive_key(self.passphrase))
+        seen: list[Manifest] = []
         _, status = multicast.receive(
             self.target,
             config,
             RestoreOptions(verify=self.verify, grow=self.grow),
             status=lambda s: self.app.call_from_thread(self.show, s),
             cancel=self.cancel,
+            on_manifest=seen.append,
         )
+        # the post-copy pass with its defaults (the fallback loader, boot data after a move)
+        source = from_manifest(seen[0]) if seen else None
+        report = run_pass(self.target, PostcopyOptions(), copy_facts(source, self.target))
+        lines = [f"After the copy: {line}" for line in report.lines()]
+        self.app.call_from_thread(self._after, lines)
         return status
+
+    def _after(self, lines: list[str]) -> None:
+        self.query_one("#mc-after", Static).update(Text("\n".join(lines)))
 
     def show(self, s: ReceiveStatus) -> None:
         words = WORDS.get(s.state, s.state)
