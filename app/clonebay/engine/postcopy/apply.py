@@ -112,6 +112,10 @@ def run_pass(
             f"no Linux or Windows system was found on {target}: the name {options.hostname}"
             " was given to nothing"
         )
+    for change in report.changes:
+        log.info("post-copy pass on %s: %s (%s)", target, change.text(), change.checked)
+    for skip in report.skipped:
+        log.info("post-copy pass on %s: %s", target, skip.text())
     changed = any(
         c.what == "hostname" or c.what.startswith("computer-name") for c in report.changes
     )
