@@ -295,3 +295,25 @@ def test_a_name_for_a_disk_without_a_system_is_said_to_go_nowhere(tmp_path: Path
     proc = clonebay("fixup", str(data), "--hostname", "nobody", "--yes")
     assert proc.returncode == 0, proc.stderr
     assert "no Linux or Windows system was found" in proc.stdout
+
+
+def test_os_prober_is_kept_quiet_while_grub_cfg_is_made(tmp_path: Path) -> None:
+    """The target's os-prober would mount every disk of the machine (the source too): during
+    update-grub it is the target's own true, and afterwards itself again."""
+    from clonebay.engine.postcopy.chroot import Chroot
+    from clonebay.engine.postcopy.grub import no_os_prober
+
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    marker = tmp_path / "probed"
+    prober = root / "usr/bin/os-prober"
+    prober.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    prober.chmod(0o755)
+    true = root / "usr/bin/true"
+    true.write_bytes(Path("/bin/true").read_bytes())
+    true.chmod(0o755)
+    with no_os_prober(Chroot(root, "/dev/null", {})):
+        subprocess.run([str(prober)], check=True)
+        assert not marker.exists()
+    subprocess.run([str(prober)], check=True)
+    assert marker.exists()

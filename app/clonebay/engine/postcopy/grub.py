@@ -18,8 +18,10 @@ blocklists), when filesystem UUIDs were renewed (``--new-ids``), or when asked
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from clonebay.engine.postcopy import esp as esp_files
@@ -149,6 +151,24 @@ def efi_bootloader_ids(ch: Chroot, esp_paths: list[str]) -> list[str]:
     return ids
 
 
+@contextlib.contextmanager
+def no_os_prober(ch: Chroot) -> Iterator[None]:
+    """os-prober, when the target's GRUB config enables it, mounts every partition of every
+    disk of the machine running the pass to look for other systems, the source among them
+    (and a read-only ext4 mount still replays a journal). For the length of update-grub it is
+    the target's own ``true``: grub.cfg then offers only the target's systems."""
+    prober = ch.root / "usr/bin/os-prober"
+    true = ch.root / "usr/bin/true"
+    if not (prober.is_file() and not prober.is_symlink() and true.is_file()):
+        yield
+        return
+    run(["mount", "--bind", str(true), str(prober)], timeout=60)
+    try:
+        yield
+    finally:
+        mounts.unmount_keep(prober)
+
+
 def update_config(ch: Chroot, where: str, root_uuid: str) -> tuple[list[Change], list[Skip]]:
     """grub.cfg made anew by the target's update-grub, kept only when it names the root by
     its UUID. grub-mkconfig writes ``root=UUID=`` only when /dev/disk/by-uuid has the root
@@ -159,7 +179,8 @@ def update_config(ch: Chroot, where: str, root_uuid: str) -> tuple[list[Change],
     if not (ch.has("usr/sbin/update-grub") and cfg.is_file()):
         return [], []
     before = cfg.read_bytes()
-    ch.run("update-grub")
+    with no_os_prober(ch):
+        ch.run("update-grub")
     after = cfg.read_bytes()
     text = after.decode(errors="replace")
     if f"root=UUID={root_uuid}" not in text or ch.disk in text:
