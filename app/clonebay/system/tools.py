@@ -72,6 +72,7 @@ TOOLS: dict[str, str] = {
     "hivexregedit": "libwin-hivex-perl",
     "tune2fs": "e2fsprogs",
     "chroot": "coreutils",
+    "setpriv": "util-linux",
     "mkfs.exfat": "exfatprogs",
 }
 

@@ -4,9 +4,12 @@ modules and kernel).
 
 The whole target is attached as one loop device with partition nodes, so the root is mounted
 from a partition of a disk (grub-install asks the kernel which disk holds /boot and writes its
-boot code there). /boot and /boot/efi from the target's fstab are mounted too when they are
-separate partitions of the same target; /dev, /proc and /sys are bind-mounted. Everything is
-taken down again in reverse order, whatever happens.
+boot code there). /boot from the target's fstab is mounted too when it is a separate partition
+of the same target. The programs run are the copied disk's own, so they are confined: /dev is a
+private tmpfs with only the target's disk and partition nodes (and null, zero, random...),
+/proc is fresh, /sys read-only, and they run without the capabilities to mount, make device
+nodes or do raw I/O (setpriv's bounding set): they can write no disk but the target. Everything
+is taken down again in reverse order, whatever happens.
 
 An ESP is FAT, which this host's kernel may lack: a tool that writes to /boot/efi is given a
 scratch FAT image there instead (a file, mounted with fusefat), and the pass copies what it
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,11 @@ from clonebay.system import loopdev
 from clonebay.system.run import run
 
 BINDS = ("dev", "proc", "sys")
+CHAR_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9)}
+# Capabilities the target's programs run without: no mounting, no device nodes, no raw I/O,
+# no modules, no reboot. What runs in the chroot comes from the copied disk; without these it
+# can reach no disk but the target's own nodes in the private /dev.
+DROPPED = "-sys_admin,-mknod,-sys_rawio,-sys_module,-sys_boot,-net_admin,-sys_ptrace,-sys_time"
 STEP_DEADLINE = 900.0  # update-initramfs under TCG emulation takes minutes
 
 
@@ -44,13 +53,52 @@ class Chroot:
         environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
         environ.update(env or {})
         try:
-            proc = run(["chroot", str(self.root), *argv], env=environ, timeout=STEP_DEADLINE)
+            confined = ["setpriv", "--bounding-set", DROPPED, "chroot", str(self.root)]
+            proc = run([*confined, *argv], env=environ, timeout=STEP_DEADLINE)
         except CommandError as exc:
             raise DeviceError(f"{argv[0]} in the target's system failed: {exc}") from exc
         return (proc.stdout + proc.stderr).decode(errors="replace")
 
+    @contextlib.contextmanager
+    def device(self, node: str) -> Iterator[None]:
+        """Another block device (a scratch FAT's loop device) in the private /dev, for a while."""
+        made = self.root / "dev" / Path(node).name
+        os.mknod(made, 0o660 | stat.S_IFBLK, os.stat(node).st_rdev)
+        try:
+            yield
+        finally:
+            made.unlink(missing_ok=True)
+
     def has(self, rel: str) -> bool:
         return (self.root / rel.lstrip("/")).exists()
+
+
+def _private_dev(
+    root: Path, disk: str, nodes: dict[int, str], survey: Survey, stack: contextlib.ExitStack
+) -> None:
+    """The chroot's /dev: a small tmpfs holding the target's disk and partition nodes, their
+    /dev/disk/by-uuid and by-partuuid links (as udev makes them: grub-mkconfig names the root
+    by UUID only when the link is there) and the character devices every program expects;
+    nothing of the machine's other disks."""
+    at = inside(root, "dev")
+    run(["mount", "-t", "tmpfs", "-o", "mode=755,size=1m,nosuid", "clonebay-dev", str(at)])
+    stack.callback(mounts.unmount_keep, at)
+    for name, (major, minor) in CHAR_DEVICES.items():
+        os.mknod(at / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+    for node in [disk, *nodes.values()]:
+        os.mknod(at / Path(node).name, 0o660 | stat.S_IFBLK, os.stat(node).st_rdev)
+    (at / "fd").symlink_to("/proc/self/fd")
+    for kind in ("by-uuid", "by-partuuid"):
+        (at / "disk" / kind).mkdir(parents=True)
+    for inst in survey.installed:
+        part_node = nodes.get(inst.partition.number)
+        if part_node is None:
+            continue
+        link = f"../../{Path(part_node).name}"
+        if inst.volume.uuid:  # as the prober and udev write it (FAT and NTFS upper case)
+            (at / "disk/by-uuid" / inst.volume.uuid).symlink_to(link)
+        if inst.partition.guid:
+            (at / "disk/by-partuuid" / inst.partition.guid.lower()).symlink_to(link)
 
 
 def chroot_ready(root: Path) -> bool:
@@ -114,9 +162,10 @@ def opened(target: str, survey: Survey, system: Installed) -> Iterator[Chroot]:
             at = inside(where, "boot")
             run(["mount", nodes[part.partition.number], str(at)], timeout=120)
             stack.callback(mounts.unmount_keep, at)
-        for name in BINDS:
+        _private_dev(where, disk, nodes, survey, stack)
+        for fstype, name, opts in (("proc", "proc", "nosuid,nodev,noexec"), ("sysfs", "sys", "ro")):
             at = inside(where, name)
-            run(["mount", "--bind", f"/{name}", str(at)], timeout=60)
+            run(["mount", "-t", fstype, "-o", opts, fstype, str(at)], timeout=60)
             stack.callback(mounts.unmount_keep, at)
         with stack:
             yield Chroot(where, disk, nodes)

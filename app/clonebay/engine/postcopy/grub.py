@@ -72,13 +72,14 @@ def efi_install(
         try:
             run(["fusefat", "-o", f"rw+,fsname={dev}", dev, str(at)], timeout=60)
             try:
-                ch.run(
-                    "grub-install",
-                    "--target=x86_64-efi",
-                    "--efi-directory=/boot/efi",
-                    f"--bootloader-id={bootloader_id}",
-                    "--no-nvram",
-                )
+                with ch.device(dev):
+                    ch.run(
+                        "grub-install",
+                        "--target=x86_64-efi",
+                        "--efi-directory=/boot/efi",
+                        f"--bootloader-id={bootloader_id}",
+                        "--no-nvram",
+                    )
             finally:
                 mounts.unmount_keep(at)
         finally:
