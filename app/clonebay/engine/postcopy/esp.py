@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -60,6 +61,17 @@ class Loader:
         return "\\" + self.path.replace("/", "\\")
 
 
+# mtools' own checks refuse FAT volumes that Windows and some firmware make (sectors per
+# track that do not divide the size); a user's ~/.mtoolsrc must not change what it does;
+# long names keep their non-ASCII letters under a UTF-8 locale.
+MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": "/dev/null", "LC_ALL": "C.UTF-8"}
+
+
+def mtool(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """One mtools program (mcopy, mdir, mmd ...) on an ESP, the same way everywhere."""
+    return run(argv, check=check, env=MTOOLS_ENV)
+
+
 def _image(target: str, esp: Installed) -> str:
     return f"{target}@@{esp.partition.start}"
 
@@ -67,7 +79,7 @@ def _image(target: str, esp: Installed) -> str:
 def listing(target: str, esp: Installed) -> list[str]:
     """Every file path on the ESP ("EFI/debian/grubx64.efi"), as stored (FAT keeps case)."""
     try:
-        out = run(["mdir", "-/", "-b", "-i", _image(target, esp), "::/"]).stdout
+        out = mtool(["mdir", "-/", "-b", "-i", _image(target, esp), "::/"]).stdout
     except CommandError as exc:
         raise DeviceError(f"cannot read the EFI system partition {esp.where}: {exc}") from exc
     paths = []
@@ -120,7 +132,7 @@ def _sha(path: Path) -> str:
 
 def free_bytes(target: str, esp: Installed) -> int:
     """Free space on the ESP, as mtools counts it."""
-    out = run(["mdir", "-i", _image(target, esp), "::/"]).stdout.decode(errors="replace")
+    out = mtool(["mdir", "-i", _image(target, esp), "::/"]).stdout.decode(errors="replace")
     found = FREE.search(out)
     return int(found.group(1).replace(" ", "")) if found else 0
 
@@ -128,9 +140,9 @@ def free_bytes(target: str, esp: Installed) -> int:
 def _put(target: str, esp: Installed, local: Path, dest: str, work: Path) -> str:
     """``local`` written to ESP path ``dest`` and read back; returns its sha256."""
     image = _image(target, esp)
-    run(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
+    mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
     back = work / "readback"
-    run(["mcopy", "-n", "-o", "-i", image, f"::/{dest}", str(back)])
+    mtool(["mcopy", "-n", "-o", "-i", image, f"::/{dest}", str(back)])
     want = _sha(local)
     if _sha(back) != want:
         raise DeviceError(f"{esp.where}: \\{dest} read back other bytes than were written")
@@ -163,7 +175,7 @@ def ensure_fallback(target: str, esp: Installed) -> tuple[list[Change], list[Ski
         locals_ = []
         for i, (source, _) in enumerate(copies):
             local = work / f"{i}-{PurePosixPath(source).name}"
-            run(["mcopy", "-n", "-o", "-i", image, f"::/{source}", str(local)])
+            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{source}", str(local)])
             locals_.append(local)
         need = sum(local.stat().st_size + CLUSTER_SLACK for local in locals_)
         free = free_bytes(target, esp)
@@ -174,7 +186,7 @@ def ensure_fallback(target: str, esp: Installed) -> tuple[list[Change], list[Ski
             )
             return [], [Skip(esp.where, what, why)], loader
         if not any(p.lower() == "efi/boot" or p.lower().startswith("efi/boot/") for p in paths):
-            run(["mmd", "-i", image, "::/EFI/BOOT"])
+            mtool(["mmd", "-i", image, "::/EFI/BOOT"])
         for (source, dest), local in zip(copies, locals_, strict=True):
             digest = _put(target, esp, local, dest, work)
             shown = "\\" + dest.replace("/", "\\")

@@ -28,6 +28,7 @@ from clonebay.engine.postcopy import esp as esp_files
 from clonebay.engine.postcopy import mounts
 from clonebay.engine.postcopy.changes import Change, Skip
 from clonebay.engine.postcopy.chroot import Chroot
+from clonebay.engine.postcopy.esp import mtool
 from clonebay.engine.postcopy.systems import Installed, inside
 from clonebay.system import loopdev
 from clonebay.system.run import run
@@ -84,14 +85,16 @@ def efi_install(
                 mounts.unmount_keep(at)
         finally:
             loopdev.detach(dev)
-        made = run(["mdir", "-/", "-b", "-i", str(fat), f"::/EFI/{bootloader_id}"]).stdout.decode()
+        made = mtool(
+            ["mdir", "-/", "-b", "-i", str(fat), f"::/EFI/{bootloader_id}"]
+        ).stdout.decode()
         files = [
             ln[3:] for ln in made.splitlines() if ln.startswith("::/") and not ln.endswith("/")
         ]
         old = _loader_digest(target, esp, bootloader_id)
         for path in files:
             local = Path(tmp) / Path(path).name
-            run(["mcopy", "-n", "-o", "-i", str(fat), f"::/{path}", str(local)])
+            mtool(["mcopy", "-n", "-o", "-i", str(fat), f"::/{path}", str(local)])
             changes.append(_put(target, esp, local, path, where))
         fallback = esp_files.FALLBACK
         if old and _digest_on(target, esp, fallback) == old:
@@ -109,7 +112,7 @@ def _digest_on(target: str, esp: Installed, path: str) -> str:
     with tempfile.TemporaryDirectory(prefix="clonebay-esp-") as tmp:
         local = Path(tmp) / "f"
         image = f"{target}@@{esp.partition.start}"
-        proc = run(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)], check=False)
+        proc = mtool(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)], check=False)
         if proc.returncode != 0 or not local.exists():
             return ""  # not there
         return hashlib.sha256(local.read_bytes()).hexdigest()
@@ -125,7 +128,7 @@ def _loader_digest(target: str, esp: Installed, bootloader_id: str) -> str:
 
 def _put(target: str, esp: Installed, local: Path, dest: str, where: str) -> Change:
     image = f"{target}@@{esp.partition.start}"
-    run(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
+    mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
     want = hashlib.sha256(local.read_bytes()).hexdigest()
     if _digest_on(target, esp, dest) != want:
         raise OSError(f"{esp.where}: {dest} read back differs from what grub-install made")

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from clonebay.engine.postcopy.changes import Change
+from clonebay.engine.postcopy.esp import mtool
 from clonebay.engine.postcopy.systems import Installed, inside
-from clonebay.system.run import run
 
 LINUX_FILES = (
     "etc/fstab",
@@ -72,15 +72,15 @@ def esp_files(
             if not path.lower().endswith("grub.cfg"):
                 continue
             local = Path(tmp) / "grub.cfg"
-            run(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)])
+            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)])
             text = local.read_text(errors="surrogateescape")
             new = replace_ids(text, pairs)
             if new == text:
                 continue
             local.write_text(new, errors="surrogateescape")
-            run(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{path}"])
+            mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{path}"])
             back = Path(tmp) / "back.cfg"
-            run(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(back)])
+            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(back)])
             if back.read_text(errors="surrogateescape") != new:
                 raise OSError(f"{esp.where}: {path} read back other text than was written")
             changes.append(

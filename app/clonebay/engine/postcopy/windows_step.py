@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 from clonebay.engine.postcopy import windows, windows_boot
 from clonebay.engine.postcopy.changes import Skip
+from clonebay.engine.postcopy.esp import mtool
 from clonebay.engine.postcopy.mounts import volume
 from clonebay.engine.postcopy.systems import Installed
 from clonebay.errors import DeviceError, InputError
-from clonebay.system.run import run
 
 if TYPE_CHECKING:
     from clonebay.engine.postcopy.apply import Pass
@@ -144,7 +144,7 @@ def _esp_bcd(job: Pass, esp: Installed, move: windows_boot.DiskMove) -> None:
     image = f"{job.target}@@{esp.partition.start}"
     with tempfile.TemporaryDirectory(prefix="clonebay-bcd-") as tmp:
         local = Path(tmp) / "BCD"
-        got = run(["mcopy", "-n", "-o", "-i", image, f"::/{ESP_BCD}", str(local)], check=False)
+        got = mtool(["mcopy", "-n", "-o", "-i", image, f"::/{ESP_BCD}", str(local)], check=False)
         if got.returncode != 0 or not local.exists():
             return  # no Windows Boot Manager on this ESP
         patch = windows_boot.patch_mbr_boot(
@@ -157,9 +157,9 @@ def _esp_bcd(job: Pass, esp: Installed, move: windows_boot.DiskMove) -> None:
             sector_size=move.sector_size,
         )
         if patch.changes:
-            run(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{ESP_BCD}"])
+            mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{ESP_BCD}"])
             back = Path(tmp) / "back"
-            run(["mcopy", "-n", "-o", "-i", image, f"::/{ESP_BCD}", str(back)])
+            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{ESP_BCD}", str(back)])
             if (
                 hashlib.sha256(back.read_bytes()).digest()
                 != hashlib.sha256(local.read_bytes()).digest()
