@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clonebay.engine import CloneOptions, Grow, clone, jobs
-from clonebay.engine.postcopy import PostcopyError, PostcopyOptions, copy_facts, facts, run_pass
+from clonebay.engine.postcopy.options import PostcopyOptions
 from clonebay.errors import CancelledError, ClonebayError, VerifyError
 from clonebay.model import Progress
 from clonebay.units import human_size
@@ -205,6 +205,8 @@ def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outc
 def after_copy(request: JobRequest, target: str) -> tuple[list[str], list[str]]:
     """The post-copy pass on ``target`` after the copy: its lines and warnings. A pass that
     fails raises PostcopyError (the copy itself is complete)."""
+    from clonebay.engine.postcopy import copy_facts, facts, run_pass
+
     options = request.postcopy
     if not options.enabled:
         return ["After the copy: no post-copy pass (turned off in the plan)."], []
@@ -296,6 +298,8 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
     """The Result screen's words for a job that stopped on ``error``."""
     title = error.title if isinstance(error, ClonebayError) else "Internal error"
     message = error.message if isinstance(error, ClonebayError) else repr(error)
+    from clonebay.engine.postcopy import PostcopyError
+
     verb = VERBS[request.kind].lower()
     if isinstance(error, PostcopyError):
         hint = (

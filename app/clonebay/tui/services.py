@@ -43,7 +43,6 @@ from clonebay.engine import (
     jobs,
 )
 from clonebay.engine import stores as store_api
-from clonebay.engine.postcopy.windows_probe import facts_lines
 from clonebay.errors import CancelledError, ClonebayError, SafetyError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk
@@ -368,6 +367,8 @@ class Services:
     def windows_facts(self, source: str) -> list[str]:
         """Each Windows of a source disk: computer name, sysprep state, machine SID, and a
         warning when it is not generalized (read without mounting; [] when unreadable)."""
+        from clonebay.engine.postcopy.windows_probe import facts_lines
+
         try:
             with PARTED:
                 report = inspect_disk(source)

@@ -9,7 +9,7 @@ done the screen shows the result and Continue dismisses it with the receiver's f
 from __future__ import annotations
 
 import threading
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -20,9 +20,6 @@ from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from clonebay.engine import Grow, RestoreOptions, multicast
-from clonebay.engine.postcopy import PostcopyOptions, copy_facts, run_pass
-from clonebay.engine.postcopy.facts import from_manifest
-from clonebay.imaging.manifest import Manifest
 from clonebay.net.protocol import derive_key
 from clonebay.net.receiver import ReceiveConfig, ReceiveStatus
 from clonebay.tui.screens.ask import AskModal
@@ -73,8 +70,11 @@ class MulticastReceiveScreen(BaseScreen[ReceiveStatus | None]):
 
     @work(thread=True, exit_on_error=False, group="multicast", name="receive")
     def run_receive(self) -> ReceiveStatus:
+        from clonebay.engine.postcopy import PostcopyOptions, copy_facts, run_pass
+        from clonebay.engine.postcopy.facts import from_manifest
+
         config = ReceiveConfig(key=derive_key(self.passphrase))
-        seen: list[Manifest] = []
+        seen: list[Any] = []  # the session's manifest
         _, status = multicast.receive(
             self.target,
             config,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -33,14 +33,7 @@ from textual.widgets import (
 )
 
 from clonebay.engine import Grow
-from clonebay.engine.postcopy import PostcopyOptions
-from clonebay.engine.postcopy.preview import (
-    SourceVolume,
-    check_hostname,
-    from_info,
-    from_volumes,
-    preview,
-)
+from clonebay.engine.postcopy.options import PostcopyOptions
 from clonebay.errors import UsageError
 from clonebay.model import Disk
 from clonebay.system.udev import LIVE_MEDIUM_MOUNTS
@@ -63,7 +56,7 @@ class PlanView:
     left: Layout
     right: Layout
     totals: tuple[tuple[str, int], ...]
-    volumes: tuple[SourceVolume, ...] = ()  # the source's, for what the post-copy pass does
+    volumes: tuple[Any, ...] = ()  # the source's SourceVolumes, for what the post-copy pass does
     facts: tuple[str, ...] = ()  # the source's Windows: name, sysprep state, machine SID
 
 
@@ -87,6 +80,8 @@ def make_view(
                 services.clone_plan(source, other, grow)
             else:
                 services.restore_plan(source, other, grow)
+    from clonebay.engine.postcopy.preview import from_info, from_volumes
+
     if kind is JobKind.CLONE:
         plan = services.clone_plan(source, target, grow)
         left, right = clone_layouts(plan, source, target)
@@ -210,6 +205,8 @@ class PlanScreen(BaseScreen[JobRequest | None]):
     def _show_after(self) -> None:
         if self.kind is JobKind.SAVE:
             return
+        from clonebay.engine.postcopy.preview import preview
+
         volumes = self.view.volumes if self.view else ()
         lines = [*preview(self.postcopy(), volumes), *(self.view.facts if self.view else ())]
         self.query_one("#plan-after-text", Static).update(Text("\n".join(lines)))
@@ -282,6 +279,8 @@ class PlanScreen(BaseScreen[JobRequest | None]):
     def action_start(self) -> None:
         if self.view is None:
             return
+        from clonebay.engine.postcopy.preview import check_hostname
+
         postcopy = self.postcopy()
         try:
             check_hostname(postcopy.hostname, self.view.volumes)
