@@ -33,6 +33,34 @@ def sh(*argv: str, stdin: bytes | None = None) -> str:
     return subprocess.run(argv, check=True, capture_output=True, input=stdin).stdout.decode()
 
 
+def put(image: Path, disk: Path, start: int) -> None:
+    """``image`` written into ``disk`` at byte ``start`` (whole MiB; holes kept)."""
+    sh(
+        "dd",
+        f"if={image}",
+        f"of={disk}",
+        "bs=1M",
+        f"seek={start // MiB}",
+        "conv=notrunc,sparse",
+        "status=none",
+    )
+
+
+def take(disk: Path, start: int, size: int, suffix: str) -> str:
+    """``size`` bytes of ``disk`` at ``start`` copied into a file beside it."""
+    part = disk.with_suffix(suffix)
+    sh(
+        "dd",
+        f"if={disk}",
+        f"of={part}",
+        "bs=1M",
+        f"skip={start // MiB}",
+        f"count={size // MiB}",
+        "status=none",
+    )
+    return str(part)
+
+
 def build(path: Path, work: Path, *, hostname: str = "source-host") -> MiniDisk:
     work.mkdir(parents=True, exist_ok=True)
     root_uuid, swap_uuid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -124,15 +152,7 @@ def build(path: Path, work: Path, *, hostname: str = "source-host") -> MiniDisk:
         f.truncate(SWAP_SIZE)
     sh("mkswap", "-U", swap_uuid, str(swap))
     for image, start in ((esp, ESP_START), (root, ROOT_START), (swap, SWAP_START)):
-        sh(
-            "dd",
-            f"if={image}",
-            f"of={path}",
-            "bs=1M",
-            f"seek={start // MiB}",
-            "conv=notrunc,sparse",
-            "status=none",
-        )
+        put(image, path, start)
     return MiniDisk(path, root_uuid, swap_uuid, esp_serial, machine_id)
 
 
@@ -142,45 +162,24 @@ def read_root_file(disk: Path, rel: str) -> str:
 
 
 def _root_image(disk: Path) -> str:
-    part = disk.with_suffix(".root")
-    sh(
-        "dd",
-        f"if={disk}",
-        f"of={part}",
-        "bs=1M",
-        f"skip={ROOT_START // MiB}",
-        f"count={ROOT_SIZE // MiB}",
-        "status=none",
-    )
-    return str(part)
+    return take(disk, ROOT_START, ROOT_SIZE, ".root")
 
 
 def put_root_image(disk: Path, part: Path) -> None:
     """Write an edited copy of the root (from ``_root_image``) back into the disk."""
-    sh(
-        "dd",
-        f"if={part}",
-        f"of={disk}",
-        "bs=1M",
-        f"seek={ROOT_START // MiB}",
-        "conv=notrunc",
-        "status=none",
-    )
+    put(part, disk, ROOT_START)
 
 
 def esp_image(disk: Path) -> str:
     """The ESP copied out, for fsck.fat."""
-    part = disk.with_suffix(".esp")
-    sh(
-        "dd",
-        f"if={disk}",
-        f"of={part}",
-        "bs=1M",
-        f"skip={ESP_START // MiB}",
-        f"count={ESP_SIZE // MiB}",
-        "status=none",
+    return take(disk, ESP_START, ESP_SIZE, ".esp")
+
+
+def esp_fsck_clean(disk: Path) -> None:
+    proc = subprocess.run(
+        ["fsck.fat", "-n", esp_image(disk)], capture_output=True, text=True, check=False
     )
-    return str(part)
+    assert proc.returncode == 0, proc.stdout
 
 
 def esp_file(disk: Path, path: str) -> bytes | None:

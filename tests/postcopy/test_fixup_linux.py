@@ -90,13 +90,7 @@ def test_default_pass_adds_only_the_fallback_loader(disk: MiniDisk) -> None:
     )
     assert root_file(disk.path, "etc/hostname") == "source-host\n"
     assert root_file(disk.path, "etc/machine-id").strip() == disk.machine_id
-    fsck = subprocess.run(
-        ["fsck.fat", "-n", f"{minidisk.esp_image(disk.path)}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert fsck.returncode == 0, fsck.stdout
+    minidisk.esp_fsck_clean(disk.path)
     # A second pass finds the loader there and keeps it.
     again = clonebay("fixup", str(disk.path), "--yes", "--json")
     skipped = json.loads(again.stdout.splitlines()[-1])["skipped"]
@@ -158,13 +152,7 @@ def test_new_ids_follow_into_every_file(disk: MiniDisk) -> None:
     assert f"search.fs_uuid {uuids[2]} root".encode() in esp_cfg
     assert probe["disk_id"] != result["changes"][0]["before"]
     fsck_clean(disk.path)
-    fsck = subprocess.run(
-        ["fsck.fat", "-n", f"{minidisk.esp_image(disk.path)}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert fsck.returncode == 0, fsck.stdout
+    minidisk.esp_fsck_clean(disk.path)
 
 
 def test_a_bad_hostname_is_refused_before_any_write(disk: MiniDisk) -> None:
@@ -248,13 +236,7 @@ def test_a_full_esp_gets_no_half_fallback(disk: MiniDisk, tmp_path: Path) -> Non
     assert any("bytes free" in s["why"] for s in result["skipped"]), result["skipped"]
     assert minidisk.esp_file(disk.path, "EFI/BOOT/BOOTX64.EFI") is None
     assert minidisk.esp_file(disk.path, "EFI/BOOT/grub.cfg") is None
-    fsck = subprocess.run(
-        ["fsck.fat", "-n", minidisk.esp_image(disk.path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert fsck.returncode == 0, fsck.stdout
+    minidisk.esp_fsck_clean(disk.path)
 
 
 def test_on_a_block_device_and_refused_while_a_partition_is_mounted(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.postcopy import hives
+from tests.postcopy.minidisk import put, sh
 
 MiB = 1 << 20
 SIGNATURE = 0x1234ABCD
@@ -27,10 +28,6 @@ LOADER_GUID = "{6b3c1a42-0a1f-11ee-9a3e-8e0ab1c2d3e4}"
 @dataclass(frozen=True)
 class WinDisk:
     path: Path
-
-
-def sh(*argv: str, stdin: bytes | None = None) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, input=stdin).stdout.decode()
 
 
 def _ntfs(path: Path, size: int, start: int, label: str, fill: dict[str, Path]) -> None:
@@ -144,15 +141,7 @@ def build(path: Path, work: Path) -> WinDisk:
     )
     sh("sfdisk", "-q", str(path), stdin=layout.encode())
     for image, start in ((p1, P1_START), (p2, P2_START)):
-        sh(
-            "dd",
-            f"if={image}",
-            f"of={path}",
-            "bs=1M",
-            f"seek={start // MiB}",
-            "conv=notrunc,sparse",
-            "status=none",
-        )
+        put(image, path, start)
     return WinDisk(path)
 
 
