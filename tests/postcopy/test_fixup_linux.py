@@ -299,3 +299,13 @@ def test_os_prober_is_kept_quiet_while_grub_cfg_is_made(tmp_path: Path) -> None:
         assert not marker.exists()
     subprocess.run([str(prober)], check=True)
     assert marker.exists()
+
+
+def test_a_bad_mapping_file_is_refused_before_the_copy(disk: MiniDisk, tmp_path: Path) -> None:
+    mapping = tmp_path / "machines.csv"
+    mapping.write_text("mac,hostname\n52:54:00:00:00:01,a\n52-54-00-00-00-01,b\n")
+    target = tmp_path / "target.img"
+    proc = clonebay("clone", str(disk.path), str(target), "--map", str(mapping), "--yes")
+    assert proc.returncode == 5, proc.stderr
+    assert "both have mac 52:54:00:00:00:01" in proc.stderr
+    assert not target.exists()

@@ -158,13 +158,16 @@ def mapped_names(
 
 
 def check_name(args: argparse.Namespace, source: str, *, image: bool) -> None:
-    """A host name the source's systems can take, refused before the copy (Windows: 15
-    characters)."""
+    """A host name the source's systems can take (Windows: 15 characters) and a mapping file
+    that reads, both refused before the copy."""
     from clonebay.engine import inspect_disk
     from clonebay.engine.jobs import image_manifest
     from clonebay.engine.postcopy.preview import check_hostname, from_manifest, from_volumes
 
-    if not args.hostname or getattr(args, "no_fixup", False):
+    if getattr(args, "no_fixup", False):
+        return
+    postcopy_options(args, "")  # a bad mapping file, or --hostname with --map: refused now
+    if not args.hostname:
         return
     if image:
         volumes = from_manifest(image_manifest(source))
