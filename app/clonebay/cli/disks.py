@@ -120,6 +120,7 @@ def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
 
     targets: list[str] = args.target
     one_machine(args, targets)
+    check_name(args, args.source, image=False)
     _, plans = clone_plans(args.source, targets, options)  # every refusal before the question
     if args.dry_run:
         texts = {t: plan.text() for t, plan in plans.items()}

@@ -162,6 +162,7 @@ def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
             " directory (clonebay convert - DIR) to restore it onto several; nothing was written"
         )
     jobs.check_distinct(targets)
+    check_name(args, args.image, image=True)
     plans = [  # every refusal of every target before the question
         jobs.restore_plan(args.image, t, args.region, Grow(args.grow), **_layout_args(args))
         for t in targets
