@@ -88,7 +88,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         text = "\n".join([plan.text(), *after])
         emit_result(args, {"plan": plan.text(), "postcopy": after}, text)
         return 0
-    check_name(args, args.source, image=False)
+    check_name(args, plan)
     confirm(args, target)
     view = ProgressView(args.json)
     try:
@@ -120,8 +120,8 @@ def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
 
     targets: list[str] = args.target
     one_machine(args, targets)
-    check_name(args, args.source, image=False)
     _, plans = clone_plans(args.source, targets, options)  # every refusal before the question
+    check_name(args, next(iter(plans.values())))
     if args.dry_run:
         texts = {t: plan.text() for t, plan in plans.items()}
         text = "\n\n".join(f"onto {t}:\n{plan}" for t, plan in texts.items())

@@ -157,10 +157,10 @@ def mapped_names(
     }
 
 
-def check_name(args: argparse.Namespace, source: str, *, image: bool) -> None:
+def check_name(args: argparse.Namespace, source: str | Plan) -> None:
     """A host name the source's systems can take (Windows: 15 characters) and a mapping file
-    that reads, both refused before the copy."""
-    from clonebay.engine import inspect_disk
+    that reads, both refused before the copy. ``source``: a clone's Plan (its volumes are
+    already probed) or an image's path."""
     from clonebay.engine.jobs import image_manifest
     from clonebay.engine.postcopy.preview import check_hostname, from_manifest, from_volumes
 
@@ -169,13 +169,10 @@ def check_name(args: argparse.Namespace, source: str, *, image: bool) -> None:
     postcopy_options(args, "")  # a bad mapping file, or --hostname with --map: refused now
     if not args.hostname:
         return
-    if image:
+    if isinstance(source, str):
         volumes = from_manifest(image_manifest(source))
     else:
-        report = inspect_disk(source)
-        volumes = from_volumes(
-            [(f"p{p.partition.number}", "", p.volume) for p in report.partitions]
-        )
+        volumes = from_volumes([(f"p{m.number}", m.source.type_id, m.volume) for m in source.moves])
     check_hostname(args.hostname, volumes)
 
 

@@ -125,7 +125,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         # a stream on stdin cannot be read twice (and is no terminal: only --yes goes on).
         jobs.restore_plan(image, target, args.region, Grow(args.grow), **_layout_args(args))
     if isinstance(image, str):
-        check_name(args, image, image=True)
+        check_name(args, image)
     confirm(args, target)
     view = ProgressView(args.json)
     try:
@@ -162,7 +162,7 @@ def _restore_many(args: argparse.Namespace, options: RestoreOptions) -> int:
             " directory (clonebay convert - DIR) to restore it onto several; nothing was written"
         )
     jobs.check_distinct(targets)
-    check_name(args, args.image, image=True)
+    check_name(args, args.image)
     plans = [  # every refusal of every target before the question
         jobs.restore_plan(args.image, t, args.region, Grow(args.grow), **_layout_args(args))
         for t in targets

@@ -137,16 +137,26 @@ def free_bytes(target: str, esp: Installed) -> int:
     return int(found.group(1).replace(" ", "")) if found else 0
 
 
-def _put(target: str, esp: Installed, local: Path, dest: str, work: Path) -> str:
-    """``local`` written to ESP path ``dest`` and read back; returns its sha256."""
+def fetch(target: str, esp: Installed, path: str, local: Path) -> bool:
+    """ESP file ``path`` copied to ``local``; False when it is not there."""
     image = _image(target, esp)
-    mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
-    back = work / "readback"
-    mtool(["mcopy", "-n", "-o", "-i", image, f"::/{dest}", str(back)])
+    proc = mtool(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)], check=False)
+    return proc.returncode == 0 and local.exists()
+
+
+def file_digest(target: str, esp: Installed, path: str) -> str:
+    """The sha256 of ESP file ``path``, "" when it is not there."""
+    with tempfile.TemporaryDirectory(prefix="clonebay-esp-") as tmp:
+        local = Path(tmp) / "f"
+        return _sha(local) if fetch(target, esp, path, local) else ""
+
+
+def put(target: str, esp: Installed, local: Path, dest: str) -> str:
+    """``local`` written to ESP path ``dest`` and read back; returns its sha256."""
+    mtool(["mcopy", "-n", "-o", "-i", _image(target, esp), str(local), f"::/{dest}"])
     want = _sha(local)
-    if _sha(back) != want:
+    if file_digest(target, esp, dest) != want:
         raise DeviceError(f"{esp.where}: \\{dest} read back other bytes than were written")
-    back.unlink()
     return want
 
 
@@ -175,7 +185,8 @@ def ensure_fallback(target: str, esp: Installed) -> tuple[list[Change], list[Ski
         locals_ = []
         for i, (source, _) in enumerate(copies):
             local = work / f"{i}-{PurePosixPath(source).name}"
-            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{source}", str(local)])
+            if not fetch(target, esp, source, local):
+                raise DeviceError(f"{esp.where}: \\{source} could not be read")
             locals_.append(local)
         need = sum(local.stat().st_size + CLUSTER_SLACK for local in locals_)
         free = free_bytes(target, esp)
@@ -188,7 +199,7 @@ def ensure_fallback(target: str, esp: Installed) -> tuple[list[Change], list[Ski
         if not any(p.lower() == "efi/boot" or p.lower().startswith("efi/boot/") for p in paths):
             mtool(["mmd", "-i", image, "::/EFI/BOOT"])
         for (source, dest), local in zip(copies, locals_, strict=True):
-            digest = _put(target, esp, local, dest, work)
+            digest = put(target, esp, local, dest)
             shown = "\\" + dest.replace("/", "\\")
             after = f"{shown} = \\{source.replace('/', chr(92))}"
             kind = what if dest == FALLBACK else "efi fallback file"

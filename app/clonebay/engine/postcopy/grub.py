@@ -95,11 +95,11 @@ def efi_install(
         for path in files:
             local = Path(tmp) / Path(path).name
             mtool(["mcopy", "-n", "-o", "-i", str(fat), f"::/{path}", str(local)])
-            changes.append(_put(target, esp, local, path, where))
+            changes.append(_put(target, esp, local, path))
         fallback = esp_files.FALLBACK
-        if old and _digest_on(target, esp, fallback) == old:
+        if old and esp_files.file_digest(target, esp, fallback) == old:
             new = Path(tmp) / Path(_main_loader(files)).name
-            changes.append(_put(target, esp, new, fallback, where))
+            changes.append(_put(target, esp, new, fallback))
     return changes
 
 
@@ -108,33 +108,18 @@ def _main_loader(files: list[str]) -> str:
     return names.get("shimx64.efi") or names.get("grubx64.efi") or files[0]
 
 
-def _digest_on(target: str, esp: Installed, path: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="clonebay-esp-") as tmp:
-        local = Path(tmp) / "f"
-        image = f"{target}@@{esp.partition.start}"
-        proc = mtool(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)], check=False)
-        if proc.returncode != 0 or not local.exists():
-            return ""  # not there
-        return hashlib.sha256(local.read_bytes()).hexdigest()
-
-
 def _loader_digest(target: str, esp: Installed, bootloader_id: str) -> str:
     for name in ("shimx64.efi", "grubx64.efi"):
-        digest = _digest_on(target, esp, f"EFI/{bootloader_id}/{name}")
+        digest = esp_files.file_digest(target, esp, f"EFI/{bootloader_id}/{name}")
         if digest:
             return digest
     return ""
 
 
-def _put(target: str, esp: Installed, local: Path, dest: str, where: str) -> Change:
-    image = f"{target}@@{esp.partition.start}"
-    mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{dest}"])
-    want = hashlib.sha256(local.read_bytes()).hexdigest()
-    if _digest_on(target, esp, dest) != want:
-        raise OSError(f"{esp.where}: {dest} read back differs from what grub-install made")
-    return Change(
-        esp.where, "grub (UEFI) file", "", "\\" + dest.replace("/", "\\"), f"sha256 {want[:16]}"
-    )
+def _put(target: str, esp: Installed, local: Path, dest: str) -> Change:
+    digest = esp_files.put(target, esp, local, dest)
+    shown = "\\" + dest.replace("/", "\\")
+    return Change(esp.where, "grub (UEFI) file", "", shown, f"sha256 {digest[:16]}")
 
 
 def efi_bootloader_ids(ch: Chroot, esp_paths: list[str]) -> list[str]:

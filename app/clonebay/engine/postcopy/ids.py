@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 
 from clonebay.engine.inspect import inspect_disk
+from clonebay.engine.layout.fixups import boot_sector_copies
 from clonebay.engine.postcopy.changes import Change, PostcopyReport, Skip
 from clonebay.engine.postcopy.systems import Installed, Survey
 from clonebay.errors import DeviceError
@@ -34,9 +35,7 @@ from clonebay.system.parttable import read_table
 from clonebay.system.run import run
 
 FAT_SERIAL = {"fat12": 0x27, "fat16": 0x27, "fat32": 0x43}  # BS_VolID offset in the boot sector
-FAT32_BACKUP = 0x32  # BPB_BkBootSec
 NTFS_SERIAL = 0x48  # u64
-NTFS_TOTAL = 0x28  # u64 sectors in the volume (the backup boot sector is the one after)
 
 
 @dataclass
@@ -108,23 +107,14 @@ def _swap(target: str, inst: Installed, new: str) -> None:
         loopdev.detach(dev)
 
 
-def _boot_copies(dev: TargetDevice, start: int, fstype: str) -> list[int]:
-    boot = os.pread(dev.fd, 512, start)
-    bps = struct.unpack_from("<H", boot, 0x0B)[0] or 512
-    if fstype == "ntfs":
-        return [start, start + struct.unpack_from("<Q", boot, NTFS_TOTAL)[0] * bps]
-    if fstype == "fat32":
-        backup = struct.unpack_from("<H", boot, FAT32_BACKUP)[0]
-        return [start, start + backup * bps] if backup else [start]
-    return [start]
-
-
 def _patch_serial(target: str, inst: Installed, value: bytes) -> None:
     fstype = inst.volume.fstype
     at = NTFS_SERIAL if fstype == "ntfs" else FAT_SERIAL[fstype]
     dev = TargetDevice(target)
     try:
-        for copy in _boot_copies(dev, inst.partition.start, fstype):
+        start = inst.partition.start
+        boot = os.pread(dev.fd, 512, start)
+        for copy in (start + offset for offset in boot_sector_copies(boot, fstype)):
             if copy + 512 <= inst.partition.end:
                 dev.write_at(value, copy + at)
         dev.sync()

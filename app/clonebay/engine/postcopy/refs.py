@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from clonebay.engine.postcopy.changes import Change
-from clonebay.engine.postcopy.esp import mtool
+from clonebay.engine.postcopy.esp import fetch, put
 from clonebay.engine.postcopy.systems import Installed, inside
 
 LINUX_FILES = (
@@ -65,25 +65,20 @@ def esp_files(
     target: str, esp: Installed, paths: list[str], pairs: list[tuple[str, str]]
 ) -> list[Change]:
     """grub.cfg files on the ESP (mtools)."""
-    image = f"{target}@@{esp.partition.start}"
     changes = []
     with tempfile.TemporaryDirectory(prefix="clonebay-esp-") as tmp:
         for path in paths:
             if not path.lower().endswith("grub.cfg"):
                 continue
             local = Path(tmp) / "grub.cfg"
-            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(local)])
+            if not fetch(target, esp, path, local):
+                raise OSError(f"{esp.where}: {path} could not be read")
             text = local.read_text(errors="surrogateescape")
             new = replace_ids(text, pairs)
             if new == text:
                 continue
             local.write_text(new, errors="surrogateescape")
-            mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{path}"])
-            back = Path(tmp) / "back.cfg"
-            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{path}", str(back)])
-            if back.read_text(errors="surrogateescape") != new:
-                raise OSError(f"{esp.where}: {path} read back other text than was written")
-            changes.append(
-                Change(esp.where, "\\" + path.replace("/", "\\"), "old ids", "new ids", "read back")
-            )
+            put(target, esp, local, path)
+            shown = "\\" + path.replace("/", "\\")
+            changes.append(Change(esp.where, shown, "old ids", "new ids", "read back"))
     return changes

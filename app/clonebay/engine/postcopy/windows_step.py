@@ -15,7 +15,6 @@ hive work is engine/postcopy/windows.py; a hive with a pending log is refused th
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from clonebay.engine.postcopy import windows, windows_boot
 from clonebay.engine.postcopy.changes import Skip
-from clonebay.engine.postcopy.esp import mtool
+from clonebay.engine.postcopy.esp import fetch, put
 from clonebay.engine.postcopy.mounts import volume
 from clonebay.engine.postcopy.systems import Installed
 from clonebay.errors import DeviceError, InputError
@@ -141,11 +140,9 @@ def _boot_data(
 
 def _esp_bcd(job: Pass, esp: Installed, move: windows_boot.DiskMove) -> None:
     """The UEFI BCD store on the ESP: copied out, patched, put back and read back."""
-    image = f"{job.target}@@{esp.partition.start}"
     with tempfile.TemporaryDirectory(prefix="clonebay-bcd-") as tmp:
         local = Path(tmp) / "BCD"
-        got = mtool(["mcopy", "-n", "-o", "-i", image, f"::/{ESP_BCD}", str(local)], check=False)
-        if got.returncode != 0 or not local.exists():
+        if not fetch(job.target, esp, ESP_BCD, local):
             return  # no Windows Boot Manager on this ESP
         patch = windows_boot.patch_mbr_boot(
             move.old_signature,
@@ -157,13 +154,6 @@ def _esp_bcd(job: Pass, esp: Installed, move: windows_boot.DiskMove) -> None:
             sector_size=move.sector_size,
         )
         if patch.changes:
-            mtool(["mcopy", "-n", "-o", "-i", image, str(local), f"::/{ESP_BCD}"])
-            back = Path(tmp) / "back"
-            mtool(["mcopy", "-n", "-o", "-i", image, f"::/{ESP_BCD}", str(back)])
-            if (
-                hashlib.sha256(back.read_bytes()).digest()
-                != hashlib.sha256(local.read_bytes()).digest()
-            ):
-                raise DeviceError(f"{esp.where}: \\EFI\\Microsoft\\Boot\\BCD read back differs")
+            put(job.target, esp, local, ESP_BCD)
         job.report.changes += patch.changes
         job.report.facts += patch.facts
