@@ -3,6 +3,10 @@
 Every subcommand returns an exit code; every ClonebayError becomes its message on stderr (or a
 JSON object with ``--json``) and its exit code, so scripts can tell a refusal from a failure.
 Each module of this package registers a group of subcommands (``register(sub)``).
+
+``clonebay`` alone goes straight to the TUI without importing the command groups: tty1 of the
+live system starts it so at boot, where every module imported before the first screen costs
+time (docs/live.md, Boot time).
 """
 
 from __future__ import annotations
@@ -14,14 +18,13 @@ import sys
 from collections.abc import Sequence
 
 from clonebay import __version__
-from clonebay.cli import browse, disks, fixup, images, job, net, stick, stores
 from clonebay.cli.common import as_given
 from clonebay.errors import ClonebayError, UsageError
 
-COMMAND_GROUPS = (disks, images, job, net, browse, stores, stick, fixup)
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from clonebay.cli import browse, disks, fixup, images, job, net, stick, stores
+
     parser = argparse.ArgumentParser(
         prog="clonebay",
         description="Clone disks, save and restore images, copying only the blocks in use.",
@@ -29,27 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clonebay {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in COMMAND_GROUPS:
+    for group in (disks, images, job, net, browse, stores, stick, fixup):
         group.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if not (sys.argv[1:] if argv is None else argv):
+        return _tui()
+    from clonebay.cli.stores import run_command
+
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     as_json = bool(getattr(args, "json", False))
     try:
-        if args.command is None:
-            if not (sys.stdin.isatty() and sys.stdout.isatty()):
-                raise UsageError("the TUI needs a terminal: give a command (see clonebay --help)")
-            from clonebay.tui.app import run_tui
-
-            return run_tui()
-        return stores.run_command(args)
+        if args.command is None:  # options only, such as -v
+            return _tui()
+        return run_command(args)
     except ClonebayError as exc:
         message = as_given(args, exc.message)
         if as_json:
@@ -61,3 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clonebay: cancelled", file=sys.stderr)
         return 9
+
+
+def _tui() -> int:
+    """``clonebay`` with no command: the TUI, on a terminal only."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        error = UsageError("the TUI needs a terminal: give a command (see clonebay --help)")
+        print(f"clonebay: {error.title.lower()}: {error.message}", file=sys.stderr)
+        return error.exit_code
+    from clonebay.tui.app import run_tui
+
+    return run_tui()

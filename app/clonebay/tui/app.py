@@ -28,7 +28,7 @@ import shlex
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from textual import work
 from textual.app import App
@@ -38,16 +38,14 @@ from textual.drivers.linux_driver import LinuxDriver
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
-from clonebay.system.hotplug import DiskChange
 from clonebay.system.run import spawn
-from clonebay.tui import flows
 from clonebay.tui.messages import WorkerError
-from clonebay.tui.screens.ask import AskModal
-from clonebay.tui.screens.disk_picker import DiskPickerScreen
 from clonebay.tui.screens.error import ErrorModal
 from clonebay.tui.screens.home import HomeScreen
-from clonebay.tui.screens.progress import ProgressScreen
-from clonebay.tui.services import Services
+
+if TYPE_CHECKING:
+    from clonebay.system.hotplug import DiskChange
+    from clonebay.tui.services import Services
 
 LEAVE_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
 HANGUP_CODE = 128 + signal.SIGHUP  # the exit code after the terminal went away, as for SIGHUP
@@ -188,7 +186,9 @@ class TerminalDriver(LinuxDriver):
 
 
 class ClonebayApp(App[int]):
-    """``services``: the door to disks and jobs; ``watch_disks``: follow hotplug."""
+    """``services``: the door to disks and jobs, or what makes it on first use (``run_tui``
+    passes a maker: the engine's modules then load after the first screen is drawn, not
+    before it); ``watch_disks``: follow hotplug, from the first screen on."""
 
     CSS_PATH = "app.tcss"
     TITLE = "clonebay"
@@ -197,9 +197,17 @@ class ClonebayApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True)
     ]
 
-    def __init__(self, services: Services, *, watch_disks: bool = True) -> None:
+    def __init__(
+        self, services: Services | Callable[[], Services], *, watch_disks: bool = True
+    ) -> None:
         super().__init__()
-        self.services = services
+        self._services: Services | None = None
+        self._make_services: Callable[[], Services] | None = None
+        if callable(services):
+            self._make_services = services
+        else:
+            self._services = services
+        self._services_lock = threading.Lock()
         self.watch_disks = watch_disks
         self.stop_watching = threading.Event()
         self.hotplug_changes = 0
@@ -208,23 +216,35 @@ class ClonebayApp(App[int]):
     def get_driver_class(self) -> type[Driver]:
         return TerminalDriver  # a test's headless run uses textual's headless driver instead
 
+    @property
+    def services(self) -> Services:
+        """The Services, made on first use (from any thread: the hotplug worker's is usually
+        the first)."""
+        with self._services_lock:
+            if self._services is None:
+                assert self._make_services is not None
+                self._services = self._make_services()
+            return self._services
+
     def on_mount(self) -> None:
         self.push_screen(HomeScreen())
-        self.call_after_refresh(self._say_ready)
-        if self.watch_disks:
-            self.watch_hotplug()
+        self.call_after_refresh(self._first_screen_drawn)
 
-    def _say_ready(self) -> None:
-        """The first screen is drawn: run $CLONEBAY_READY_COMMAND once, if set (the live
-        system's tty1 sets it to report "tui-ready" to a watching host: docs/live.md, Boot
-        time). Never waited for, and its failure is only logged."""
+    def _first_screen_drawn(self) -> None:
+        """Run $CLONEBAY_READY_COMMAND once, if set (the live system's tty1 sets it to report
+        "tui-ready" to a watching host: docs/live.md, Boot time; never waited for, and its
+        failure is only logged), then start following the disks: the watcher's first listing
+        and the engine's import no longer hold up the first screen."""
         command = os.environ.pop("CLONEBAY_READY_COMMAND", "")
         if command:
             spawn(shlex.split(command))
+        if self.watch_disks:
+            self.watch_hotplug()
 
     def on_unmount(self) -> None:
         self.stop_watching.set()
-        self.services.close_store()  # the image store chosen for the session is unmounted
+        if self._services is not None:
+            self._services.close_store()  # the image store chosen for the session is unmounted
 
     # --- flows -------------------------------------------------------------------------------
 
@@ -232,6 +252,8 @@ class ClonebayApp(App[int]):
         if message.choice == "quit":
             self.exit(0)
             return
+        from clonebay.tui import flows  # on first use: not imported before the first screen
+
         flow = flows.FLOWS.get(message.choice)
         if flow is None:
             return
@@ -270,6 +292,8 @@ class ClonebayApp(App[int]):
 
     def disks_changed(self, change: DiskChange) -> None:
         """A new disk list from the watcher: every open picker shows it."""
+        from clonebay.tui.screens.disk_picker import DiskPickerScreen
+
         self.hotplug_changes += 1
         self.services.forget(*(d.path for d in (*change.removed, *change.changed)))
         for screen in self.screen_stack:
@@ -279,6 +303,9 @@ class ClonebayApp(App[int]):
     # --- quitting ---------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
+        from clonebay.tui.screens.ask import AskModal
+        from clonebay.tui.screens.progress import ProgressScreen
+
         screen = self.screen
         if isinstance(screen, ProgressScreen) and screen.failure is None:
             screen.action_cancel()  # a running job is cancelled first, never abandoned
@@ -321,8 +348,14 @@ def run_tui(disk_paths: list[str] | None = None, image_dir: str | None = None) -
     on the command line, listed first); images are looked for and saved in ``image_dir``
     (default: the current folder). Returns the exit code."""
     logging.getLogger("clonebay").addHandler(logging.NullHandler())  # nothing on the screen
-    services = Services(disk_paths or [], image_dir=os.path.abspath(image_dir or os.getcwd()))
-    app = ClonebayApp(services)
+    folder = os.path.abspath(image_dir or os.getcwd())
+
+    def make_services() -> Services:
+        from clonebay.tui.services import Services
+
+        return Services(disk_paths or [], image_dir=folder)
+
+    app = ClonebayApp(make_services)
     app.run()
     return app.return_code or 0
 
