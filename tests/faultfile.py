@@ -36,11 +36,18 @@ NAME = "disk.img"
 class FaultFile(mfusepy.Operations):  # type: ignore[misc]
     """One read-only file over BACKING with EIO for reads that touch the bad range."""
 
-    def __init__(self, backing: str, start: int, length: int, writes: bool = False) -> None:
+    def __init__(
+        self,
+        backing: str,
+        start: int,
+        length: int,
+        writes: bool = False,
+        more: Sequence[tuple[int, int]] = (),
+    ) -> None:
         self.writes = writes
         self.fd = os.open(backing, (os.O_RDWR if writes else os.O_RDONLY) | os.O_CLOEXEC)
         self.size = os.fstat(self.fd).st_size
-        self.bad = (start, start + length)
+        self.bad = [(a, a + n) for a, n in ((start, length), *more)]
         self.failed = 0
 
     def init(self, path: str) -> None:
@@ -65,7 +72,7 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
         return 0
 
     def _bad(self, offset: int, size: int) -> bool:
-        return offset < self.bad[1] and offset + size > self.bad[0]
+        return any(offset < end and offset + size > start for start, end in self.bad)
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         if not self.writes and self._bad(offset, size):
@@ -94,11 +101,18 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
 
 @contextmanager
 def failing(
-    backing: Path, mountpoint: Path, start: int, length: int, *, writes: bool = False
+    backing: Path,
+    mountpoint: Path,
+    start: int,
+    length: int,
+    *,
+    writes: bool = False,
+    more: Sequence[tuple[int, int]] = (),
 ) -> Iterator[Path]:
-    """``backing`` with a bad range (for reads, or with ``writes`` for writes), as
-    ``mountpoint``/disk.img; unmounted after."""
+    """``backing`` with a bad range (for reads, or with ``writes`` for writes), and the
+    ``more`` ones, (start, length) each, as ``mountpoint``/disk.img; unmounted after."""
     args = [str(backing), str(mountpoint), str(start), str(length)]
+    args += [f"--bad={a}:{n}" for a, n in more]
     with served("tests.faultfile", ["--writes", *args] if writes else args, mountpoint):
         yield mountpoint / NAME
 
@@ -110,8 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("start", type=int, help="first byte that fails")
     parser.add_argument("length", type=int, help="bytes that fail")
+    parser.add_argument(
+        "--bad", action="append", default=[], metavar="START:LENGTH", help="another bad range"
+    )
     args = parser.parse_args(argv)
-    operations = FaultFile(args.backing, args.start, args.length, args.writes)
+    more = [(int(a), int(n)) for a, _, n in (spec.partition(":") for spec in args.bad)]
+    operations = FaultFile(args.backing, args.start, args.length, args.writes, more)
     mfusepy.FUSE(
         operations,
         args.mountpoint,

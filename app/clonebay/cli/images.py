@@ -26,6 +26,7 @@ from clonebay.cli.fixup import (
     one_machine,
     preview_text,
 )
+from clonebay.cli.rescue import DONE_WITH_ERRORS, add_rescue_options, rescue_options
 from clonebay.cli.stores import add_store_options, no_space_check
 from clonebay.errors import ClonebayError, UsageError, VerifyError
 from clonebay.progress_view import ProgressView
@@ -56,6 +57,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
         space_check=args.image in getattr(args, "store_urls", {}) and not args.no_space_check,
         shrink=args.shrink,
         scratch=args.scratch,
+        rescue=rescue_options(args),
     )
     with contextlib.ExitStack() as stack:
         image: str | IO[bytes] = args.image
@@ -73,7 +75,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
         name = "stdout" if args.image == "-" else args.image
         text = jobs.summary_text(name, summary, view.elapsed())
         emit_result(args, summary, text + ("\nread back from the store: OK" if checked else ""))
-    return 0
+    return DONE_WITH_ERRORS if manifest.unreadable else 0
 
 
 def _check_saved(args: argparse.Namespace, image: str | IO[bytes], view: ProgressView) -> bool:
@@ -266,6 +268,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="read the image back from where it was written and check every frame (default:"
         " on for an image in a store URL, off for a plain path)",
     )
+    add_rescue_options(p, "IMAGE.map, beside the image")
     no_space_check(p)
     add_store_options(p)
     p.set_defaults(func=_cmd_save)

@@ -18,6 +18,7 @@ from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
+from clonebay.engine.rescue.reader import RescueOptions
 from clonebay.engine.restore.directory import restore as restore_directory
 from clonebay.engine.restore.directory import restore_many as restore_directory_many
 from clonebay.engine.restore.placements import RestoreOptions, plan_target
@@ -38,6 +39,7 @@ from clonebay.system.blockdev import drop_cache
 from clonebay.units import human_size
 
 __all__ = [
+    "RescueOptions",
     "RestoreOptions",
     "SaveOptions",
     "check_distinct",
@@ -301,6 +303,8 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
         "stored_bytes": totals.stored_bytes,
         "zero_bytes": totals.zero_bytes,
         "dedup_bytes": totals.dedup_bytes,
+        "unreadable_bytes": totals.unreadable_bytes,
+        "unreadable": [vars(u) for u in manifest.unreadable],
         "warnings": list(manifest.warnings),
     }
 
@@ -314,6 +318,10 @@ def summary_text(image: str, summary: dict[str, Any], seconds: float) -> str:
         f" {ratio:.2f}x; {human_size(summary['zero_bytes'])} zeros and"
         f" {human_size(summary['dedup_bytes'])} duplicates not stored)"
         f" in {seconds:.1f} s, {rate:.0f} MB/s"
+    ) + "".join(
+        f"\n  unreadable: {u['region']}, {u['length']} bytes at offset {u['offset']}"
+        f" (zeros in the image)"
+        for u in summary.get("unreadable", ())
     )
 
 

@@ -22,6 +22,9 @@ from typing import IO
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
+from clonebay.engine.rescue.image import add_recovered
+from clonebay.engine.rescue.reader import RescueOptions, Rescuer
+from clonebay.engine.rescue.recovered import Recovered
 from clonebay.engine.shrink import steps
 from clonebay.engine.shrink.compact import Compacted, smallest_plan
 from clonebay.engine.stores.space import check_room
@@ -36,7 +39,7 @@ from clonebay.imaging.source_disk import SourceInfo, TableInfo
 from clonebay.imaging.spec import DEFAULT_CHUNK_SIZE, DEFAULT_PACK_LIMIT
 from clonebay.imaging.stream_write import StreamWriter
 from clonebay.imaging.writer import ImageWriter
-from clonebay.model import Progress
+from clonebay.model import Extent, Progress
 from clonebay.system.blockdev import SourceDevice, sector_sizes
 from clonebay.system.directio import DirectFile
 from clonebay.units import human_size
@@ -53,6 +56,7 @@ class SaveOptions:
     space_check: bool = False  # refuse when the folder's free space < the data in use
     shrink: bool = False  # save the smallest disk that holds the data (engine/shrink/compact.py)
     scratch: str = ""  # where a shrink keeps its copy-on-write overlays
+    rescue: RescueOptions | None = None  # read a failing source (engine/rescue/), map beside
 
 
 def chunk_tasks(
@@ -105,12 +109,19 @@ def region_entries(regions: list[SourceRegion]) -> list[RegionEntry]:
 
 
 class _RegionSink:
-    """Feeds pipeline results to the writer, opening and closing regions in disk order."""
+    """Feeds pipeline results to the writer, opening and closing regions in disk order; a
+    rescue's unread chunks become UNREADABLE records, and the map learns what was written."""
 
-    def __init__(self, writer: ImageWriter | StreamWriter, entries: list[RegionEntry]) -> None:
+    def __init__(
+        self,
+        writer: ImageWriter | StreamWriter,
+        entries: list[RegionEntry],
+        rescuer: Rescuer | None = None,
+    ) -> None:
         self.writer = writer
         self.pending = list(entries)
         self.current: str | None = None
+        self.rescuer = rescuer
 
     def advance_to(self, name: str | None) -> None:
         """Close the open region and open every region up to ``name`` (all when None)."""
@@ -127,7 +138,12 @@ class _RegionSink:
     def __call__(self, chunk: Chunk, encoded: EncodedChunk) -> None:
         if chunk.region != self.current:
             self.advance_to(chunk.region)
-        self.writer.add_encoded(chunk.offset, chunk.data.nbytes, encoded)
+        if chunk.missing:  # pass 1 of a rescue: a chunk is read whole or not at all
+            self.writer.add_unreadable(chunk.offset, chunk.data.nbytes)
+        else:
+            self.writer.add_encoded(chunk.offset, chunk.data.nbytes, encoded)
+        if self.rescuer is not None:
+            self.rescuer.delivered(chunk.source_offset, chunk.data.nbytes, chunk.missing)
 
 
 def save(
@@ -152,28 +168,82 @@ def save(
         if options.space_check and isinstance(image, str):
             check_room(image, sum(r.used_bytes for r in regions))
         seen = _Seen(progress)
-        with (
-            SourceDevice(source) as src,
-            _open_writer(image, options) as writer,
-            _told(image, writer, seen),
-        ):
-            tasks = (
-                compacted.tasks(src.io, options.chunk_size)
-                if compacted is not None
-                else chunk_tasks(regions, src.io, options.chunk_size)
+        cancel = cancel or threading.Event()
+        with SourceDevice(source) as src:
+            rescuer = _rescuer(src, image, options, cancel)
+            with _open_writer(image, options) as writer, _told(image, writer, seen):
+                tasks = (
+                    compacted.tasks(src.io, options.chunk_size)
+                    if compacted is not None
+                    else chunk_tasks(regions, src.io, options.chunk_size)
+                )
+                manifest = _save_into(
+                    writer,
+                    src,
+                    report=report,
+                    regions=regions,
+                    entries=entries,
+                    options=options,
+                    progress=seen,
+                    cancel=cancel,
+                    tasks=tasks,
+                    compacted=compacted,
+                    rescuer=rescuer,
+                )
+            if rescuer is None:
+                return manifest
+            assert isinstance(image, str) and options.rescue is not None
+            return _rescue_rest(rescuer, image, regions, options.rescue.retries) or manifest
+
+
+def _rescuer(
+    src: SourceDevice, image: str | IO[bytes], options: SaveOptions, cancel: threading.Event
+) -> Rescuer | None:
+    """The rescue of ``save --rescue`` (None without it): its map beside the image."""
+    if options.rescue is None:
+        return None
+    if not isinstance(image, str):
+        raise UsageError(
+            "save --rescue writes an image directory: its later passes add what they read to"
+            " the image, which a stream cannot take; save into a folder"
+        )
+    if options.shrink:
+        raise UsageError("save --rescue cannot shrink: save the failing disk first, then shrink")
+    path = Path(options.rescue.map_path or image.rstrip("/") + ".map")
+    return Rescuer.open(src, path, cancel, f"clonebay save --rescue {src.path} {image}")
+
+
+def _rescue_rest(
+    rescuer: Rescuer, image: str, regions: list[SourceRegion], retries: int
+) -> Manifest | None:
+    """Passes 2-5 over what pass 1 left; what they read becomes the image's next revision."""
+    domain = rescue_domain(regions)
+    recovered = Recovered(Path(image.rstrip("/") + ".rescued.tmp"))
+    try:
+        try:
+            rescuer.later_passes(domain, recovered.put, retries)
+        except ClonebayError as exc:
+            if recovered.ranges():  # keep what was read before the stop
+                add_recovered(image, regions, recovered, "rescue: stopped early")
+            exc.message += (
+                f"\nthe image {image} is complete as far as the source was read; the parts not"
+                f" read are unreadable ranges in it, and {rescuer.map.path} maps them"
             )
-            return _save_into(
-                writer,
-                src,
-                report=report,
-                regions=regions,
-                entries=entries,
-                options=options,
-                progress=seen,
-                cancel=cancel,
-                tasks=tasks,
-                compacted=compacted,
-            )
+            raise
+        summary = rescuer.summary(domain)
+        note = f"rescue: {' / '.join(summary.passes)}: {summary.bad_bytes} bytes left unreadable"
+        return add_recovered(image, regions, recovered, note)
+    finally:
+        recovered.close()
+
+
+def rescue_domain(regions: list[SourceRegion]) -> tuple[Extent, ...]:
+    """The source positions a save reads: every region's runs, where they are on the disk."""
+    return extents.normalize(
+        Extent(region.disk_offset + run.start, run.length)
+        for region in regions
+        for run in region.runs
+    )
 
 
 @contextlib.contextmanager
@@ -273,6 +343,7 @@ def _save_into(
     cancel: threading.Event | None,
     tasks: Iterator[ReadTask],
     compacted: Compacted | None,
+    rescuer: Rescuer | None,
 ) -> Manifest:
     codec = options.codec
     table = table_as_data(report) if options.partition is None else TableInfo()
@@ -282,7 +353,7 @@ def _save_into(
         info = replace(info, size=compacted.plan.target_size)
         warnings = (*warnings, *compacted.notes)
     writer.declare(entries, source=info, table=table)
-    sink = _RegionSink(writer, entries)
+    sink = _RegionSink(writer, entries, rescuer)
     pipe: Pipeline[EncodedChunk] = Pipeline(
         lambda c: encode_chunk(c.data, codec),
         sink,
@@ -291,6 +362,7 @@ def _save_into(
         chunk_size=options.chunk_size,
         cancel=cancel,
         progress=progress,
+        rescue=rescuer.read if rescuer is not None else None,
     )
     totals = {r.name: r.used_bytes for r in regions}
     pipe.run(tasks, totals)

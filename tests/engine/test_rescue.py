@@ -1,0 +1,174 @@
+"""``--rescue`` on a failing source: every readable used byte copied, the unreadable ones mapped.
+
+The source is a real GPT disk with an ext4 partition (mkfs.ext4 -d), seen through
+tests/faultfile.py: a FUSE file that fails with EIO every read touching one of the chosen
+ranges, as a disk's bad sectors do. The ranges sit where debugfs (the oracle) says big.bin's
+blocks are, one of them a single 512-byte sector; one more is in the partition's free space,
+which a rescue never reads. Checked: the image's UNREADABLE ranges and the map's bad sectors
+are exactly the bad ranges that lie in used blocks, GNU ddrescuelog reads the map, the free
+space is non-tried in it, every file restores with its original bytes except the bad sectors
+(zeros), e2fsck finds the restored filesystem clean, verify accepts the image, exit code 10.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from clonebay.testdisks import ext
+from tests.diskcheck import extract
+from tests.edgedisks import MIB, clonebay, gpt_disk, layout, mkext
+from tests.faultfile import failing
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/dev/fuse"), reason="FUSE mounts need root"
+)
+BLOCK = 4096
+SECTOR = 512
+DONE_WITH_ERRORS = 10
+
+
+class Source:
+    """The healthy disk, where its partition starts, and the bytes of its files."""
+
+    def __init__(self, disk: Path, p1: int, files: dict[str, bytes], big_blocks: list[int]):
+        self.disk = disk
+        self.p1 = p1
+        self.files = files
+        self.big_blocks = big_blocks
+
+    def big_byte(self, fraction: float) -> int:
+        """A disk position inside big.bin's data, ``fraction`` of the way through its blocks."""
+        return self.p1 + self.big_blocks[int(len(self.big_blocks) * fraction)] * BLOCK
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    work = tmp_path_factory.mktemp("rescue")
+    root = work / "files"
+    (root / "docs").mkdir(parents=True)
+    rng = random.Random(18)
+    files = {"big.bin": rng.randbytes(12 * MIB), "docs/a.txt": b"kept\n" * 3000}
+    files |= {f"docs/n{i}.bin": rng.randbytes(rng.randrange(1, 200_000)) for i in range(20)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    disk = gpt_disk(work / "src.img", 96 * MIB, "1:2048:+64M")
+    start, sectors = layout(disk)[1]
+    mkext(disk, start * SECTOR, sectors * SECTOR, root=root)
+    p1 = extract(disk, start * SECTOR, sectors * SECTOR, work / "p1.img")
+    blocks = ext.blocks_of(p1, "/big.bin")
+    p1.unlink()
+    return Source(disk, start * SECTOR, files, blocks)
+
+
+def free_byte(src: Source, work: Path) -> int:
+    """A disk position 64 KiB long in the partition's free space (dumpe2fs's free blocks)."""
+    start, sectors = layout(src.disk)[1]
+    p1 = extract(src.disk, start * SECTOR, sectors * SECTOR, work / "p1.img")
+    text = subprocess.run(["dumpe2fs", str(p1)], capture_output=True, text=True, check=True).stdout
+    p1.unlink()
+    for line in text.splitlines():
+        if line.strip().startswith("Free blocks:") and "-" in line:
+            first, last = (int(n) for n in line.split(":")[1].split(",")[-1].split("-"))
+            if last - first > 64:
+                return src.p1 + (first + 16) * BLOCK
+    raise AssertionError("no free run of 64 blocks")
+
+
+def read_map(path: Path) -> list[tuple[int, int, str]]:
+    lines = [ln.split() for ln in path.read_text().splitlines() if ln and ln[0] != "#"]
+    return [(int(a, 16), int(b, 16), s) for a, b, s in lines[1:]]
+
+
+def restored_files(image: Path, work: Path) -> tuple[dict[str, bytes], str]:
+    """Restore ``image`` into a file; its p1's files (debugfs rdump) and e2fsck's verdict."""
+    target = work / "restored.img"
+    done = clonebay("restore", str(image), str(target), "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "unreadable" in done.stdout + done.stderr  # restore reports the zeroed ranges
+    start, sectors = layout(target)[1]
+    p1 = extract(target, start * SECTOR, sectors * SECTOR, work / "rp1.img")
+    out = work / "out"
+    out.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump / {out}", str(p1)], capture_output=True, check=True)
+    fsck = subprocess.run(["e2fsck", "-fn", str(p1)], capture_output=True, text=True, check=False)
+    found = {str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    return found, f"{fsck.returncode}: {fsck.stdout[-400:]}"
+
+
+def test_save_rescue_maps_exactly_the_bad_used_sectors(source: Source, tmp_path: Path) -> None:
+    bad = [
+        (source.big_byte(0.25), BLOCK),  # a whole block of big.bin
+        (source.big_byte(0.6) + 3 * SECTOR, SECTOR),  # one sector inside another block
+        (source.big_byte(0.9), 3 * BLOCK),  # three blocks
+    ]
+    free = (free_byte(source, tmp_path), 16 * BLOCK)
+    image = tmp_path / "pc.image"
+    with failing(source.disk, tmp_path / "mnt", *bad[0], more=[*bad[1:], free]) as disk:
+        done = clonebay("save", "--rescue", "--json", str(disk), str(image))
+    assert done.returncode == DONE_WITH_ERRORS, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    lost = sorted((u["offset"] + source.p1, u["length"]) for u in result["unreadable"])
+    assert lost == sorted(bad)  # exactly the bad sectors in used blocks; the free ones unread
+    assert all(u["region"] == "p1" for u in result["unreadable"])
+
+    blocks = read_map(Path(f"{image}.map"))
+    assert blocks[0][0] == 0 and sum(b[1] for b in blocks) == source.disk.stat().st_size
+    assert sorted((a, n) for a, n, s in blocks if s == "-") == sorted(bad)
+    assert all(s in "+?" for a, n, s in blocks if s != "-")
+    (status,) = [s for a, n, s in blocks if a <= free[0] < a + n]
+    assert status == "?"  # free space is never read
+    checked = subprocess.run(
+        ["ddrescuelog", "--list-blocks=-", f"--block-size={SECTOR}", f"{image}.map"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    listed = [int(n) for n in checked.stdout.split()]
+    assert listed == [s for a, n in sorted(bad) for s in range(a // SECTOR, (a + n) // SECTOR)]
+
+    assert clonebay("verify", str(image)).returncode == 0
+    files, fsck = restored_files(image, tmp_path)
+    assert fsck.startswith("0:"), fsck
+    want = dict(source.files)
+    big = bytearray(want["big.bin"])
+    for pos, length in bad:  # where each bad range is inside big.bin: zeros in the copy
+        block = (pos - source.p1) // BLOCK
+        at = source.big_blocks.index(block) * BLOCK + (pos - source.p1) % BLOCK
+        big[at : at + length] = bytes(length)
+    want["big.bin"] = bytes(big)
+    assert files.keys() >= want.keys()
+    assert {k: v for k, v in files.items() if k in want} == want
+
+
+def test_save_rescue_of_a_healthy_source_is_a_plain_save(source: Source, tmp_path: Path) -> None:
+    """Nothing fails: exit 0, the same image as without --rescue, every used byte finished."""
+    image = tmp_path / "ok.image"
+    done = clonebay("save", "--rescue", str(source.disk), str(image))
+    assert done.returncode == 0, done.stderr
+    plain = tmp_path / "plain.image"
+    assert clonebay("save", str(source.disk), str(plain)).returncode == 0
+    info = [json.loads(clonebay("info", "--json", str(i)).stdout) for i in (image, plain)]
+    assert info[0]["totals"] == info[1]["totals"]
+    blocks = read_map(Path(f"{image}.map"))
+    assert {s for _, _, s in blocks} <= {"+", "?"}
+    totals = info[0]["totals"]
+    copied = totals["raw_bytes"] + totals["zero_bytes"] + totals["unreadable_bytes"]
+    assert sum(n for _, n, s in blocks if s == "+") == copied
+
+
+def test_a_map_already_there_is_never_overwritten(source: Source, tmp_path: Path) -> None:
+    image = tmp_path / "again.image"
+    old = tmp_path / "again.image.map"
+    old.write_text("# an earlier rescue\n")
+    done = clonebay("save", "--rescue", str(source.disk), str(image))
+    assert done.returncode == 2, done.stderr
+    assert "already exists" in done.stderr
+    assert old.read_text() == "# an earlier rescue\n"
+    assert not image.exists()
