@@ -74,6 +74,7 @@ TOOLS: dict[str, str] = {
     "chroot": "coreutils",
     "setpriv": "util-linux",
     "mkfs.exfat": "exfatprogs",
+    "smartctl": "smartmontools",
 }
 
 _SEARCH_PATH = os.pathsep.join(
