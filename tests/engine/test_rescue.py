@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(
 )
 BLOCK = 4096
 SECTOR = 512
+GAP = 51200  # a sector of the post-GPT gap: after the GPT's entries, before p1 at 1 MiB
 DONE_WITH_ERRORS = 10
 
 
@@ -91,6 +92,11 @@ def restored_files(image: Path, work: Path) -> tuple[dict[str, bytes], str]:
     done = clonebay("restore", str(image), str(target), "--yes")
     assert done.returncode == 0, done.stderr
     assert "unreadable" in done.stdout + done.stderr  # restore reports the zeroed ranges
+    return disk_files(target, work)
+
+
+def disk_files(target: Path, work: Path) -> tuple[dict[str, bytes], str]:
+    """The files of ``target``'s p1 (debugfs rdump) and e2fsck's verdict on it."""
     start, sectors = layout(target)[1]
     p1 = extract(target, start * SECTOR, sectors * SECTOR, work / "rp1.img")
     out = work / "out"
@@ -136,15 +142,52 @@ def test_save_rescue_maps_exactly_the_bad_used_sectors(source: Source, tmp_path:
     assert clonebay("verify", str(image)).returncode == 0
     files, fsck = restored_files(image, tmp_path)
     assert fsck.startswith("0:"), fsck
+    assert_files_but_bad(source, files, bad)
+
+
+def assert_files_but_bad(source: Source, files: dict[str, bytes], bad: list[tuple[int, int]]):
+    """Every file as on the source, but zeros where ``bad`` (all inside big.bin) lies."""
     want = dict(source.files)
     big = bytearray(want["big.bin"])
-    for pos, length in bad:  # where each bad range is inside big.bin: zeros in the copy
+    for pos, length in bad:
+        if pos < source.p1:
+            continue  # outside the partition
         block = (pos - source.p1) // BLOCK
         at = source.big_blocks.index(block) * BLOCK + (pos - source.p1) % BLOCK
         big[at : at + length] = bytes(length)
     want["big.bin"] = bytes(big)
     assert files.keys() >= want.keys()
     assert {k: v for k, v in files.items() if k in want} == want
+
+
+def test_clone_rescue_writes_every_readable_byte_and_zeros_for_the_rest(
+    source: Source, tmp_path: Path
+) -> None:
+    """The same for a clone, with one bad sector in the GPT's gap too (outside the
+    partitions: read sector by sector, the bad one held as zeros)."""
+    bad = [
+        (GAP, SECTOR),
+        (source.big_byte(0.1) + SECTOR, 2 * SECTOR),
+        (source.big_byte(0.5), 2 * BLOCK),
+    ]
+    target, mapfile = tmp_path / "clone.img", tmp_path / "clone.map"
+    with failing(source.disk, tmp_path / "mnt", *bad[0], more=bad[1:]) as disk:
+        done = clonebay(
+            "clone", "--rescue", "--mapfile", str(mapfile), "--json", "--yes", "--no-fixup",
+            str(disk), str(target),
+        )  # fmt: skip
+    assert done.returncode == DONE_WITH_ERRORS, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted((u["start"], u["length"]) for u in result["unreadable"]) == sorted(bad)
+    assert result["rescue_map"] == str(mapfile)
+    assert sorted((a, n) for a, n, s in read_map(mapfile) if s == "-") == sorted(bad)
+    files, fsck = disk_files(target, tmp_path)
+    assert fsck.startswith("0:"), fsck
+    assert_files_but_bad(source, files, bad)
+    with open(source.disk, "rb") as a, open(target, "rb") as b:  # the GPT head as on the source
+        head, copy = a.read(1 << 20), b.read(1 << 20)
+    assert copy[GAP : GAP + SECTOR] == bytes(SECTOR)
+    assert copy[:GAP] == head[:GAP] and copy[GAP + SECTOR :] == head[GAP + SECTOR :]
 
 
 def test_save_rescue_of_a_healthy_source_is_a_plain_save(source: Source, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from clonebay.cli.fixup import (
     one_machine,
     preview_text,
 )
+from clonebay.cli.rescue import DONE_WITH_ERRORS, add_rescue_options, rescue_options
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
     disk_json,
@@ -78,6 +79,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         whole_disk=args.whole_disk,
         fit=Grow(args.fit),
         scratch=args.scratch,
+        rescue=rescue_options(args),
     )
     if len(args.target) > 1:
         return _clone_many(args, options)
@@ -102,6 +104,10 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     )
     text += "".join(f"\n  {line}" for line in result.done)
     text += "".join(f"\n  warning: {line}" for line in result.warnings)
+    text += "".join(
+        f"\n  unreadable: {e.length} bytes at byte {e.start} of {args.source} (zeros on the target)"
+        for e in result.unreadable
+    )
     lines, post = after_copy(args, target, clone_source(plan))
     text += "".join(f"\n  {line}" for line in lines)
     data = {
@@ -109,9 +115,11 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         "verified_chunks": result.verified_chunks,
         "fixups": result.done,
         "warnings": result.warnings,
+        "unreadable": [vars(e) for e in result.unreadable],
+        "rescue_map": result.rescue_map,
     } | post
     emit_result(args, data, text)
-    return 0
+    return DONE_WITH_ERRORS if result.unreadable else 0
 
 
 def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
@@ -184,6 +192,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="show the plan and write nothing")
     add_postcopy_options(p)
+    add_rescue_options(p, "/var/lib/clonebay/rescue/SOURCE-SERIAL.map")
     add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_clone)

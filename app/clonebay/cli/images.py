@@ -74,6 +74,9 @@ def _cmd_save(args: argparse.Namespace) -> int:
         summary = jobs.manifest_summary(manifest) | {"verified": checked}
         name = "stdout" if args.image == "-" else args.image
         text = jobs.summary_text(name, summary, view.elapsed())
+        if options.rescue is not None and isinstance(image, str):
+            summary["rescue_map"] = str(jobs.rescue_map_path(image, options.rescue))
+            text += f"\n  rescue map: {summary['rescue_map']}"
         emit_result(args, summary, text + ("\nread back from the store: OK" if checked else ""))
     return DONE_WITH_ERRORS if manifest.unreadable else 0
 

@@ -15,19 +15,21 @@ from typing import Any
 
 from clonebay.cli.common import emit_result
 from clonebay.cli.fixup import AfterMany
+from clonebay.cli.rescue import DONE_WITH_ERRORS
 from clonebay.engine import TargetOutcome
 from clonebay.units import human_size
 
 
 def exit_code(outcomes: Sequence[TargetOutcome], after: AfterMany | None = None) -> int:
     """0, or the exit code of the first failed target's error (module docstring); a target
-    whose copy is complete but whose post-copy pass failed counts with that error (10)."""
+    whose copy is complete but whose post-copy pass failed counts with that error (10), and
+    so does a rescue that left unreadable ranges (10)."""
     for outcome in outcomes:
         if outcome.error is not None:
             return outcome.error.exit_code
         if after is not None and outcome.target in after.errors:
             return after.errors[outcome.target].exit_code
-    return 0
+    return DONE_WITH_ERRORS if any(o.unreadable for o in outcomes) else 0
 
 
 def outcome_line(outcome: TargetOutcome, verify: bool) -> str:
@@ -82,6 +84,7 @@ def report(
                 "verified_chunks": o.verified_chunks,
                 "fixups": o.done,
                 "warnings": o.warnings,
+                "unreadable": [vars(e) for e in o.unreadable],
                 "postcopy": (after.data.get(o.target, {}).get("postcopy") if after else None),
                 "postcopy_error": (
                     after.errors[o.target].message if after and o.target in after.errors else None

@@ -1,4 +1,4 @@
-"""``--rescue``, ``--retries`` and ``--map`` of ``save`` and ``clone`` (engine/rescue/), and
+"""``--rescue``, ``--retries`` and ``--mapfile`` of ``save`` and ``clone`` (engine/rescue/), and
 the end of a rescued job: each unreadable range listed, exit code 10 ("done with errors")."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def add_rescue_options(p: argparse.ArgumentParser, map_default: str) -> None:
         help="with --rescue: passes over the bad sectors at the end (default 1)",
     )
     p.add_argument(
-        "--map",
+        "--mapfile",
         dest="rescue_map",
         default="",
         metavar="FILE",
@@ -44,7 +44,7 @@ def rescue_options(args: argparse.Namespace) -> RescueOptions | None:
 
     if not args.rescue:
         if args.rescue_map or args.retries != 1:
-            raise UsageError("--retries and --map go with --rescue")
+            raise UsageError("--retries and --mapfile go with --rescue")
         return None
     if not 0 <= args.retries <= 100:
         raise UsageError(f"--retries {args.retries}: give 0 to 100 passes")

@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import xxhash
 
@@ -29,6 +30,8 @@ from clonebay.engine.layout.plan import (
     volume_plan,
 )
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
+from clonebay.engine.rescue.clone import default_map, rescue_rest, rescued
+from clonebay.engine.rescue.reader import RescueOptions, Rescuer
 from clonebay.engine.shrink import steps
 from clonebay.engine.shrink.view import Base
 from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
@@ -59,6 +62,7 @@ class CloneOptions:
     whole_disk: bool = False  # a single volume onto a disk that holds a partition table
     fit: Grow = Grow.PROPORTIONAL  # onto a smaller disk: how the room beyond the minimums is shared
     scratch: str = ""  # where shrink overlays live ("": $CLONEBAY_SCRATCH or the temp folder)
+    rescue: RescueOptions | None = None  # read a failing source (engine/rescue/)
 
 
 @dataclass
@@ -68,6 +72,8 @@ class CloneResult:
     verified_chunks: int = 0
     done: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unreadable: tuple[Extent, ...] = ()  # --rescue: source ranges left unreadable (zeros)
+    rescue_map: str = ""
 
 
 def _plan(report: DiskReport, target: str, options: CloneOptions, minimums: dict[int, int]) -> Plan:
@@ -182,13 +188,20 @@ def _tasks(
 class _Sink:
     """Hands each chunk to every live target at its planned offset (in the pipeline's thread).
     Every target writes from the same pool buffer, kept until its writer thread is done with
-    it (Chunk.keep): no copies, and memory bounded by the pool however many targets."""
+    it (Chunk.keep): no copies, and memory bounded by the pool however many targets. A
+    rescue's unread chunk is not written yet: the later passes write what they read of it,
+    and zeros where it stays unreadable (engine/rescue/clone.py)."""
 
-    def __init__(self, fan: FanOut, plans: dict[str, Plan]) -> None:
+    def __init__(self, fan: FanOut, plans: dict[str, Plan], rescuer: Rescuer | None) -> None:
         self.fan = fan
         self.moves = {t: {m.name: m for m in plan.moves} for t, plan in plans.items()}
+        self.rescuer = rescuer
 
     def __call__(self, chunk: Chunk, result: tuple[bytes, bool]) -> None:
+        if self.rescuer is not None:
+            self.rescuer.delivered(chunk.source_offset, chunk.data.nbytes, chunk.missing)
+            if chunk.missing:
+                return
         digest, is_zero = result
 
         def put(path: TargetPath) -> None:
@@ -209,8 +222,9 @@ def _hash(chunk: Chunk) -> tuple[bytes, bool]:
     return digest, is_zero_chunk(chunk.data, digest)
 
 
-def _hold_areas(src: SourceDevice, fan: FanOut) -> None:
-    """The areas outside partitions, read once and held by each target path until the end."""
+def _hold_areas(src: SourceDevice, fan: FanOut, rescuer: Rescuer | None) -> None:
+    """The areas outside partitions, read once and held by each target path until the end
+    (with --rescue, sector by sector where a read fails: bad sectors are held as zeros)."""
     read: dict[Extent, bytes | None] = {}
 
     def hold(path: TargetPath) -> None:
@@ -219,7 +233,11 @@ def _hold_areas(src: SourceDevice, fan: FanOut) -> None:
                 continue
             for piece in extents.split((Extent(region.target_offset, region.size),), CHUNK):
                 if piece not in read:
-                    data = read_exact(src.fd, piece.length, piece.start, src.path)
+                    data = (
+                        rescuer.read_area(piece.start, piece.length)
+                        if rescuer is not None
+                        else read_exact(src.fd, piece.length, piece.start, src.path)
+                    )
                     read[piece] = None if data.count(0) == len(data) else data
                 path.hold(region.name, piece.start, read[piece], piece.length)
 
@@ -261,7 +279,13 @@ def clone(
     if outcome.error is not None:
         raise outcome.error
     return CloneResult(
-        plans[target], outcome.written, outcome.verified_chunks, outcome.done, outcome.warnings
+        plans[target],
+        outcome.written,
+        outcome.verified_chunks,
+        outcome.done,
+        outcome.warnings,
+        outcome.unreadable,
+        outcome.rescue_map,
     )
 
 
@@ -317,6 +341,11 @@ def _clone(
     targets = list(plans)
     cancel = cancel or threading.Event()
     first = plans[targets[0]]
+    if options.rescue is not None and first.shrinks:
+        raise UsageError(
+            "clone --rescue cannot shrink onto a smaller disk: rescue onto a disk at least as"
+            " large as the source (or save --rescue into an image), then shrink from the copy"
+        )
     if not first.shrinks:
         return _copy(source, report, plans, options, progress, cancel, on_state, {})
     # shrunk in views before the target is opened: a resizer that fails writes nothing
@@ -350,6 +379,7 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
 ) -> list[TargetOutcome]:
     targets = list(plans)
     with SourceDevice(source) as src:
+        rescuer = _rescuer(src, source, targets, options, cancel)
         jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
         paths = open_paths(jobs, progress=progress, cancel=cancel, report_writes=False)
         with FanOut(paths, on_state) as fan:
@@ -357,24 +387,44 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
             def feed() -> None:
                 pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
                     _hash,
-                    _Sink(fan, plans),
+                    _Sink(fan, plans, rescuer),
                     workers=options.workers,
                     buffers=_buffers(len(targets)),
                     chunk_size=CHUNK,
                     cancel=cancel,
                     progress=progress,
+                    rescue=rescuer.read if rescuer is not None else None,
                 )
                 # the reads are the same for every target: only where they land differs
                 totals = {r.name: r.planned_bytes for r in jobs[0].regions if not r.held}
                 pipe.run(_tasks(plans[targets[0]], src.io, overlays), totals)
-                _hold_areas(src, fan)
+                if rescuer is not None and options.rescue is not None:
+                    rescue_rest(rescuer, plans, fan, options.rescue.retries)
+                _hold_areas(src, fan, rescuer)
 
             fan.run(feed)
             outcomes = fan.outcomes(lambda p: p.job.notes)
+    if rescuer is not None:
+        rescued(rescuer, plans, outcomes)
     for outcome in outcomes:
         if outcome.touched and is_block_device(outcome.target):
             run(["blockdev", "--rereadpt", outcome.target], check=False)
     return outcomes
+
+
+def _rescuer(
+    src: SourceDevice,
+    source: str,
+    targets: list[str],
+    options: CloneOptions,
+    cancel: threading.Event,
+) -> Rescuer | None:
+    """The rescue of ``clone --rescue`` (None without it), its map where --mapfile says or in
+    MAP_FOLDER, named after the source."""
+    if options.rescue is None:
+        return None
+    path = Path(options.rescue.map_path) if options.rescue.map_path else default_map(source)
+    return Rescuer.open(src, path, cancel, f"clonebay clone --rescue {source} {' '.join(targets)}")
 
 
 def _buffers(targets: int) -> int:

@@ -24,7 +24,7 @@ from clonebay.engine.restore.directory import restore_many as restore_directory_
 from clonebay.engine.restore.placements import RestoreOptions, plan_target
 from clonebay.engine.restore.shrinking import measurer
 from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
-from clonebay.engine.save import SaveOptions, save
+from clonebay.engine.save import SaveOptions, rescue_map_path, save
 from clonebay.engine.target import checks
 from clonebay.engine.target.fanout import StateSink, TargetOutcome
 from clonebay.engine.verify import verify_image as verify_directory
@@ -48,6 +48,7 @@ __all__ = [
     "image_info",
     "info_text",
     "manifest_summary",
+    "rescue_map_path",
     "restore",
     "restore_many",
     "restore_plan",

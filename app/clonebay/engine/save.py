@@ -209,8 +209,13 @@ def _rescuer(
         )
     if options.shrink:
         raise UsageError("save --rescue cannot shrink: save the failing disk first, then shrink")
-    path = Path(options.rescue.map_path or image.rstrip("/") + ".map")
+    path = rescue_map_path(image, options.rescue)
     return Rescuer.open(src, path, cancel, f"clonebay save --rescue {src.path} {image}")
+
+
+def rescue_map_path(image: str, rescue: RescueOptions) -> Path:
+    """Where ``save --rescue`` keeps its map: --mapfile, else IMAGE.map beside the image."""
+    return Path(rescue.map_path or image.rstrip("/") + ".map")
 
 
 def _rescue_rest(

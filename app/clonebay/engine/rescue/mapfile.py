@@ -15,7 +15,7 @@ so ``ddrescuelog`` and ddrescueview read clonebay's maps, and a map tells at any
 resumed job still has to do. Positions are byte offsets of the *source device* as it was opened
 (a whole disk, or the partition given), whatever the image or the target's layout.
 
-The map lives in a file beside the image (``IMAGE.map``) or where ``--map`` says; every save is
+The map lives in a file beside the image (``IMAGE.map``) or where ``--mapfile`` says; every save is
 written to a new file, fsync'ed, and renamed over the old one, so a crash or a power cut leaves
 either the previous map or the new one, never half of one.
 """

@@ -104,6 +104,7 @@ class Rescuer:
         self.skip_until = -1
         self.failed_reads = 0
         self.passes: list[str] = []
+        self.area_bad: list[Extent] = []  # bad sectors outside the partitions (read_area)
         self._saved = 0.0
 
     @classmethod
@@ -113,7 +114,7 @@ class Rescuer:
         if path.exists():
             raise UsageError(
                 f"the rescue map {path} already exists (an earlier rescue of this source?):"
-                " move it away, or give another place with --map"
+                " move it away, or give another place with --mapfile"
             )
         if not path.parent.is_dir():
             raise UsageError(f"the rescue map's folder {path.parent} does not exist")
@@ -166,6 +167,26 @@ class Rescuer:
                     self.map.mark(pos + at, offset - at, FINISHED)
                 at = max(at, offset + size)
         self.save()
+
+    def read_area(self, pos: int, length: int) -> bytes:
+        """An area outside the partitions (boot code, partition tables), read at once: whole,
+        else sector by sector, bad sectors as zeros (mapped, and listed in ``area_bad``)."""
+        data = self._try(pos, length)
+        if data is not None:
+            self._done(pos, length)
+            return data
+        out = bytearray()
+        for at, n in _sectors(Block(pos, length, NON_TRIED), self.sector):
+            piece = self._try(at, n)
+            if piece is None:
+                self._mark(at, n, BAD)
+                self.area_bad.append(Extent(at, n))
+                piece = bytes(n)
+            else:
+                self._done(at, n)
+            out += piece
+        self.save(force=True)
+        return bytes(out)
 
     # -- passes 2-5 ----------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from clonebay.engine.target import checks
 from clonebay.engine.target.job import TargetJob, TargetResult
 from clonebay.engine.target.path import TargetPath
 from clonebay.errors import ClonebayError, DeviceError
-from clonebay.model import Progress
+from clonebay.model import Extent, Progress
 
 ProgressSink = Callable[[Progress], None]
 StateSink = Callable[[str, str], None]  # (target, state): "writing", "finishing", "done", "failed"
@@ -51,6 +51,8 @@ class TargetOutcome:
     done: list[str] = field(default_factory=list)  # what followed the data (tables, fixups)
     warnings: list[str] = field(default_factory=list)
     touched: bool = False  # something was written to it
+    unreadable: tuple[Extent, ...] = ()  # --rescue: source ranges left unreadable (zeros here)
+    rescue_map: str = ""  # --rescue: the map of the source's reads
 
     @property
     def ok(self) -> bool:
