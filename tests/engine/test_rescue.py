@@ -140,6 +140,12 @@ def test_save_rescue_maps_exactly_the_bad_used_sectors(source: Source, tmp_path:
     assert listed == [s for a, n in sorted(bad) for s in range(a // SECTOR, (a + n) // SECTOR)]
 
     assert clonebay("verify", str(image)).returncode == 0
+    out = tmp_path / "extracted"
+    out.mkdir()
+    got = clonebay("extract", f"{image}:1", "/big.bin", "/docs/a.txt", str(out))
+    assert got.returncode == DONE_WITH_ERRORS, got.stderr  # browsing: EIO, never zeros
+    assert "big.bin" in got.stdout + got.stderr
+    assert (out / "a.txt").read_bytes() == source.files["docs/a.txt"]
     files, fsck = restored_files(image, tmp_path)
     assert fsck.startswith("0:"), fsck
     assert_files_but_bad(source, files, bad)

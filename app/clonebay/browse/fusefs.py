@@ -98,7 +98,7 @@ class PartitionsFS(mfusepy.Operations):  # type: ignore[misc]
         try:
             if self.overlay is not None:
                 return self.overlay.read(name, offset, size)
-            return self.reader.read_at(name, offset, size)
+            return self.reader.read_at(name, offset, size, fail_unreadable=True)
         except ImageError as exc:
             self._error(f"read of {name} at {offset} (+{size}): {exc}")
             raise mfusepy.FuseOSError(errno.EIO) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -244,8 +245,13 @@ class ImageReader:
         self.region(name)
         return self._records[name]
 
-    def read_at(self, name: str, offset: int, length: int) -> bytes:
-        """``length`` bytes at ``offset`` in the region (fewer at its end, like pread)."""
+    def read_at(
+        self, name: str, offset: int, length: int, *, fail_unreadable: bool = False
+    ) -> bytes:
+        """``length`` bytes at ``offset`` in the region (fewer at its end, like pread). Bytes
+        the source could not give (UNREADABLE records) read as zeros, or with
+        ``fail_unreadable`` fail the read with EIO, as the source's own read did (browsing:
+        a file they touch gives an I/O error rather than zeros that look like data)."""
         size = self.region(name).size
         if offset < 0 or length < 0:
             raise ValueError(f"negative offset {offset} or length {length}")
@@ -263,6 +269,11 @@ class ImageReader:
                 pieces.extend(_zero_pieces(rec.offset - pos))
                 pos = rec.offset
             stop = min(rec.end, end)
+            if rec.flags == spec.FLAG_UNREADABLE and fail_unreadable:
+                raise OSError(
+                    errno.EIO,
+                    f"region {name}: bytes {rec.offset}-{rec.end} were unreadable on the source",
+                )
             if rec.flags:
                 pieces.extend(_zero_pieces(stop - pos))
             else:
