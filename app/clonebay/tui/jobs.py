@@ -54,6 +54,7 @@ class JobRequest:
     power_off: bool = False  # after a job that ended well
     also: tuple[str, ...] = ()  # more targets, written from the same read (clone, restore)
     postcopy: PostcopyOptions = field(default_factory=PostcopyOptions)  # after clone, restore
+    rescue: bool = False  # clone, save: read a failing source (docs/cli.md, Failing disks)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -140,7 +141,8 @@ StateSink = Callable[[str, str], None]  # (target, "writing" | "finishing" | "do
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the Result screen says: ``status`` is "done", "failed" or "cancelled"."""
+    """What the Result screen says: ``status`` is "done", "errors" (done, but a rescue left
+    unreadable sectors: zeros in the copy), "failed" or "cancelled"."""
 
     kind: JobKind
     status: str
@@ -177,7 +179,12 @@ def run_job(
 
 
 def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
-    options = CloneOptions(grow=request.grow, fit=request.grow, verify=request.verify)
+    options = CloneOptions(
+        grow=request.grow,
+        fit=request.grow,
+        verify=request.verify,
+        rescue=jobs.RescueOptions() if request.rescue else None,
+    )
     copying = PerRegionMeter("Copying", dict(request.totals), sink)
     verifying = OverallMeter({"read": "Verifying"}, sink)
 
@@ -191,15 +198,36 @@ def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outc
         else "Not verified (turned off in the plan)."
     )
     lines, warnings = after_copy(request, request.target)
+    bad = [(f"byte {e.start} of {request.source}", e.length) for e in result.unreadable]
     return Outcome(
         JobKind.CLONE,
-        "done",
+        "errors" if bad else "done",
         f"{request.source} was cloned onto {request.target}.",
-        (f"{human_size(result.copied_bytes)} copied.", *result.done, *lines),
+        (
+            f"{human_size(result.copied_bytes)} copied.",
+            *unreadable_lines(bad, result.rescue_map),
+            *result.done,
+            *lines,
+        ),
         verify,
         next_step(request),
         warnings=(*result.warnings, *warnings),
     )
+
+
+def unreadable_lines(bad: list[tuple[str, int]], rescue_map: str) -> list[str]:
+    """A rescue's unreadable ranges, (where, bytes), for the Result (the first 10), and where
+    its map is."""
+    if not rescue_map:
+        return []
+    if not bad:
+        return [f"Rescue: every used byte was read (map: {rescue_map})."]
+    lines = [
+        f"Unreadable: {human_size(sum(n for _, n in bad))} in {len(bad)} range(s), zeros in the"
+        f" copy (map: {rescue_map}):"
+    ]
+    lines += [f"  {n} bytes at {where}" for where, n in bad[:10]]
+    return lines + ([f"  ... and {len(bad) - 10} more"] if len(bad) > 10 else [])
 
 
 def after_copy(request: JobRequest, target: str) -> tuple[list[str], list[str]]:
@@ -238,15 +266,19 @@ def next_step(request: JobRequest) -> str:
 
 def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
     meter = PerRegionMeter("Saving", dict(request.totals), sink)
-    options = jobs.SaveOptions()
+    rescue = jobs.RescueOptions() if request.rescue else None
+    options = jobs.SaveOptions(rescue=rescue)
     manifest = jobs.save(request.source, request.target, options, progress=meter, cancel=cancel)
     summary = jobs.manifest_summary(manifest)
     copied, stored = summary["copied_bytes"], summary["stored_bytes"]
+    bad = [(f"offset {u.offset} of {u.region}", u.length) for u in manifest.unreadable]
+    rescue_map = str(jobs.rescue_map_path(request.target, rescue)) if rescue else ""
     details = (
         f"{human_size(copied)} of data saved as {human_size(stored)} in {summary['packs']}"
         f" pack(s), {summary['regions']} regions.",
         f"{human_size(summary['zero_bytes'])} of zeros and"
         f" {human_size(summary['dedup_bytes'])} of duplicates took no space.",
+        *unreadable_lines(bad, rescue_map),
     )
     verify = "Not verified (turned off in the plan)."
     if request.verify:
@@ -262,7 +294,7 @@ def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outco
         verify = f"Verified: all {report.frames} frames of the image read back correctly."
     return Outcome(
         JobKind.SAVE,
-        "done",
+        "errors" if bad else "done",
         f"{request.source} was saved into the image {request.target}.",
         details,
         verify,

@@ -21,7 +21,12 @@ from clonebay.tui.jobs import Outcome
 from clonebay.tui.screens.base import BaseScreen
 from clonebay.tui.services import Services
 
-MARKS = {"done": ("✔", "#46a758"), "failed": ("✘", "#e5484d"), "cancelled": ("■", "#d4a72c")}
+MARKS = {
+    "done": ("✔", "#46a758"),
+    "errors": ("▲", "#d4a72c"),  # done with errors: a rescue left unreadable sectors
+    "failed": ("✘", "#e5484d"),
+    "cancelled": ("■", "#d4a72c"),
+}
 
 
 def result_text(outcome: Outcome) -> Text:
