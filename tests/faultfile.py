@@ -21,6 +21,7 @@ import errno
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ import mfusepy
 from tests.fusemount import served
 
 NAME = "disk.img"
+SLOW = 0.05  # seconds each read touching a slow range waits
 
 
 class FaultFile(mfusepy.Operations):  # type: ignore[misc]
@@ -41,13 +43,16 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
         backing: str,
         start: int,
         length: int,
+        *,
         writes: bool = False,
         more: Sequence[tuple[int, int]] = (),
+        slow: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.writes = writes
         self.fd = os.open(backing, (os.O_RDWR if writes else os.O_RDONLY) | os.O_CLOEXEC)
         self.size = os.fstat(self.fd).st_size
         self.bad = [(a, a + n) for a, n in ((start, length), *more)]
+        self.slow = [(a, a + n) for a, n in slow]
         self.failed = 0
 
     def init(self, path: str) -> None:
@@ -74,7 +79,12 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
     def _bad(self, offset: int, size: int) -> bool:
         return any(offset < end and offset + size > start for start, end in self.bad)
 
+    def _slow(self, offset: int, size: int) -> bool:
+        return any(offset < end and offset + size > start for start, end in self.slow)
+
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        if self._slow(offset, size):
+            time.sleep(SLOW)
         if not self.writes and self._bad(offset, size):
             self.failed += 1
             raise mfusepy.FuseOSError(errno.EIO)
@@ -108,11 +118,13 @@ def failing(
     *,
     writes: bool = False,
     more: Sequence[tuple[int, int]] = (),
+    slow: Sequence[tuple[int, int]] = (),
 ) -> Iterator[Path]:
     """``backing`` with a bad range (for reads, or with ``writes`` for writes), and the
-    ``more`` ones, (start, length) each, as ``mountpoint``/disk.img; unmounted after."""
+    ``more`` ones, (start, length) each, as ``mountpoint``/disk.img; reads touching a ``slow``
+    range wait SLOW seconds first. Unmounted after."""
     args = [str(backing), str(mountpoint), str(start), str(length)]
-    args += [f"--bad={a}:{n}" for a, n in more]
+    args += [f"--bad={a}:{n}" for a, n in more] + [f"--slow={a}:{n}" for a, n in slow]
     with served("tests.faultfile", ["--writes", *args] if writes else args, mountpoint):
         yield mountpoint / NAME
 
@@ -127,9 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bad", action="append", default=[], metavar="START:LENGTH", help="another bad range"
     )
+    parser.add_argument(
+        "--slow", action="append", default=[], metavar="START:LENGTH", help="a slow range"
+    )
     args = parser.parse_args(argv)
-    more = [(int(a), int(n)) for a, _, n in (spec.partition(":") for spec in args.bad)]
-    operations = FaultFile(args.backing, args.start, args.length, args.writes, more)
+    more, slow = (
+        [(int(a), int(n)) for a, _, n in (spec.partition(":") for spec in specs)]
+        for specs in (args.bad, args.slow)
+    )
+    operations = FaultFile(
+        args.backing, args.start, args.length, writes=args.writes, more=more, slow=slow
+    )
     mfusepy.FUSE(
         operations,
         args.mountpoint,

@@ -16,13 +16,14 @@ import json
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from clonebay.testdisks import ext
 from tests.diskcheck import extract
-from tests.edgedisks import MIB, clonebay, gpt_disk, layout, mkext
+from tests.edgedisks import CLONEBAY, MIB, clonebay, gpt_disk, layout, mkext
 from tests.faultfile import failing
 
 pytestmark = pytest.mark.skipif(
@@ -151,7 +152,9 @@ def test_save_rescue_maps_exactly_the_bad_used_sectors(source: Source, tmp_path:
     assert_files_but_bad(source, files, bad)
 
 
-def assert_files_but_bad(source: Source, files: dict[str, bytes], bad: list[tuple[int, int]]):
+def assert_files_but_bad(
+    source: Source, files: dict[str, bytes], bad: list[tuple[int, int]]
+) -> None:
     """Every file as on the source, but zeros where ``bad`` (all inside big.bin) lies."""
     want = dict(source.files)
     big = bytearray(want["big.bin"])
@@ -221,3 +224,34 @@ def test_a_map_already_there_is_never_overwritten(source: Source, tmp_path: Path
     assert "already exists" in done.stderr
     assert old.read_text() == "# an earlier rescue\n"
     assert not image.exists()
+
+
+def test_a_source_that_goes_away_mid_rescue_stops_at_once(source: Source, tmp_path: Path) -> None:
+    """The FUSE server behind the source is killed while the rescue reads (as a USB disk is
+    unplugged): the save stops with a device error naming the source and the map, which keeps
+    what was read; no endless run of "bad sectors", each read failing as the device is gone."""
+    image, mnt = tmp_path / "gone.image", tmp_path / "mnt"
+    size = source.disk.stat().st_size
+    with failing(source.disk, mnt, *(source.big_byte(0.9), SECTOR), slow=[(0, size)]) as disk:
+        server = subprocess.run(
+            ["pgrep", "-f", f"tests.faultfile {source.disk} {mnt} "],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        job = subprocess.Popen(
+            [str(CLONEBAY), "save", "--rescue", str(disk), str(image)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        mapfile = Path(f"{image}.map")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            mapfile.exists() and any(s == "+" for _, _, s in read_map(mapfile))
+        ):
+            time.sleep(0.1)
+        subprocess.run(["kill", "-9", *server], check=True)
+        _out, err = job.communicate(timeout=120)  # a job that kept on reading would hang here
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
+    assert job.returncode == 8, err
+    assert "stopped answering" in err and str(mapfile) in err, err
+    kept = read_map(mapfile)
+    assert any(s == "+" for _, _, s in kept)  # what was read before is recorded
+    assert not any(s == "-" for _, _, s in kept)  # and nothing was called a bad sector

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Protocol
 
 from clonebay.errors import DeviceError, InputError
-from clonebay.system.directio import DirectFile, direct_default
+from clonebay.system.directio import DirectFile, close_quietly, direct_default
 from clonebay.system.readonly import ReadOnlyHold, hold_source
 
 BLKGETSIZE64 = 0x80081272
@@ -202,8 +202,8 @@ class SourceDevice:
                 self._hold = None
         finally:
             self.io.close()
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            close_quietly(fd)
 
     def __enter__(self) -> SourceDevice:
         return self

@@ -31,6 +31,17 @@ BOUNCE = 4 << 20  # bytes per bounce buffer (one per thread that needs one)
 _ZEROS = mmap.mmap(-1, BOUNCE)  # page-aligned zeros, never written: the source of zero writes
 
 
+def close_quietly(fd: int) -> None:
+    """Close ``fd`` even when the device behind it is gone: Linux frees the descriptor whatever
+    close() returns, and an unplugged disk or a dead FUSE server (ENOTCONN) must not turn the
+    job's own clear error into a traceback on the way out."""
+    try:
+        os.close(fd)
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            raise
+
+
 def direct_default() -> bool:
     """Direct I/O unless CLONEBAY_IO=buffered (a comparison, or a kernel that misbehaves)."""
     return os.environ.get("CLONEBAY_IO", "direct") != "buffered"
@@ -68,8 +79,8 @@ class DirectFile:
 
     def close(self) -> None:
         if self.dfd >= 0:
-            os.close(self.dfd)
-            self.dfd = -1
+            dfd, self.dfd = self.dfd, -1
+            close_quietly(dfd)
 
     def _refused(self) -> None:
         """The kernel refused a direct transfer (EINVAL): buffered from now on."""

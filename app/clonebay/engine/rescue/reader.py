@@ -27,6 +27,8 @@ while it changes and at the end of each pass.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import stat
@@ -45,7 +47,7 @@ from clonebay.engine.rescue.mapfile import (
     Block,
     RescueMap,
 )
-from clonebay.errors import CancelledError, UsageError
+from clonebay.errors import CancelledError, DeviceError, UsageError
 from clonebay.model import Extent
 from clonebay.system.blockdev import SourceDevice
 from clonebay.system.directio import DirectFile
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 MIN_SKIP = 64 << 10  # the first skip after a failed read (ddrescue's default)
 MAX_SKIP = 1 << 30  # the skip stops doubling here
 SAVE_EVERY = 1.0  # seconds between two saves of a changing map
+# a read error that means the device itself is gone, not a bad sector
+GONE = {errno.ENODEV, errno.ENXIO, errno.ENOMEDIUM, errno.ENOTCONN, errno.ESHUTDOWN}
 
 Deliver = Callable[[int, bytes], None]  # (source position, bytes read there)
 
@@ -138,6 +142,7 @@ class Rescuer:
             try:
                 got = self.io.read_into(view, pos)
             except OSError as exc:
+                self._check_present(pos, exc)
                 self._failed(pos, len(view), exc.strerror or str(exc))
             else:
                 if got == len(view):
@@ -308,10 +313,26 @@ class Rescuer:
         try:  # a block device's direct reads are one sector; a file's exact, through its cache
             data = self.io.read(length, pos) if self.exact else os.pread(self.io.fd, length, pos)
         except OSError as exc:
+            self._check_present(pos, exc)
             self.failed_reads += 1
             log.debug("read of %d bytes at %d failed: %s", length, pos, exc.strerror)
             return None
         return data if len(data) == length else None
+
+    def _check_present(self, pos: int, exc: OSError) -> None:
+        """A read failed: if the source itself is gone (unplugged, its driver or FUSE server
+        dead), stop at once with the map saved, instead of failing every read that follows
+        as a bad sector."""
+        gone = exc.errno in GONE or not os.path.exists(self.io.path)
+        if not gone:
+            return
+        with contextlib.suppress(OSError):
+            self.save(force=True)
+        raise DeviceError(
+            f"the source {self.io.path} stopped answering at byte {pos}"
+            f" ({exc.strerror or exc}): it was unplugged or its device went away; the map"
+            f" {self.map.path} records what was read up to here"
+        ) from exc
 
     def _mark(self, pos: int, length: int, status: str) -> None:
         with self.lock:
