@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clonebay.engine.inspect import DiskReport
 from clonebay.model import Disk, Volume
 from clonebay.system.parttypes import type_name
+from clonebay.system.smart import Health
 from clonebay.system.tape import TapeDrive
 from clonebay.units import human_size
 
@@ -20,10 +21,11 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def format_disk_table(disks: Sequence[Disk]) -> str:
+def format_disk_table(disks: Sequence[Disk], health: Mapping[str, Health]) -> str:
+    """One row per disk; below the table, the SMART reasons of each worn or failing disk."""
     if not disks:
         return "no disks found"
-    rows = [("DISK", "SIZE", "TRANSPORT", "MODEL", "SERIAL", "PARTS", "STATUS")]
+    rows = [("DISK", "SIZE", "TRANSPORT", "HEALTH", "MODEL", "SERIAL", "PARTS", "STATUS")]
     for d in disks:
         status = []
         if d.is_live_medium:
@@ -41,13 +43,15 @@ def format_disk_table(disks: Sequence[Disk]) -> str:
                 d.path,
                 human_size(d.size),
                 d.transport or "-",
+                health[d.path].verdict.value if d.path in health else "-",
                 d.model or "-",
                 d.serial or "-",
                 str(len(d.partitions)),
                 "; ".join(status) or "free",
             )
         )
-    return _table(rows)
+    worrying = [f"{d.path}: {h.text()}" for d in disks if (h := health.get(d.path)) and h.worrying]
+    return "\n".join([_table(rows), *worrying])
 
 
 def format_tape_table(tapes: Sequence[TapeDrive]) -> str:
@@ -74,7 +78,7 @@ def tapes_json(tapes: Sequence[TapeDrive]) -> list[dict[str, Any]]:
     ]
 
 
-def disks_json(disks: Sequence[Disk]) -> list[dict[str, Any]]:
+def disks_json(disks: Sequence[Disk], health: Mapping[str, Health]) -> list[dict[str, Any]]:
     return [
         {
             "path": d.path,
@@ -94,6 +98,7 @@ def disks_json(disks: Sequence[Disk]) -> list[dict[str, Any]]:
             "in_use": d.in_use,
             "live_medium": d.is_live_medium,
             "by_id": list(d.by_id),
+            "health": health[d.path].as_dict() if d.path in health else None,
         }
         for d in disks
     ]
@@ -105,12 +110,12 @@ def _copy_text(volume: Volume) -> str:
     return volume.copy.value
 
 
-def format_disk_report(report: DiskReport) -> str:
+def format_disk_report(report: DiskReport, health: Health) -> str:
     table = report.table
     head = f"{report.path}: {human_size(table.disk_size)}, partition table {table.kind}"
     if table.disk_id:
         head += f", disk id {table.disk_id}"
-    lines = [head]
+    lines = [head, f"health: {health.text()}"]
     rows = [("#", "START", "SIZE", "TYPE", "FS", "LABEL", "USED", "STATE", "COPY")]
     volumes: list[tuple[str, str, str, str, Volume | None]] = []
     if report.whole_disk is not None:
@@ -160,11 +165,12 @@ def volume_json(volume: Volume) -> dict[str, Any]:
     }
 
 
-def disk_json(report: DiskReport) -> dict[str, Any]:
+def disk_json(report: DiskReport, health: Health) -> dict[str, Any]:
     t = report.table
     return {
         "path": report.path,
         "size": t.disk_size,
+        "health": health.as_dict(),
         "sector_size": t.sector_size,
         "table": t.kind,
         "disk_id": t.disk_id,

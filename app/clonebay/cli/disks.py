@@ -18,6 +18,7 @@ from clonebay.cli.fixup import (
     one_machine,
     preview_text,
 )
+from clonebay.cli.health import source_warning
 from clonebay.cli.rescue import DONE_WITH_ERRORS, add_rescue_options, rescue_options
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
@@ -35,15 +36,17 @@ if TYPE_CHECKING:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from clonebay.system.smart import read_all
     from clonebay.system.tape import list_tapes
     from clonebay.system.udev import list_disks
 
     disks = list_disks()
     tapes = list_tapes()  # stream targets only: listed after the disks, marked "kind": "tape"
+    health = read_all([d.path for d in disks])
     if args.json:
-        print(json.dumps(disks_json(disks) + tapes_json(tapes), indent=2))
+        print(json.dumps(disks_json(disks, health) + tapes_json(tapes), indent=2))
     else:
-        print(format_disk_table(disks))
+        print(format_disk_table(disks, health))
         if tapes:
             print("\n" + format_tape_table(tapes))
     return 0
@@ -52,17 +55,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from clonebay.engine import inspect_disk
     from clonebay.engine.postcopy.windows_probe import windows_json, windows_on
+    from clonebay.system.smart import read_health
 
     report = inspect_disk(args.disk)
     found = windows_on(report)
+    health = read_health(args.disk)
     if args.json:
-        data = disk_json(report)
+        data = disk_json(report, health)
         for part in data["partitions"]:
             ident = found.get(part["number"])
             part["windows"] = windows_json(ident) if ident else None
         print(json.dumps(data, indent=2))
     else:
-        print(format_disk_report(report))
+        print(format_disk_report(report, health))
         for ident in found.values():
             print("  " + ident.facts()[0])
     return 0
@@ -85,10 +90,11 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         return _clone_many(args, options)
     (target,) = args.target
     plan = clone_plan(args.source, target, options)
+    warned = source_warning(args, args.source)
     if args.dry_run:
         after = preview_text(args, args.source, target, image=False)
         text = "\n".join([plan.text(), *after])
-        emit_result(args, {"plan": plan.text(), "postcopy": after}, text)
+        emit_result(args, {"plan": plan.text(), "postcopy": after, "warnings": warned}, text)
         return 0
     check_name(args, plan)
     confirm(args, target)
@@ -114,7 +120,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         "copied_bytes": result.copied_bytes,
         "verified_chunks": result.verified_chunks,
         "fixups": result.done,
-        "warnings": result.warnings,
+        "warnings": warned + result.warnings,
         "unreadable": [vars(e) for e in result.unreadable],
         "rescue_map": result.rescue_map,
     } | post
@@ -130,10 +136,11 @@ def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
     one_machine(args, targets)
     _, plans = clone_plans(args.source, targets, options)  # every refusal before the question
     check_name(args, next(iter(plans.values())))
+    warned = source_warning(args, args.source)
     if args.dry_run:
         texts = {t: plan.text() for t, plan in plans.items()}
         text = "\n\n".join(f"onto {t}:\n{plan}" for t, plan in texts.items())
-        emit_result(args, {"plans": texts}, text)
+        emit_result(args, {"plans": texts, "warnings": warned}, text)
         return 0
     confirm_many(args, targets)
     view = ProgressView(args.json)
@@ -144,7 +151,14 @@ def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
     done = [o.target for o in outcomes if o.ok]
     after = after_many(args, done, clone_source(next(iter(plans.values()))))
     return many.report(
-        args, "cloned", args.source, outcomes, view.elapsed(), verify=options.verify, after=after
+        args,
+        "cloned",
+        args.source,
+        outcomes,
+        view.elapsed(),
+        verify=options.verify,
+        after=after,
+        warnings=warned,
     )
 
 

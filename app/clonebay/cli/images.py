@@ -26,6 +26,7 @@ from clonebay.cli.fixup import (
     one_machine,
     preview_text,
 )
+from clonebay.cli.health import source_warning
 from clonebay.cli.rescue import DONE_WITH_ERRORS, add_rescue_options, rescue_options
 from clonebay.cli.stores import add_store_options, no_space_check
 from clonebay.errors import ClonebayError, UsageError, VerifyError
@@ -45,9 +46,10 @@ def open_stream_device(path: str) -> IO[bytes]:
 def _cmd_save(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
 
+    warned = source_warning(args, args.source)
     if args.dry_run:
         plan = jobs.save_plan(args.source, args.partition)
-        emit_result(args, plan.as_dict(), plan.text())
+        emit_result(args, plan.as_dict() | {"warnings": warned}, plan.text())
         return 0
     options = jobs.SaveOptions(
         partition=args.partition,
@@ -72,6 +74,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
         finally:
             view.close()
         summary = jobs.manifest_summary(manifest) | {"verified": checked}
+        summary["warnings"] = warned + summary["warnings"]
         name = "stdout" if args.image == "-" else args.image
         text = jobs.summary_text(name, summary, view.elapsed())
         if options.rescue is not None and isinstance(image, str):

@@ -50,9 +50,11 @@ def report(
     *,
     verify: bool,
     after: AfterMany | None = None,
+    warnings: Sequence[str] = (),
 ) -> int:
     """Print every target's outcome (text or JSON), and what the post-copy pass did on each
-    complete one (``after``); returns the exit code."""
+    complete one (``after``); returns the exit code. ``warnings``: about the source (its
+    SMART health), printed before the job; here they go into the JSON result."""
     good = [o.target for o in outcomes if o.ok]
     bad = [o.target for o in outcomes if not o.ok]
     lines = [f"{verb} {source} to {len(good)} of {len(outcomes)} targets in {seconds:.1f} s"]
@@ -73,6 +75,7 @@ def report(
         )
     data: dict[str, Any] = {
         "ok": not bad,
+        "warnings": list(warnings),
         "targets": [
             {
                 "target": o.target,
