@@ -21,6 +21,7 @@ from clonebay.engine.regions import source_regions
 from clonebay.errors import CancelledError, DeviceError
 from clonebay.model import CopyMethod, Disk, Extent, Partition, PartitionTable, Volume
 from clonebay.model import VolumeState as State
+from clonebay.system.smart import Health, Verdict
 from clonebay.tui.jobs import JobKind, JobRequest, Outcome, StateSink, Tick, TickSink
 from clonebay.tui.services import (
     ExtractSummary,
@@ -72,6 +73,16 @@ DISKS = [NVME, BLANK, LIVE, DATA]
 REFUSALS = {  # the guard's words for each target (system/guard.py)
     DATA.path: f"{DATA.path} is mounted (/mnt/data): unmount it first; nothing was written",
     LIVE.path: f"{LIVE.path} holds the running system; it can never be a target",
+}
+
+
+HEALTH = {  # what smartctl would say of each (system/smart.py)
+    NVME.path: Health(Verdict.GOOD, (), True, media_errors=0, percentage_used=3, temperature=38),
+    BLANK.path: Health(Verdict.GOOD, (), True, 0, 0, 0, temperature=31),
+    LIVE.path: Health(
+        Verdict.UNKNOWN, ("smartctl: /dev/sdb: Unknown USB bridge [0x0781:0x5583 (0x100)]",)
+    ),
+    DATA.path: Health(Verdict.WARNING, ("8 reallocated sectors",), True, 8, 0, 0, temperature=36),
 }
 
 
@@ -243,6 +254,9 @@ class RecordedServices(Services):
         if path not in REPORTS:
             raise DeviceError(f"cannot open {path} for reading: No such file or directory")
         return REPORTS[path]
+
+    def health(self, path: str) -> Health:
+        return HEALTH.get(path, Health(Verdict.UNKNOWN, ("an image file has no SMART",)))
 
     def refusal(self, role: Role, disk: Disk, source: str | None = None) -> str:
         if role is not Role.TARGET:

@@ -17,6 +17,7 @@ ENGINE_AND_COMMANDS = (
     "clonebay.engine",
     "clonebay.tui.services",
     "clonebay.tui.flows",
+    "clonebay.system.smart",  # the disk pickers' health column: loaded with them
     *(f"clonebay.cli.{group}" for group in GROUPS),
 )
 
@@ -45,9 +46,7 @@ def test_the_tui_module_loads_no_engine_and_no_command_groups() -> None:
 
 
 def test_clonebay_alone_without_a_terminal_refuses_before_loading_the_commands() -> None:
-    done, modules = loaded_after(
-        "import sys, clonebay.cli\nrc = clonebay.cli.main([])\nprint(rc)"
-    )
+    done, modules = loaded_after("import sys, clonebay.cli\nrc = clonebay.cli.main([])\nprint(rc)")
     assert done.stdout.splitlines()[0] == "2"
     assert "the TUI needs a terminal" in done.stderr
     assert "clonebay.cli" in modules
@@ -56,7 +55,8 @@ def test_clonebay_alone_without_a_terminal_refuses_before_loading_the_commands()
 
 def test_a_command_still_loads_its_group() -> None:
     done, modules = loaded_after(
-        "import clonebay.cli\ntry:\n    clonebay.cli.main(['--version'])\nexcept SystemExit:\n    pass"
+        "import clonebay.cli\n"
+        "try:\n    clonebay.cli.main(['--version'])\nexcept SystemExit:\n    pass"
     )
     assert "clonebay " in done.stdout
     assert "clonebay.cli.images" in modules

@@ -6,16 +6,18 @@ from any worker reach the one handler and show as a modal with the error's title
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, OptionList
+from textual.widgets import Button, DataTable, OptionList, Static
 
 from clonebay.model import Disk
 from clonebay.system.run import output, run
+from clonebay.system.smart import Health
 from clonebay.testdisks import disks
 from clonebay.tui.app import ClonebayApp
 from clonebay.tui.jobs import JobKind
@@ -27,9 +29,11 @@ from clonebay.tui.screens.home import HomeScreen
 from clonebay.tui.screens.image_picker import ImagePickerScreen
 from clonebay.tui.screens.plan import PlanScreen
 from clonebay.tui.services import Role, Services
-from clonebay.tui.widgets.disk_table import DiskTable
+from clonebay.tui.widgets.disk_table import COLUMNS, DiskTable
 from tests.tui.helpers import cell_text, pick_folder_store, screen_of, type_into, until
 from tests.tui.helpers import run as run_app
+from tests.tui.recorded import BLANK, DATA, LIVE, NVME, RecordedServices
+from tests.tui.recorded import DISKS as RECORDED_DISKS
 
 MIB = 1 << 20
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices and mounts need root")
@@ -92,6 +96,43 @@ def mounted_disk(tmp_path: Path, attached_loops: list[str]) -> Iterator[str]:
     run(["umount", str(point)], check=False)
 
 
+def test_picker_reads_health_in_a_worker_and_names_the_reasons() -> None:
+    """Each disk's Health cell comes from Services.health, asked off the UI thread; the
+    highlighted worn disk's SMART reasons show below the table."""
+    asked: dict[str, bool] = {}
+
+    class Watched(RecordedServices):
+        def health(self, path: str) -> Health:
+            asked[path] = threading.current_thread() is threading.main_thread()
+            return super().health(path)
+
+    services = Watched()
+    app = ClonebayApp(services, watch_disks=False)
+    seen: dict[str, Any] = {}
+
+    async def script(pilot: Pilot[Any]) -> None:
+        await screen_of(pilot, HomeScreen)
+        picker = DiskPickerScreen(services, Role.SOURCE)
+        await pilot.app.push_screen(picker)
+        await until(pilot, "health", lambda: len(picker.health) == len(RECORDED_DISKS))
+        table = picker.query_one(DiskTable)
+        column = COLUMNS.index("Health")
+        seen["cells"] = {p: cell_text(table.get_row(p))[column] for p in table.rows_by_path}
+        table.move_cursor(row=table.get_row_index(DATA.path))
+        await pilot.pause()
+        seen["status"] = str(picker.query_one("#picker-status", Static).render())
+
+    run_app(app, script)
+    assert asked == dict.fromkeys(seen["cells"], False)  # every disk, none in the UI thread
+    assert seen["cells"] == {
+        NVME.path: "good",
+        BLANK.path: "good",
+        LIVE.path: "-",
+        DATA.path: "warning",
+    }
+    assert "SMART health: warning: 8 reallocated sectors (SMART passed," in seen["status"]
+
+
 @needs_root
 def test_target_guards_are_visible(
     demo_disk: disks.BuiltDisk, blank_target: Path, mounted_disk: str
@@ -110,7 +151,8 @@ def test_target_guards_are_visible(
         seen["refusals"] = dict(picker.refusals)
         seen["live"] = [d.path for d in picker.disks if d.is_live_medium]
         table = picker.query_one(DiskTable)
-        seen["status"] = {path: cell_text(table.get_row(path))[5] for path in table.rows_by_path}
+        column = COLUMNS.index("Status")
+        seen["status"] = {p: cell_text(table.get_row(p))[column] for p in table.rows_by_path}
         for _ in range(len(picker.disks)):  # Enter on every refused row: nothing is picked
             row = table.highlighted()
             assert row is not None

@@ -30,7 +30,7 @@ from clonebay.tui.screens.result import ResultScreen
 from clonebay.tui.screens.save_target import SaveTargetScreen
 from clonebay.tui.services import Role
 from tests.tui.helpers import SIZE, until
-from tests.tui.recorded import BLANK, DONE, IMAGE, NVME, RecordedServices
+from tests.tui.recorded import BLANK, DATA, DONE, IMAGE, NVME, RecordedServices
 
 SnapCompare = Callable[..., bool]
 Before = Callable[[Pilot[Any]], Awaitable[None]]
@@ -108,6 +108,11 @@ def test_plan_clone(snap_compare: SnapCompare) -> None:
 
 def test_plan_save(snap_compare: SnapCompare) -> None:
     snap(snap_compare, lambda s: PlanScreen(s, JobKind.SAVE, NVME.path, IMAGE))
+
+
+def test_plan_save_of_a_worn_disk(snap_compare: SnapCompare) -> None:
+    """The source's SMART warning (8 reallocated sectors) stands above the buttons."""
+    snap(snap_compare, lambda s: PlanScreen(s, JobKind.SAVE, DATA.path, IMAGE))
 
 
 def test_plan_restore(snap_compare: SnapCompare) -> None:

@@ -46,7 +46,7 @@ from clonebay.engine import stores as store_api
 from clonebay.errors import CancelledError, ClonebayError, SafetyError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk
-from clonebay.system import guard, hotplug, udev
+from clonebay.system import guard, hotplug, smart, udev
 from clonebay.system.blockdev import FileSource
 from clonebay.system.run import run
 from clonebay.tui.jobs import (
@@ -195,6 +195,15 @@ class Services:
         with self._lock:
             self._reports[path] = report
         return report
+
+    def health(self, path: str) -> smart.Health:
+        """What SMART says of a disk (smartctl, up to smart.TIMEOUT s the first time: call it
+        from a worker); kept for the session (system/smart.py)."""
+        return smart.read_health(path)
+
+    def health_warning(self, source: str) -> list[str]:
+        """The lines the Plan shows when the job reads a worn or failing disk ([] otherwise)."""
+        return smart.job_warning(source, self.health(source))
 
     def forget(self, *paths: str) -> None:
         """Drop cached reports (after a job wrote the disk, or hotplug said it changed)."""

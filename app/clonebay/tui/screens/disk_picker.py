@@ -1,9 +1,11 @@
 """Disk picker: choose the source, the target, or a disk to look at (Disks).
 
 The table lists every disk with what is on it (read by engine.inspect in a worker, row by row,
-so a slow disk does not hold up the list) and, for the role, the guard's verdict: a target that
-is the source, is mounted or in use, or holds the running system is dimmed with the reason and
-cannot be picked. Below the table, the highlighted disk's layout. The list follows hotplug (the
+so a slow disk does not hold up the list), its SMART health (smartctl, in a worker of its own:
+a USB bridge that hangs holds up only its own cell) and, for the role, the guard's verdict: a
+target that is the source, is mounted or in use, or holds the running system is dimmed with the
+reason and cannot be picked. Below the table, the highlighted disk's layout, with SMART's
+reasons when it is worn or failing. The list follows hotplug (the
 app calls ``disks_changed``); key r reads everything again.
 """
 
@@ -21,6 +23,7 @@ from textual.worker import get_current_worker
 from clonebay.engine import DiskReport
 from clonebay.errors import ClonebayError
 from clonebay.model import Disk
+from clonebay.system.smart import Health, Verdict
 from clonebay.tui.layouts import disk_layout
 from clonebay.tui.screens.base import BaseScreen
 from clonebay.tui.services import Role, Services
@@ -55,6 +58,7 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
         self.disks: list[Disk] = []
         self.refusals: dict[str, str] = {}
         self.reports: dict[str, DiskReport | str] = {}
+        self.health: dict[str, Health] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -87,8 +91,10 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
         for disk in disks:
             if old.get(disk.path) != disk:
                 self.reports.pop(disk.path, None)
+                self.health.pop(disk.path, None)
         self._show()
         self.judge(disks)
+        self.read_health([d for d in disks if d.path not in self.health])
 
     @work(thread=True, exclusive=True, group="judge", exit_on_error=False)
     def judge(self, disks: list[Disk]) -> None:
@@ -111,12 +117,30 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
                 result = f"cannot read: {exc.message}"
             self.app.call_from_thread(self._set_report, disk.path, result)
 
+    @work(thread=True, exclusive=True, group="health", exit_on_error=False)
+    def read_health(self, disks: list[Disk]) -> None:
+        """Each disk's SMART health, drawn as it comes."""
+        worker = get_current_worker()
+        for disk in disks:
+            if worker.is_cancelled:
+                return
+            health = self.services.health(disk.path)
+            self.app.call_from_thread(self._set_health, disk.path, health)
+
+    def _set_health(self, path: str, health: Health) -> None:
+        self.health[path] = health
+        self._redraw(path)
+
     def _set_refusals(self, refusals: dict[str, str]) -> None:
         self.refusals = refusals
         self._show()
 
     def _set_report(self, path: str, report: DiskReport | str) -> None:
         self.reports[path] = report
+        self._redraw(path)
+
+    def _redraw(self, path: str) -> None:
+        """Draw one disk's row again (what is on it, or its health, was just read)."""
         disk = next((d for d in self.disks if d.path == path), None)
         if disk is not None:
             self.query_one(DiskTable).update_row(self._row(disk))
@@ -132,7 +156,13 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
             contents = report
         else:
             contents = partitions_summary(report)
-        return DiskRow(disk, self.refusals.get(disk.path), contents, self.is_marked(disk))
+        return DiskRow(
+            disk,
+            self.refusals.get(disk.path),
+            contents,
+            self.is_marked(disk),
+            self.health.get(disk.path),
+        )
 
     def is_marked(self, disk: Disk) -> bool:
         """Whether ``disk`` is marked as one of several targets (TargetsPickerScreen)."""
@@ -151,9 +181,14 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
             view.show(None)
             return
         if row.refusal:
-            status.update(Text(f"Cannot be picked: {row.refusal}", style="#e5484d"))
+            text = Text(f"Cannot be picked: {row.refusal}", style="#e5484d")
         else:
-            status.update(Text(disk_name(row.disk)))
+            text = Text(disk_name(row.disk))
+        if row.health is not None and row.health.worrying:
+            failing = row.health.verdict is Verdict.FAILING
+            look = "bold #e5484d" if failing else "#d4a72c"
+            text.append(f"\nSMART health: {row.health.text()}", style=look)
+        status.update(text)
         report = self.reports.get(row.disk.path)
         if isinstance(report, DiskReport):
             view.show(disk_layout(row.disk.path, report))
@@ -191,4 +226,5 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
 
     def action_refresh(self) -> None:
         self.reports.clear()
+        self.health.clear()
         self.load(fresh=True)

@@ -5,7 +5,9 @@ goes, what grows and what moves, what is copied raw and why, and the fixups that
 save, what of each region is read into the image; for a restore, where each region of the image
 lands on the target. The options are here: grow mode (clone and restore, for a larger target),
 verify, and power off when done; a new grow mode makes a new plan. A plan the engine refuses
-(target too small, a guard) shows the refusal in the error modal and cannot be started.
+(target too small, a guard) shows the refusal in the error modal and cannot be started. A
+source disk whose SMART says it is worn or failing gets its warning above the buttons: it can
+still be copied (it should be, at once), but the technician knows why reads may fail.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class PlanView:
     totals: tuple[tuple[str, int], ...]
     volumes: tuple[Any, ...] = ()  # the source's SourceVolumes, for what the post-copy pass does
     facts: tuple[str, ...] = ()  # the source's Windows: name, sysprep state, machine SID
+    health: tuple[str, ...] = ()  # the source disk's SMART warning (system/smart.job_warning)
 
 
 def make_view(
@@ -88,11 +91,13 @@ def make_view(
         totals = tuple((str(m.number), m.volume.used_bytes) for m in plan.moves if m.volume)
         parts = [(f"p{m.number}", m.source.type_id, m.volume) for m in plan.moves]
         facts = tuple(services.windows_facts(source))
-        return PlanView(left, right, totals, tuple(from_volumes(parts)), facts)
+        health = tuple(services.health_warning(source))
+        return PlanView(left, right, totals, tuple(from_volumes(parts)), facts, health)
     if kind is JobKind.SAVE:
         job = services.save_plan(source)
         left, right = save_layouts(source, job, target)
-        return PlanView(left, right, tuple((ln.name, ln.bytes_to_copy) for ln in job.lines))
+        totals = tuple((ln.name, ln.bytes_to_copy) for ln in job.lines)
+        return PlanView(left, right, totals, health=tuple(services.health_warning(source)))
     info = services.image_info(source)
     job = services.restore_plan(source, target, grow)
     left, right = restore_layouts(info, job, target, target_size)
@@ -164,6 +169,9 @@ class PlanScreen(BaseScreen[JobRequest | None]):
                 yield Checkbox("Power off when done (only if all went well)", id="power-off")
         if self.kind is not JobKind.SAVE:
             yield from self._after_copy()
+        health = Static("", id="plan-health")
+        health.display = False  # shown only for a worn or failing source
+        yield health
         yield Static("", id="plan-status")
         with Horizontal(classes="buttons"):
             yield Button("Back", id="back")
@@ -252,6 +260,9 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         self.query_one("#plan-left", LayoutView).show(view.left)
         self.query_one("#plan-right", LayoutView).show(view.right)
         self.query_one("#plan-status", Static).update("")
+        health = self.query_one("#plan-health", Static)
+        health.update(Text("\n".join(view.health)))
+        health.display = bool(view.health)
         self._show_after()
         start = self.query_one("#start", Button)
         start.disabled = False
@@ -259,6 +270,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
 
     def _refused(self) -> None:
         self.view = None
+        self.query_one("#plan-health", Static).display = False
         self.query_one("#start", Button).disabled = True
         for view in self.query(LayoutView):
             view.show(None, "")

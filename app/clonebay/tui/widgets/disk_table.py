@@ -2,8 +2,10 @@
 
 A disk the guard refuses for the picker's role is drawn dimmed, with the guard's words in the
 Status column, and selecting it is refused by the screen. The live-system disk carries a badge
-whatever the role. Rows are rebuilt when the list changes (hotplug, refresh); the cursor stays
-on the same disk when it is still there.
+whatever the role. The Health column says what SMART says (system/smart.py): good, a yellow
+warning, a red FAILING, or "-" where the disk has none or it cannot be read. Rows are rebuilt
+when the list changes (hotplug, refresh); the cursor stays on the same disk when it is still
+there.
 """
 
 from __future__ import annotations
@@ -14,21 +16,29 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from clonebay.model import Disk
+from clonebay.system.smart import Health, Verdict
 from clonebay.tui.text import short_reason, status_words
 from clonebay.units import human_size
 
-COLUMNS = ("Disk", "Model", "Serial", "Size", "Bus", "Status", "Partitions")
+COLUMNS = ("Disk", "Model", "Serial", "Size", "Bus", "Health", "Status", "Partitions")
+HEALTH_CELLS = {  # verdict -> (words, style)
+    Verdict.GOOD: ("good", "#46a758"),
+    Verdict.WARNING: ("warning", "#d4a72c"),
+    Verdict.FAILING: ("FAILING", "bold #e5484d"),
+    Verdict.UNKNOWN: ("-", "dim"),
+}
 
 
 @dataclass(frozen=True)
 class DiskRow:
-    """A disk, why it may not be picked ("" when it may; None while the guard is asked), and a
-    one-line summary of what is on it."""
+    """A disk, why it may not be picked ("" when it may; None while the guard is asked), a
+    one-line summary of what is on it, and its SMART health (None while smartctl is asked)."""
 
     disk: Disk
     refusal: str | None = ""
     contents: str = "reading…"
     marked: bool = False  # marked as one of several targets (the targets picker)
+    health: Health | None = None
 
 
 MODEL_WIDTH = 32  # a loop device's model is its backing file's path: the status must stay seen
@@ -63,7 +73,8 @@ def row_cells(row: DiskRow) -> list[Text]:
         Text(human_size(disk.size), style=style, justify="right"),
         Text(disk.transport or "-", style=style),
     ]
-    return [*cells, status, Text(row.contents, style=style)]
+    health = ("…", "dim") if row.health is None else HEALTH_CELLS[row.health.verdict]
+    return [*cells, Text(health[0], style=health[1]), status, Text(row.contents, style=style)]
 
 
 class DiskTable(DataTable[Text]):
