@@ -1,8 +1,9 @@
 """The live ISO under SeaBIOS, booted as a CD through its boot menu (timeout), with disks on four
-buses. One guest serves every check of this module, in order: the disk list, a GPT clone onto a
-larger NVMe disk, an MBR disk through the stream form onto a USB disk, a tape as a stream target,
-the TUI on tty1 and on the serial console; then the guest powers off and the host checks every
-file of both copies against the disk factory's record."""
+buses. One guest serves every check of this module, in order: the disk list, the SMART health
+of the NVMe and SATA disks, a GPT clone onto a larger NVMe disk, an MBR disk through the stream
+form onto a USB disk, a tape as a stream target, the TUI on tty1 and on the serial console; then
+the guest powers off and the host checks every file of both copies against the disk factory's
+record."""
 
 from __future__ import annotations
 
@@ -75,6 +76,26 @@ def test_list_sees_every_bus_with_serials(guest: Guest) -> None:
     assert guest.check("ls /dev/md* /dev/dm-* 2>/dev/null | wc -l") == "0"
     text = guest.check("clonebay list")
     assert "SRC-GPT" in text and "DST-USB" in text
+
+
+def test_probe_reports_smart_health_of_the_nvme_and_sata_disks(guest: Guest) -> None:
+    """QEMU emulates SMART on both (tests/data/smart/README.md): "good", with the numbers
+    smartctl itself reads in the guest (NVMe health log; ATA attribute 5)."""
+    found = _by_serial(guest)
+    for serial in ("DST-NVME", "SRC-MBR"):
+        path = found[serial]["path"]
+        health = json.loads(guest.check(f"clonebay probe --json {path}"))["health"]
+        oracle = json.loads(guest.check(f"smartctl --json=c -a {path} || true"))
+        assert health["verdict"] == "good" and health["passed"] is True, health
+        assert health["temperature"] == oracle["temperature"]["current"], (health, oracle)
+        if serial == "DST-NVME":
+            log = oracle["nvme_smart_health_information_log"]
+            assert health["media_errors"] == log["media_errors"], (health, log)
+            assert health["percentage_used"] == log["percentage_used"], (health, log)
+        else:
+            table = oracle["ata_smart_attributes"]["table"]
+            reallocated = next(row["raw"]["value"] for row in table if row["id"] == 5)
+            assert health["reallocated"] == reallocated, (health, table)
 
 
 def test_clone_gpt_onto_a_larger_nvme_disk(guest: Guest) -> None:
