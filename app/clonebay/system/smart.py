@@ -10,8 +10,9 @@ disk's health is a fact shown beside it, never a reason for a command to fail.
 What decides the verdict (``parse``, a pure function of smartctl's JSON and exit status):
 
 - smartctl's exit status is a bit mask (smartctl(8), RETURN VALUES). Bits 0-1 (the command line
-  or opening the device failed): "unknown" with smartctl's own message. Bit 2 (a SMART command
-  failed): "unknown" only when nothing was read; some disks refuse one log and answer the rest.
+  or opening the device failed): "unknown" with smartctl's own message. Bit 2 (a SMART or other
+  command failed): "unknown" only when no health data came back (QEMU's CD drive and its USB
+  disk asked as plain SCSI set it and say SMART is unavailable); what was read still counts.
   Bit 3 (the overall self-assessment says FAILING): "failing". Bit 4 (a pre-failure attribute at
   or below its threshold now: the disk's maker expects it to fail): "failing". Bit 5 (an
   attribute at or below its threshold in the past, or an old-age one now): "warning". Bit 6 (the
@@ -25,8 +26,9 @@ What decides the verdict (``parse``, a pure function of smartctl's JSON and exit
 - SCSI and SAS: the grown defect list counts as reallocated sectors, the error counter log's
   uncorrected errors as uncorrectable.
 
-smartctl gets ``TIMEOUT`` seconds: a USB bridge that does not understand the pass-through
-command can hang it. Each answer is kept for the session, per disk (``_cache``): asked again
+smartctl gets ``TIMEOUT`` seconds, then it is killed: a USB bridge that does not understand the
+pass-through command can hang it (a process stuck inside the kernel ends when the kernel's own
+command timeout gives up). Each answer is kept for the session, per disk (``_cache``): asked again
 (the TUI's refresh, the CLI's warning before a job) it costs nothing, and a disk swapped for
 another at the same path (a new diskseq in sysfs) is asked afresh.
 """
@@ -49,7 +51,7 @@ from typing import Any
 from clonebay.errors import ToolMissingError
 from clonebay.system.run import run
 
-TIMEOUT = 20.0  # seconds; smartctl -a answers in well under 1 s on a disk that works
+TIMEOUT = 20.0  # seconds: room for a spun-down hard disk's spin-up (up to ~10 s) and its reply
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 
 # smartctl(8), RETURN VALUES
@@ -164,7 +166,7 @@ def read_health(path: str, *, timeout: float = TIMEOUT) -> Health:
 
 
 def read_all(paths: Sequence[str]) -> dict[str, Health]:
-    """``read_health`` of each path, all at once (a hanging disk holds up only itself)."""
+    """``read_health`` of each path, all at once: the slowest disk sets the time, not the sum."""
     if not paths:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
