@@ -99,6 +99,9 @@ def test_clone_of_a_failing_disk_warns_before_it_asks(
     assert cli.main(["clone", str(disk), str(target)]) == 2
     err = capsys.readouterr().err
     assert err.index("warning: SMART health") < err.index("no terminal to confirm it on")
-    assert cli.main(["clone", "--yes", "--rescue", str(disk), str(target)]) == 0
+    mapfile = str(tmp_path / "rescue.map")
+    assert (
+        cli.main(["clone", "--yes", "--rescue", "--mapfile", mapfile, str(disk), str(target)]) == 0
+    )
     err = capsys.readouterr().err
     assert "warning: SMART health" in err and "--rescue reads" not in err  # asked for already
