@@ -17,13 +17,15 @@ a disk: the screens do their reading in thread workers through Services.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from textual.app import App
 
 from clonebay.model import Disk
-from clonebay.tui.jobs import JobKind, JobRequest
+from clonebay.tui.jobs import VERBS, JobKind, JobRequest
 from clonebay.tui.multicast_flow import multicast_flow
+from clonebay.tui.screens.ask import AskModal
 from clonebay.tui.screens.browse_parts import BrowsePartsScreen
 from clonebay.tui.screens.browse_tree import BrowseTreeScreen
 from clonebay.tui.screens.disk_details import DiskDetailsScreen
@@ -41,12 +43,26 @@ MAX_STEPS = 1000  # a flow is a handful of screens; this only bounds the loop
 
 
 async def run_job(app: App[Any], services: Services, request: JobRequest) -> None:
-    """Progress, then Result (which powers the machine off when asked and all went well)."""
+    """Progress, then Result (which powers the machine off when asked and all went well).
+    A clone or save that stopped on a read error of its source is offered again in rescue
+    mode (docs/cli.md, Failing disks)."""
     outcome = await app.push_screen_wait(ProgressScreen(services, request))
     if getattr(app, "leaving", False):
         return  # the terminal is gone and the app is on its way out: no screen to show
     power_off = request.power_off and outcome.ok
     await app.push_screen_wait(ResultScreen(outcome, services if power_off else None))
+    if outcome.rescue_offer and await app.push_screen_wait(
+        AskModal(
+            "Rescue the failing disk?",
+            f"{request.source} could not be read. In rescue mode clonebay reads every sector"
+            " that still answers, the easy data first, skips and maps the bad ones (zeros in"
+            f" the copy) and lists them.\n\n{VERBS[request.kind]} {request.source} again in"
+            " rescue mode?",
+            yes="Rescue",
+            no="Not now",
+        )
+    ):
+        await run_job(app, services, dataclasses.replace(request, rescue=True))
 
 
 async def clone_flow(app: App[Any], services: Services) -> None:

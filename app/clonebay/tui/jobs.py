@@ -13,13 +13,14 @@ Progress screen draws an overall bar whatever the job.
 from __future__ import annotations
 
 import enum
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clonebay.engine import CloneOptions, Grow, clone, jobs
 from clonebay.engine.postcopy.options import PostcopyOptions
-from clonebay.errors import CancelledError, ClonebayError, VerifyError
+from clonebay.errors import CancelledError, ClonebayError, DeviceError, VerifyError
 from clonebay.model import Progress
 from clonebay.units import human_size
 
@@ -153,6 +154,7 @@ class Outcome:
     error_title: str = ""
     warnings: tuple[str, ...] = field(default=())
     targets: tuple[TargetLine, ...] = ()  # a job with several targets: each one's end
+    rescue_offer: bool = False  # the source gave read errors: offer the job again, rescuing
 
     @property
     def ok(self) -> bool:
@@ -267,7 +269,9 @@ def next_step(request: JobRequest) -> str:
 def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
     meter = PerRegionMeter("Saving", dict(request.totals), sink)
     rescue = jobs.RescueOptions() if request.rescue else None
-    options = jobs.SaveOptions(rescue=rescue)
+    # a rescue run again after a save that stopped on a read error: its incomplete image goes
+    left = os.path.isdir(request.target) and not os.path.exists(f"{request.target}/manifest.json")
+    options = jobs.SaveOptions(rescue=rescue, overwrite=rescue is not None and left)
     manifest = jobs.save(request.source, request.target, options, progress=meter, cancel=cancel)
     summary = jobs.manifest_summary(manifest)
     copied, stored = summary["copied_bytes"], summary["stored_bytes"]
@@ -355,6 +359,13 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
         return Outcome(
             request.kind, "cancelled", f"The {verb} was cancelled.", (message,), "", hint, title
         )
+    offer = unreadable_source(request, error)
+    if offer:
+        hint = (
+            f"{request.source} gave read errors: it may be failing. {hint} Next, clonebay"
+            " offers to run the job again in rescue mode: every sector that still reads is"
+            " copied, the easy data first, and the rest is listed."
+        )
     return Outcome(
         request.kind,
         "failed",
@@ -363,4 +374,16 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
         "",
         hint,
         title,
+        rescue_offer=offer,
+    )
+
+
+def unreadable_source(request: JobRequest, error: BaseException) -> bool:
+    """A clone or save without rescue that stopped on a read error of its source."""
+    return (
+        request.kind in {JobKind.CLONE, JobKind.SAVE}
+        and not request.rescue
+        and not request.also
+        and isinstance(error, DeviceError)
+        and "read error" in error.message
     )

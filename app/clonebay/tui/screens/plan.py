@@ -167,6 +167,8 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             with Vertical(id="plan-checks"):
                 yield Checkbox(verify, value=True, id="verify")
                 yield Checkbox("Power off when done (only if all went well)", id="power-off")
+                if self.kind is not JobKind.RESTORE:  # ticked when SMART worries (_show)
+                    yield Checkbox("Rescue mode (the source is failing)", id="rescue")
         if self.kind is not JobKind.SAVE:
             yield from self._after_copy()
         health = Static("", id="plan-health")
@@ -263,6 +265,8 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         health = self.query_one("#plan-health", Static)
         health.update(Text("\n".join(view.health)))
         health.display = bool(view.health)
+        if view.health and self.kind is not JobKind.RESTORE:
+            self.query_one("#rescue", Checkbox).value = True  # SMART worries: offered, ticked
         self._show_after()
         start = self.query_one("#start", Button)
         start.disabled = False
@@ -310,6 +314,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             self.query_one("#power-off", Checkbox).value,
             tuple(d.path for d in self.also),
             postcopy,
+            rescue=self.kind is not JobKind.RESTORE and self.query_one("#rescue", Checkbox).value,
         )
         if self.confirm is None:
             self.dismiss(request)
