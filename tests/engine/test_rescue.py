@@ -49,15 +49,12 @@ class Source:
         return self.p1 + self.big_blocks[int(len(self.big_blocks) * fraction)] * BLOCK
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
-    work = tmp_path_factory.mktemp("rescue")
+def build_source(work: Path, files: dict[str, bytes]) -> Source:
+    """A 96 MiB GPT disk in ``work``, p1 a 64 MiB ext4 holding ``files`` (big.bin among them),
+    and where debugfs says big.bin's blocks are."""
     root = work / "files"
-    (root / "docs").mkdir(parents=True)
-    rng = random.Random(18)
-    files = {"big.bin": rng.randbytes(12 * MIB), "docs/a.txt": b"kept\n" * 3000}
-    files |= {f"docs/n{i}.bin": rng.randbytes(rng.randrange(1, 200_000)) for i in range(20)}
     for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
     disk = gpt_disk(work / "src.img", 96 * MIB, "1:2048:+64M")
     start, sectors = layout(disk)[1]
@@ -66,6 +63,14 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     blocks = ext.blocks_of(p1, "/big.bin")
     p1.unlink()
     return Source(disk, start * SECTOR, files, blocks)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    rng = random.Random(18)
+    files = {"big.bin": rng.randbytes(12 * MIB), "docs/a.txt": b"kept\n" * 3000}
+    files |= {f"docs/n{i}.bin": rng.randbytes(rng.randrange(1, 200_000)) for i in range(20)}
+    return build_source(tmp_path_factory.mktemp("rescue"), files)
 
 
 def free_byte(src: Source, work: Path) -> int:

@@ -68,6 +68,8 @@ class Disk:
     serial: str
     readonly: bool = False
     bootindex: int | None = None
+    blkdebug: Path | None = None  # QEMU's blkdebug rules file: real read errors in the guest
+    write_bps: int = 0  # QEMU throttling of writes (bytes/s): a slow target
 
 
 @dataclass
@@ -248,6 +250,18 @@ class Guest:
             (self.workdir / sock).unlink(missing_ok=True)
         self.start()
 
+    def monitor(self, command: str) -> str:
+        """One command to QEMU's human monitor (``device_del dev3``); what it answered."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.workdir / "monitor.sock"))
+            sock.settimeout(10)
+            sock.recv(4096)  # the banner and first prompt
+            sock.sendall(command.encode() + b"\n")
+            answer = b""
+            while not answer.rstrip().endswith(b"(qemu)"):
+                answer += sock.recv(4096)
+        return answer.decode(errors="replace")
+
     def send(self, text: str) -> None:
         assert self._serial is not None
         self._serial.sendall(text.encode())
@@ -284,15 +298,19 @@ def _die_with_parent() -> None:
 def _disk_args(index: int, disk: Disk) -> list[str]:
     # ide-hd and nvme refuse read-only drives; virtio-blk, usb-storage and CDs take them.
     ro = ",readonly=on" if disk.readonly and disk.bus in ("virtio", "usb") else ""
-    drive = f"file={disk.path},if=none,id=d{index},format=raw,cache=unsafe{ro}"
+    file = f"blkdebug:{disk.blkdebug}:{disk.path}" if disk.blkdebug else str(disk.path)
+    drive = f"file={file},if=none,id=d{index},format=raw,cache=unsafe{ro}"
+    if disk.write_bps:
+        drive += f",throttling.bps-write={disk.write_bps}"
     boot = f",bootindex={disk.bootindex}" if disk.bootindex is not None else ""
-    devices = {
+    devices = {  # id=dev<index>: what the monitor's device_del names
         "virtio": f"virtio-blk-pci,drive=d{index},serial={disk.serial}",
         "usb": f"usb-storage,bus=xhci.0,drive=d{index},serial={disk.serial},removable=on",
         "nvme": f"nvme,drive=d{index},serial={disk.serial}",
         "sata": f"ide-hd,bus=ide.{index % 6},drive=d{index},serial={disk.serial}",
         "cdrom": f"ide-cd,bus=ide.{index % 6},drive=d{index}",
     }
+    boot += f",id=dev{index}"
     if disk.bus == "cdrom":
         drive = f"file={disk.path},if=none,id=d{index},format=raw,readonly=on,media=cdrom"
     return ["-drive", drive, "-device", devices[disk.bus] + boot]
