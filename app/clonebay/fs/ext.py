@@ -112,9 +112,13 @@ def volume_state(sb: layout.Superblock) -> tuple[VolumeState, list[str]]:
     return (states[0] if states else VolumeState.CLEAN), notes
 
 
-def read_descriptors(src: ByteSource, geo: Geometry) -> list[layout.GroupDesc]:
-    """The primary group descriptor table, checksums verified and locations range-checked."""
-    table = _descriptor_table(src, geo)
+def read_descriptors(
+    src: ByteSource, geo: Geometry, table: bytes | None = None
+) -> list[layout.GroupDesc]:
+    """The primary group descriptor table (or ``table``, a copy of it read elsewhere),
+    checksums verified and locations range-checked."""
+    if table is None:
+        table = _descriptor_table(src, geo)
     descs = layout.parse_descriptors(table, geo.desc_size, geo.group_count)
     if geo.has_group_csum:
         seed = layout.checksum_seed(geo.sb)

@@ -140,6 +140,7 @@ class Superblock(NamedTuple):
     magic: int
     state: int
     rev_level: int
+    first_ino: int
     inode_size: int
     feature_compat: int
     feature_incompat: int
@@ -156,9 +157,13 @@ class Superblock(NamedTuple):
     log_groups_per_flex: int
     checksum_type: int
     error_count: int
+    usr_quota_inum: int
+    grp_quota_inum: int
     backup_bg0: int
     backup_bg1: int
+    prj_quota_inum: int
     checksum_seed: int
+    orphan_file_inum: int
     checksum: int
 
 
@@ -175,6 +180,7 @@ _SUPERBLOCK_FIELDS = (
     (0x038, "H", "magic"),
     (0x03A, "H", "state"),
     (0x04C, "I", "rev_level"),
+    (0x054, "I", "first_ino"),
     (0x058, "H", "inode_size"),
     (0x05C, "I", "feature_compat"),
     (0x060, "I", "feature_incompat"),
@@ -191,9 +197,13 @@ _SUPERBLOCK_FIELDS = (
     (0x174, "B", "log_groups_per_flex"),
     (0x175, "B", "checksum_type"),
     (0x194, "I", "error_count"),
+    (0x240, "I", "usr_quota_inum"),
+    (0x244, "I", "grp_quota_inum"),
     (0x24C, "I", "backup_bg0"),
     (0x250, "I", "backup_bg1"),
+    (0x26C, "I", "prj_quota_inum"),
     (0x270, "I", "checksum_seed"),
+    (0x280, "I", "orphan_file_inum"),
     (0x3FC, "I", "checksum"),
 )
 _SUPERBLOCK = make_layout(_SUPERBLOCK_FIELDS, SUPERBLOCK_SIZE)
@@ -213,6 +223,7 @@ class GroupDesc(NamedTuple):
     inode_table: int
     flags: int
     checksum: int
+    itable_unused: int = 0  # inodes at the end of the group's table never used (with checksums)
 
 
 # struct ext4_group_desc: the 32-byte part, then (64bit feature) the high halves from 0x20.
@@ -221,12 +232,14 @@ _DESC_LO_FIELDS = (
     (0x04, "I", "inode_bitmap_lo"),
     (0x08, "I", "inode_table_lo"),
     (0x12, "H", "flags"),
+    (0x1C, "H", "itable_unused_lo"),
     (0x1E, "H", "checksum"),
 )
 _DESC_HI_FIELDS = (
     (0x20, "I", "block_bitmap_hi"),
     (0x24, "I", "inode_bitmap_hi"),
     (0x28, "I", "inode_table_hi"),
+    (0x32, "H", "itable_unused_hi"),
 )
 DESC_CHECKSUM_OFFSET = 0x1E
 DESC_MIN_SIZE = 32
@@ -245,14 +258,14 @@ def parse_descriptors(data: bytes, desc_size: int, count: int) -> list[GroupDesc
     layout = _descriptor_layout(desc_size)
     if desc_size >= DESC_64BIT_MIN_SIZE:
         return [
-            GroupDesc(bb | bbh << 32, ib | ibh << 32, it | ith << 32, flags, csum)
-            for bb, ib, it, flags, csum, bbh, ibh, ith in layout.iter_unpack(
+            GroupDesc(bb | bbh << 32, ib | ibh << 32, it | ith << 32, flags, csum, iu | iuh << 16)
+            for bb, ib, it, flags, iu, csum, bbh, ibh, ith, iuh in layout.iter_unpack(
                 data[: count * desc_size]
             )
         ]
     return [
-        GroupDesc(bb, ib, it, flags, csum)
-        for bb, ib, it, flags, csum in layout.iter_unpack(data[: count * desc_size])
+        GroupDesc(bb, ib, it, flags, csum, iu)
+        for bb, ib, it, flags, iu, csum in layout.iter_unpack(data[: count * desc_size])
     ]
 
 

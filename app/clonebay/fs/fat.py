@@ -194,7 +194,7 @@ def parse_boot_sector(sector: bytes, volume_size: int, name: str) -> Geometry:
     )
 
 
-def _lanes(raw: bytes, fat_bits: int, count: int) -> bytes:
+def entry_lanes(raw: bytes, fat_bits: int, count: int) -> bytes:
     """``count`` FAT entries from ``raw`` as 32-bit little-endian lanes, FAT32 masked to 28 bits."""
     if fat_bits == 32:
         lanes = bytearray(raw[: 4 * count])
@@ -243,7 +243,7 @@ class _Classifier:
         """(in-use lanes, bad-lane count) for entries ``first .. first + count``."""
         if raw.count(0) == len(raw):  # an all-free stretch: nothing to check
             return 0, 0
-        packed = _lanes(raw, self.geo.fat_bits, count)
+        packed = entry_lanes(raw, self.geo.fat_bits, count)
         lanes = int.from_bytes(packed, "little")
         nonzero = self._ge(lanes, count, 1)
         at_bad = self._ge(lanes, count, self.bad_value)
@@ -276,7 +276,7 @@ class _Scan:
     copies_differ: bool
 
 
-def _entry_bytes(geo: Geometry, first: int, count: int) -> tuple[int, int]:
+def entry_bytes(geo: Geometry, first: int, count: int) -> tuple[int, int]:
     """(offset inside a FAT, length) of the bytes holding entries ``first .. first + count``."""
     start = first * geo.fat_bits // 8
     return start, ((first + count) * geo.fat_bits + 7) // 8 - start
@@ -299,7 +299,7 @@ def scan_fat(src: ByteSource, geo: Geometry) -> _Scan:
     end = geo.clusters + 2
     for first in range(2, end, WINDOW):  # WINDOW is even, so FAT12 windows start on a byte
         count = min(WINDOW, end - first)
-        offset, length = _entry_bytes(geo, first, count)
+        offset, length = entry_bytes(geo, first, count)
         raws = [
             src.pread(length, geo.fat_offset + c * geo.fat_size + offset) for c in geo.fat_copies
         ]
@@ -316,7 +316,7 @@ def scan_fat(src: ByteSource, geo: Geometry) -> _Scan:
 
 def read_entry(src: ByteSource, geo: Geometry, cluster: int) -> int:
     """The raw value of one entry of the first maintained FAT copy (FAT32 not masked)."""
-    offset, length = _entry_bytes(geo, cluster, 1)
+    offset, length = entry_bytes(geo, cluster, 1)
     raw = src.pread(length, geo.fat_offset + geo.fat_copies[0] * geo.fat_size + offset)
     value = int.from_bytes(raw, "little")
     if geo.fat_bits == 12:

@@ -19,6 +19,7 @@ follow ntfs-3g's layout.h and logfile.h (RESTART_PAGE_HEADER, RESTART_AREA).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from clonebay.errors import FilesystemError
@@ -105,11 +106,19 @@ def index_entries(node: bytes, header_at: int, where: str) -> list[tuple[int, by
 
 def root_entries(mft: Mft) -> list[tuple[int, bytes]]:
     """Every (file reference, $FILE_NAME key) in the root directory's $I30 index."""
-    boot, where = mft.boot, mft.where(ROOT_DIRECTORY)
-    attrs = mft.attributes(ROOT_DIRECTORY)
+    return directory_entries(mft, ROOT_DIRECTORY)
+
+
+def directory_entries(
+    mft: Mft, number: int, skip: Callable[[Stream, int, int], bool] | None = None
+) -> list[tuple[int, bytes]]:
+    """Every (file reference, $FILE_NAME key) in directory ``number``'s $I30 index; INDX
+    blocks for which ``skip(blocks stream, offset, size)`` is true are left out."""
+    boot, where = mft.boot, mft.where(number)
+    attrs = mft.attributes(number)
     roots = pick(attrs, AT_INDEX_ROOT, "$I30")
     if len(roots) != 1 or roots[0].value is None or len(roots[0].value) < 32:
-        raise FilesystemError(f"{where}: root directory has no usable $INDEX_ROOT $I30")
+        raise FilesystemError(f"{where}: directory has no usable $INDEX_ROOT $I30")
     root = roots[0].value
     indexed_type, _, block_size, _ = INDEX_ROOT.unpack_from(root)
     if indexed_type != AT_FILE_NAME:
@@ -127,11 +136,13 @@ def root_entries(mft: Mft) -> list[tuple[int, bytes]]:
         pick(attrs, AT_BITMAP, "$I30"), boot.clusters, cluster, f"{where} $I30 bitmap"
     )
     if alloc.data_size > MAX_ROOT_INDEX or bitmap.data_size > MAX_ROOT_INDEX // 8:
-        raise FilesystemError(f"{where}: root index of {alloc.data_size} bytes is implausible")
+        raise FilesystemError(f"{where}: index of {alloc.data_size} bytes is implausible")
     in_use = bitmap.read(mft.src, cluster, 0, bitmap.data_size)
     vcn_unit = cluster if block_size >= cluster else FIXUP_STRIDE
     for i in range(alloc.data_size // block_size):
         if i // 8 >= len(in_use) or not in_use[i // 8] >> (i % 8) & 1:
+            continue
+        if skip is not None and skip(alloc, i * block_size, block_size):
             continue
         here = f"{where} INDX block {i}"
         block = bytearray(alloc.read(mft.src, cluster, i * block_size, block_size))
