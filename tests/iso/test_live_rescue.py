@@ -126,9 +126,9 @@ def test_a_target_unplugged_mid_clone_is_a_clear_error(guest: Guest) -> None:
     """The USB target (written at 4 MiB/s) is removed through QEMU's monitor while the clone
     writes it: the clone ends with a device error that says the target is incomplete."""
     src, dst = _path(guest, "SRC-BAD"), _path(guest, "DST-GONE")
-    guest.check(
-        f"(clonebay clone --rescue --yes --no-fixup --mapfile /tmp/g.map {src} {dst}"
-        " >/tmp/gone.out 2>&1; echo rc=$? >>/tmp/gone.out) &"
+    guest.check(  # in the background: a subshell that starts it and returns
+        f"( (clonebay clone --rescue --yes --no-fixup --mapfile /tmp/g.map {src} {dst}"
+        " >/tmp/gone.out 2>&1; echo rc=$? >>/tmp/gone.out) & )"
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and guest.run("test -s /tmp/g.map", 30)[0] != 0:
@@ -149,7 +149,7 @@ def test_a_target_unplugged_mid_clone_is_a_clear_error(guest: Guest) -> None:
 def test_the_rescued_clone_holds_every_readable_byte(
     guest: Guest, bad: Bad, tmp_path: Path
 ) -> None:
-    guest.run("sync; poweroff", 30)
+    guest.send("sync; poweroff\n")
     guest.wait_exit(300)
     target = guest.workdir / "sata.img"
     files, fsck = disk_files(target, tmp_path)
