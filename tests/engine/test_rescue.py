@@ -128,6 +128,9 @@ def test_save_rescue_maps_exactly_the_bad_used_sectors(source: Source, tmp_path:
     lost = sorted((u["offset"] + source.p1, u["length"]) for u in result["unreadable"])
     assert lost == sorted(bad)  # exactly the bad sectors in used blocks; the free ones unread
     assert all(u["region"] == "p1" for u in result["unreadable"])
+    assert result["files_hit"] == [big_bin_hit(source, bad)]  # what they hit: big.bin only
+    saved = json.loads(clonebay("info", "--json", str(image)).stdout)["warnings"]
+    assert f"unreadable sectors hit {big_bin_hit(source, bad)}" in saved  # kept in the image
 
     blocks = read_map(Path(f"{image}.map"))
     assert blocks[0][0] == 0 and sum(b[1] for b in blocks) == source.disk.stat().st_size
@@ -157,6 +160,19 @@ def test_save_rescue_maps_exactly_the_bad_used_sectors(source: Source, tmp_path:
     assert_files_but_bad(source, files, bad)
 
 
+def in_big_bin(source: Source, pos: int) -> int:
+    """Where disk position ``pos`` (inside big.bin's data) is in big.bin."""
+    block = (pos - source.p1) // BLOCK
+    return source.big_blocks.index(block) * BLOCK + (pos - source.p1) % BLOCK
+
+
+def big_bin_hit(source: Source, bad: list[tuple[int, int]]) -> str:
+    """The hit line fs/hits.py gives for ``bad`` ranges that all lie in big.bin's data."""
+    spans = sorted((in_big_bin(source, pos), length) for pos, length in bad if pos >= source.p1)
+    text = ", ".join(f"{at}-{at + n - 1}" for at, n in spans)
+    return f"p1: file: /big.bin: {sum(n for _, n in spans)} bytes lost of the file (bytes {text})"
+
+
 def assert_files_but_bad(
     source: Source, files: dict[str, bytes], bad: list[tuple[int, int]]
 ) -> None:
@@ -164,11 +180,9 @@ def assert_files_but_bad(
     want = dict(source.files)
     big = bytearray(want["big.bin"])
     for pos, length in bad:
-        if pos < source.p1:
-            continue  # outside the partition
-        block = (pos - source.p1) // BLOCK
-        at = source.big_blocks.index(block) * BLOCK + (pos - source.p1) % BLOCK
-        big[at : at + length] = bytes(length)
+        if pos >= source.p1:  # (not outside the partition)
+            at = in_big_bin(source, pos)
+            big[at : at + length] = bytes(length)
     want["big.bin"] = bytes(big)
     assert files.keys() >= want.keys()
     assert {k: v for k, v in files.items() if k in want} == want
@@ -194,6 +208,9 @@ def test_clone_rescue_writes_every_readable_byte_and_zeros_for_the_rest(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert sorted((u["start"], u["length"]) for u in result["unreadable"]) == sorted(bad)
     assert result["rescue_map"] == str(mapfile)
+    assert f"unreadable sectors hit {big_bin_hit(source, bad)}" in result["warnings"]
+    gap = f"unreadable sectors hit the area outside the partitions at byte {GAP}: {SECTOR} bytes"
+    assert gap in "\n".join(result["warnings"])
     assert sorted((a, n) for a, n, s in read_map(mapfile) if s == "-") == sorted(bad)
     files, fsck = disk_files(target, tmp_path)
     assert fsck.startswith("0:"), fsck

@@ -18,6 +18,7 @@ from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
+from clonebay.engine.rescue.files import PREFIX as HIT_PREFIX
 from clonebay.engine.rescue.reader import RescueOptions
 from clonebay.engine.restore.directory import restore as restore_directory
 from clonebay.engine.restore.directory import restore_many as restore_directory_many
@@ -306,6 +307,9 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
         "dedup_bytes": totals.dedup_bytes,
         "unreadable_bytes": totals.unreadable_bytes,
         "unreadable": [vars(u) for u in manifest.unreadable],
+        "files_hit": [
+            w.removeprefix(HIT_PREFIX) for w in manifest.warnings if w.startswith(HIT_PREFIX)
+        ],
         "warnings": list(manifest.warnings),
     }
 
@@ -315,14 +319,18 @@ def summary_text(image: str, summary: dict[str, Any], seconds: float) -> str:
     rate = copied / seconds / 1e6 if seconds > 0 else 0.0
     ratio = copied / stored if stored else 0.0
     return (
-        f"saved {human_size(copied)} into {image} ({human_size(stored)} stored,"
-        f" {ratio:.2f}x; {human_size(summary['zero_bytes'])} zeros and"
-        f" {human_size(summary['dedup_bytes'])} duplicates not stored)"
-        f" in {seconds:.1f} s, {rate:.0f} MB/s"
-    ) + "".join(
-        f"\n  unreadable: {u['region']}, {u['length']} bytes at offset {u['offset']}"
-        f" (zeros in the image)"
-        for u in summary.get("unreadable", ())
+        (
+            f"saved {human_size(copied)} into {image} ({human_size(stored)} stored,"
+            f" {ratio:.2f}x; {human_size(summary['zero_bytes'])} zeros and"
+            f" {human_size(summary['dedup_bytes'])} duplicates not stored)"
+            f" in {seconds:.1f} s, {rate:.0f} MB/s"
+        )
+        + "".join(
+            f"\n  unreadable: {u['region']}, {u['length']} bytes at offset {u['offset']}"
+            f" (zeros in the image)"
+            for u in summary.get("unreadable", ())
+        )
+        + "".join(f"\n  hit: {line}" for line in summary.get("files_hit", ()))
     )
 
 

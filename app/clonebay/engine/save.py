@@ -22,6 +22,7 @@ from typing import IO
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
+from clonebay.engine.rescue.files import hit_lines
 from clonebay.engine.rescue.image import add_recovered
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
 from clonebay.engine.rescue.recovered import Recovered
@@ -237,9 +238,23 @@ def _rescue_rest(
             raise
         summary = rescuer.summary(domain)
         note = f"rescue: {' / '.join(summary.passes)}: {summary.bad_bytes} bytes left unreadable"
-        return add_recovered(image, regions, recovered, note)
+        bad = [
+            (region.name, max(e.start, region.disk_offset) - region.disk_offset, length)
+            for e in summary.bad
+            for region in regions
+            if (length := _overlap(e, region)) > 0
+        ]
+        parts = [(r.name, r.volume.fstype if r.volume else "", r.disk_offset) for r in regions]
+        hits = hit_lines(rescuer.io.path, parts, bad)
+        return add_recovered(image, regions, recovered, note, hits)
     finally:
         recovered.close()
+
+
+def _overlap(extent: Extent, region: SourceRegion) -> int:
+    """Bytes of ``extent`` (source positions) inside ``region``."""
+    end = min(extent.end, region.disk_offset + region.size)
+    return end - max(extent.start, region.disk_offset)
 
 
 def rescue_domain(regions: list[SourceRegion]) -> tuple[Extent, ...]:

@@ -20,7 +20,7 @@ import bisect
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import xxhash
@@ -115,10 +115,11 @@ class ImageReviser:
         when a range is widened to whole frames)."""
         self._changes[region] = (merge_ranges(ranges), read)
 
-    def commit(self, note: str = "") -> Manifest | None:
-        """Write new packs and indexes, then the manifest; None when nothing changed."""
+    def commit(self, note: str = "", warnings: Sequence[str] = ()) -> Manifest | None:
+        """Write new packs and indexes, then the manifest (with ``warnings`` added to its
+        own); None when nothing changed."""
         changes = {k: v for k, v in self._changes.items() if v[0]}
-        if not changes:
+        if not changes and not warnings:
             return None
         with ImageReader(self.path) as reader:
             manifest = reader.manifest
@@ -138,6 +139,7 @@ class ImageReviser:
                 appender.abort()
                 raise
             new = self._manifest(reader, revised, appender.packs, revision, note)
+            new = dataclasses.replace(new, warnings=(*new.warnings, *warnings))
         text = to_json(new)
         for sub in (spec.PACKS_DIR, spec.INDEX_DIR):
             fsync_dir(self.path / sub)

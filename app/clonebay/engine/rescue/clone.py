@@ -18,6 +18,7 @@ from pathlib import Path
 import xxhash
 
 from clonebay.engine.layout.plan import Move, Plan
+from clonebay.engine.rescue.files import PREFIX, hit_lines
 from clonebay.engine.rescue.reader import Rescuer
 from clonebay.engine.target import TargetPath
 from clonebay.engine.target.fanout import FanOut, TargetOutcome
@@ -89,9 +90,23 @@ def rescue_rest(rescuer: Rescuer, plans: dict[str, Plan], fan: FanOut, retries: 
 
 
 def rescued(rescuer: Rescuer, plans: dict[str, Plan], outcomes: list[TargetOutcome]) -> None:
-    """Every outcome learns what stayed unreadable (the source's ranges) and where the map is."""
-    summary = rescuer.summary(domain(next(iter(plans.values()))))
+    """Every outcome learns what stayed unreadable (the source's ranges), what that hit
+    (files, metadata), and where the map is."""
+    plan = next(iter(plans.values()))
+    summary = rescuer.summary(domain(plan))
     bad = summary.bad + tuple(rescuer.area_bad)
+    found = [
+        (move.name, offset, length)
+        for block in bad
+        for move, offset, length in _pieces(plan, block.start, block.length)
+    ]
+    parts = [(m.name, m.volume.fstype if m.volume else "", m.source.start) for m in plan.moves]
+    hits = hit_lines(rescuer.io.path, parts, found) if found else []
+    hits += [
+        f"{PREFIX}the area outside the partitions at byte {b.start}: {b.length} bytes (boot"
+        " code, a partition table or a gap)"
+        for b in rescuer.area_bad
+    ]
     for outcome in outcomes:
         outcome.rescue_map = str(rescuer.map.path)
         outcome.unreadable = bad
@@ -100,3 +115,4 @@ def rescued(rescuer: Rescuer, plans: dict[str, Plan], outcomes: list[TargetOutco
                 f"{human_size(sum(b.length for b in bad))} of the source could not be read"
                 f" in {len(bad)} range(s): zeros on the target (map: {rescuer.map.path})"
             )
+            outcome.warnings.extend(hits)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from clonebay.engine.regions import SourceRegion
 from clonebay.engine.rescue.recovered import Recovered
@@ -11,10 +11,15 @@ from clonebay.imaging.revise import ImageReviser
 
 
 def add_recovered(
-    image: str, regions: Iterable[SourceRegion], recovered: Recovered, note: str
+    image: str,
+    regions: Iterable[SourceRegion],
+    recovered: Recovered,
+    note: str,
+    warnings: Sequence[str] = (),
 ) -> Manifest | None:
-    """Replace the parts of the image's UNREADABLE records that ``recovered`` holds by frames
-    (one new revision, committed atomically); None when nothing was recovered."""
+    """Replace the parts of the image's UNREADABLE records that ``recovered`` holds by frames,
+    and add ``warnings`` to the manifest (one new revision, committed atomically); None when
+    there is nothing to add."""
     reviser = ImageReviser(image)
     found = recovered.ranges()
     for region in regions:
@@ -26,4 +31,4 @@ def add_recovered(
                 return recovered.read(base + offset, length)
 
             reviser.replace(region.name, ranges, read)
-    return reviser.commit(note)
+    return reviser.commit(note, warnings)
