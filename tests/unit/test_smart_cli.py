@@ -76,7 +76,8 @@ def test_save_of_a_failing_disk_warns_and_goes_on(
     warnings = result_of(out)["warnings"]
     assert warnings[:3] == [
         f"SMART health of {disk}: failing (SMART overall test FAILED; 12 pending sectors)",
-        "a disk in this state can fail for good under a long read: copy it first, and once",
+        "a disk in this state can fail for good under a long read: copy it before anything else,"
+        " and read it only once",
         "if it cannot be read to the end, --rescue reads what it still gives, the easy data first",
     ]
     assert "SMART" not in err  # --json: in the result only

@@ -140,7 +140,8 @@ def job_warning(path: str, health: Health) -> list[str]:
         return []
     return [
         f"SMART health of {path}: {health.verdict.value} ({'; '.join(health.reasons)})",
-        "a disk in this state can fail for good under a long read: copy it first, and once",
+        "a disk in this state can fail for good under a long read: copy it before anything else,"
+        " and read it only once",
     ]
 
 
