@@ -251,15 +251,15 @@ class Guest:
         self.start()
 
     def monitor(self, command: str) -> str:
-        """One command to QEMU's human monitor (``device_del dev3``); what it answered."""
+        """One command to QEMU's human monitor (``device_del dev3``); what it answered. The
+        banner's prompt is read whole before the command is sent, and the answer up to the
+        prompt that follows the command's echo: a connection closed early drops the command."""
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(self.workdir / "monitor.sock"))
-            sock.settimeout(10)
-            sock.recv(4096)  # the banner and first prompt
+            sock.settimeout(30)
+            _read_prompt(sock, b"")
             sock.sendall(command.encode() + b"\n")
-            answer = b""
-            while not answer.rstrip().endswith(b"(qemu)"):
-                answer += sock.recv(4096)
+            answer = _read_prompt(sock, b"", after=len(command))
         return answer.decode(errors="replace")
 
     def send(self, text: str) -> None:
@@ -286,6 +286,16 @@ class Guest:
         code, out = self.run(command, timeout)
         assert code == 0, f"{command!r} exited {code}:\n{out}"
         return out
+
+
+def _read_prompt(sock: socket.socket, have: bytes, after: int = 0) -> bytes:
+    """Read the monitor until its "(qemu)" prompt, once more than ``after`` bytes came."""
+    while len(have) <= after or not have.rstrip().endswith(b"(qemu)"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        have += chunk
+    return have
 
 
 def _die_with_parent() -> None:
