@@ -277,3 +277,16 @@ def test_a_source_that_goes_away_mid_rescue_stops_at_once(source: Source, tmp_pa
     kept = read_map(mapfile)
     assert any(s == "+" for _, _, s in kept)  # what was read before is recorded
     assert not any(s == "-" for _, _, s in kept)  # and nothing was called a bad sector
+
+
+@pytest.mark.parametrize("other", [["--shrink"], ["-"]])
+def test_rescue_refuses_a_stream_or_a_shrink_before_reading(
+    tmp_path: Path, other: list[str]
+) -> None:
+    """Both are refused (exit 2) before the source is even opened: the source named here does
+    not exist, and the refusal is still the usage error, not a failed read of it."""
+    image = "-" if other == ["-"] else str(tmp_path / "s.image")
+    missing = str(tmp_path / "no-such-disk.img")
+    done = clonebay("save", "--rescue", *(o for o in other if o != "-"), missing, image)
+    assert done.returncode == 2, done.stderr
+    assert ("stream" if image == "-" else "cannot shrink") in done.stderr

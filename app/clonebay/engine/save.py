@@ -158,6 +158,13 @@ def save(
     """Save ``source`` into the image directory ``image``, or as a stream into the binary file
     object ``image`` (stdout, a pipe, a socket file); returns the manifest written."""
     _check_options(options)
+    if options.rescue is not None and not isinstance(image, str):
+        raise UsageError(
+            "save --rescue writes an image directory: its later passes add what they read to"
+            " the image, which a stream cannot take; save into a folder"
+        )
+    if options.rescue is not None and options.shrink:  # before the shrink reads the source
+        raise UsageError("save --rescue cannot shrink: save the failing disk first, then shrink")
     report = inspect_disk(source)
     with _compacted(report, options) as compacted:
         if compacted is not None:
@@ -201,15 +208,8 @@ def _rescuer(
     src: SourceDevice, image: str | IO[bytes], options: SaveOptions, cancel: threading.Event
 ) -> Rescuer | None:
     """The rescue of ``save --rescue`` (None without it): its map beside the image."""
-    if options.rescue is None:
+    if options.rescue is None or not isinstance(image, str):  # (a stream: refused earlier)
         return None
-    if not isinstance(image, str):
-        raise UsageError(
-            "save --rescue writes an image directory: its later passes add what they read to"
-            " the image, which a stream cannot take; save into a folder"
-        )
-    if options.shrink:
-        raise UsageError("save --rescue cannot shrink: save the failing disk first, then shrink")
     path = rescue_map_path(image, options.rescue)
     return Rescuer.open(src, path, cancel, f"clonebay save --rescue {src.path} {image}")
 
