@@ -76,16 +76,14 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
             raise mfusepy.FuseOSError(errno.EROFS)
         return 0
 
-    def _bad(self, offset: int, size: int) -> bool:
-        return any(offset < end and offset + size > start for start, end in self.bad)
-
-    def _slow(self, offset: int, size: int) -> bool:
-        return any(offset < end and offset + size > start for start, end in self.slow)
+    @staticmethod
+    def _touches(ranges: list[tuple[int, int]], offset: int, size: int) -> bool:
+        return any(offset < end and offset + size > start for start, end in ranges)
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        if self._slow(offset, size):
+        if self._touches(self.slow, offset, size):
             time.sleep(SLOW)
-        if not self.writes and self._bad(offset, size):
+        if not self.writes and self._touches(self.bad, offset, size):
             self.failed += 1
             raise mfusepy.FuseOSError(errno.EIO)
         return os.pread(self.fd, size, offset)
@@ -93,7 +91,7 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         if not self.writes:
             raise mfusepy.FuseOSError(errno.EROFS)
-        if self._bad(offset, len(data)):
+        if self._touches(self.bad, offset, len(data)):
             self.failed += 1
             raise mfusepy.FuseOSError(errno.EIO)
         return os.pwrite(self.fd, data, offset)

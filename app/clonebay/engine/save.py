@@ -24,7 +24,7 @@ from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
 from clonebay.engine.rescue.files import hit_lines
 from clonebay.engine.rescue.image import add_recovered
-from clonebay.engine.rescue.reader import RescueOptions, Rescuer
+from clonebay.engine.rescue.reader import RescueOptions, Rescuer, split_at
 from clonebay.engine.rescue.recovered import Recovered
 from clonebay.engine.shrink import steps
 from clonebay.engine.shrink.compact import Compacted, smallest_plan
@@ -238,23 +238,13 @@ def _rescue_rest(
             raise
         summary = rescuer.summary(domain)
         note = f"rescue: {' / '.join(summary.passes)}: {summary.bad_bytes} bytes left unreadable"
-        bad = [
-            (region.name, max(e.start, region.disk_offset) - region.disk_offset, length)
-            for e in summary.bad
-            for region in regions
-            if (length := _overlap(e, region)) > 0
-        ]
+        areas = [(r.name, r.disk_offset, r.size) for r in regions]
+        bad = [piece for e in summary.bad for piece in split_at(areas, e.start, e.length)]
         parts = [(r.name, r.volume.fstype if r.volume else "", r.disk_offset) for r in regions]
         hits = hit_lines(rescuer.io.path, parts, bad)
         return add_recovered(image, regions, recovered, note, hits)
     finally:
         recovered.close()
-
-
-def _overlap(extent: Extent, region: SourceRegion) -> int:
-    """Bytes of ``extent`` (source positions) inside ``region``."""
-    end = min(extent.end, region.disk_offset + region.size)
-    return end - max(extent.start, region.disk_offset)
 
 
 def rescue_domain(regions: list[SourceRegion]) -> tuple[Extent, ...]:

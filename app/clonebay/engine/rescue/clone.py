@@ -19,7 +19,7 @@ import xxhash
 
 from clonebay.engine.layout.plan import Move, Plan
 from clonebay.engine.rescue.files import PREFIX, hit_lines
-from clonebay.engine.rescue.reader import Rescuer
+from clonebay.engine.rescue.reader import Rescuer, split_at
 from clonebay.engine.target import TargetPath
 from clonebay.engine.target.fanout import FanOut, TargetOutcome
 from clonebay.fs import extents
@@ -54,11 +54,7 @@ def domain(plan: Plan) -> tuple[Extent, ...]:
 
 def _pieces(plan: Plan, pos: int, length: int) -> Iterable[tuple[Move, int, int]]:
     """(move, offset in its partition, length) of source range ``[pos, pos + length)``."""
-    for move in plan.moves:
-        start, end = move.source.start, move.source.start + move.source.size
-        low, high = max(pos, start), min(pos + length, end)
-        if low < high:
-            yield move, low - start, high - low
+    return split_at(((m, m.source.start, m.source.size) for m in plan.moves), pos, length)
 
 
 def rescue_rest(rescuer: Rescuer, plans: dict[str, Plan], fan: FanOut, retries: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from clonebay.engine.regions import SourceRegion
+from clonebay.engine.rescue.reader import split_at
 from clonebay.engine.rescue.recovered import Recovered
 from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.revise import ImageReviser
@@ -21,14 +22,16 @@ def add_recovered(
     and add ``warnings`` to the manifest (one new revision, committed atomically); None when
     there is nothing to add."""
     reviser = ImageReviser(image)
-    found = recovered.ranges()
-    for region in regions:
-        low, high = region.disk_offset, region.disk_offset + region.size
-        ranges = [(max(a, low) - low, min(b, high) - low) for a, b in found if a < high and b > low]
-        if ranges:
+    where = {r.name: r.disk_offset for r in regions}
+    areas = [(r.name, r.disk_offset, r.size) for r in regions]
+    found: dict[str, list[tuple[int, int]]] = {}
+    for start, end in recovered.ranges():
+        for name, offset, length in split_at(areas, start, end - start):
+            found.setdefault(name, []).append((offset, offset + length))
+    for name, ranges in found.items():
 
-            def read(offset: int, length: int, base: int = low) -> bytes:
-                return recovered.read(base + offset, length)
+        def read(offset: int, length: int, base: int = where[name]) -> bytes:
+            return recovered.read(base + offset, length)
 
-            reviser.replace(region.name, ranges, read)
+        reviser.replace(name, ranges, read)
     return reviser.commit(note, warnings)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +93,6 @@ class RescueMap:
     def status_at(self, pos: int) -> str:
         return self._status[bisect.bisect_right(self._starts, pos) - 1]
 
-    def total(self, statuses: str) -> int:
-        return sum(b.size for b in self.blocks() if b.status in statuses)
-
     # -- changing it ---------------------------------------------------------------------------
 
     def mark(self, pos: int, size: int, status: str) -> None:
@@ -115,10 +112,6 @@ class RescueMap:
             self._starts.insert(lo + 1, end)
             self._status.insert(lo + 1, after)
         self._merge(max(lo - 1, 0), lo + 2)
-
-    def mark_all(self, blocks: Iterable[tuple[int, int]], status: str) -> None:
-        for pos, size in blocks:
-            self.mark(pos, size, status)
 
     def _merge(self, first: int, last: int) -> None:
         """Join neighbours of one status between indexes ``first`` and ``last``."""

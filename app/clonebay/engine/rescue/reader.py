@@ -34,9 +34,10 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from clonebay.engine.rescue.mapfile import (
     BAD,
@@ -60,6 +61,7 @@ SAVE_EVERY = 1.0  # seconds between two saves of a changing map
 # a read error that means the device itself is gone, not a bad sector
 GONE = {errno.ENODEV, errno.ENXIO, errno.ENOMEDIUM, errno.ENOTCONN, errno.ESHUTDOWN}
 
+T = TypeVar("T")
 Deliver = Callable[[int, bytes], None]  # (source position, bytes read there)
 
 
@@ -74,14 +76,11 @@ class RescueOptions:
 
 @dataclass
 class RescueSummary:
-    """What the rescue got: bytes in the domain (the used blocks), read, and left unreadable."""
+    """What the rescue left unreadable in the domain (the used blocks), and its passes."""
 
-    domain_bytes: int = 0
-    read_bytes: int = 0
     bad_bytes: int = 0
     bad: tuple[Extent, ...] = ()  # source positions
     passes: tuple[str, ...] = ()
-    failed_reads: int = 0
 
 
 class Rescuer:
@@ -106,7 +105,6 @@ class Rescuer:
         self.exact = True  # direct reads give single sectors (a block device)
         self.skip = MIN_SKIP
         self.skip_until = -1
-        self.failed_reads = 0
         self.passes: list[str] = []
         self.area_bad: list[Extent] = []  # bad sectors outside the partitions (read_area)
         self._saved = 0.0
@@ -155,7 +153,6 @@ class Rescuer:
 
     def _failed(self, pos: int, length: int, why: str) -> None:
         with self.lock:
-            self.failed_reads += 1
             self.map.mark(pos, length, NON_TRIMMED)
             self.skip_until = max(self.skip_until, pos + length + self.skip)
             self.skip = min(self.skip * 2, MAX_SKIP)
@@ -186,10 +183,9 @@ class Rescuer:
             if piece is None:
                 self._mark(at, n, BAD)
                 self.area_bad.append(Extent(at, n))
-                piece = bytes(n)
             else:
                 self._done(at, n)
-            out += piece
+            out += piece or bytes(n)
         self.save(force=True)
         return bytes(out)
 
@@ -236,48 +232,32 @@ class Rescuer:
             self._check_cancel()
             if skipped[0] <= pos < skipped[1] or skipped[0] < pos + length <= skipped[1]:
                 continue
-            data = self._try(pos, length)
-            if data is None:
-                self._mark(pos, length, NON_TRIMMED)
-                if skipping:
-                    skipped = (pos - skip, pos) if backward else (pos + length, pos + length + skip)
-                    skip = min(skip * 2, MAX_SKIP)
-                self.save(force=True)
+            if self._read(pos, length, deliver, NON_TRIMMED):
+                skip = MIN_SKIP
                 continue
-            skip = MIN_SKIP
-            deliver(pos, data)
-            self._done(pos, length)
+            if skipping:
+                skipped = (pos - skip, pos) if backward else (pos + length, pos + length + skip)
+                skip = min(skip * 2, MAX_SKIP)
+            self.save(force=True)
 
     def _trim(self, spans: list[tuple[int, int]], deliver: Deliver) -> None:
         blocks = self._blocks(spans, NON_TRIMMED)
         if not blocks:
             return
         self._begin("trimming", NON_TRIMMED)
-        s = self.sector
         for block in blocks:
             low, high = block.pos, block.end
-            while low < high:  # forward from the leading edge
+            for at, n in _sectors(block, self.sector):  # forward from the leading edge
                 self._check_cancel()
-                n = min(s - low % s, high - low)
-                data = self._try(low, n)
-                if data is None:
-                    self._mark(low, n, BAD)
-                    low += n
+                low = at + n
+                if not self._read(at, n, deliver, BAD):
                     break
-                deliver(low, data)
-                self._done(low, n)
-                low += n
-            while high > low:  # backward from the trailing edge
+            inside = Block(low, high - low, NON_TRIMMED)
+            for at, n in reversed(_sectors(inside, self.sector)):  # back from the trailing edge
                 self._check_cancel()
-                n = high - max(low, (high - 1) // s * s)
-                data = self._try(high - n, n)
-                if data is None:
-                    self._mark(high - n, n, BAD)
-                    high -= n
+                high = at
+                if not self._read(at, n, deliver, BAD):
                     break
-                deliver(high - n, data)
-                self._done(high - n, n)
-                high -= n
             if high > low:
                 self._mark(low, high - low, NON_SCRAPED)
             self.save()
@@ -298,15 +278,20 @@ class Rescuer:
         sectors = [piece for b in blocks for piece in _sectors(b, self.sector)]
         for pos, n in reversed(sectors) if backward else sectors:
             self._check_cancel()
-            data = self._try(pos, n)
-            if data is None:
-                self._mark(pos, n, BAD)
-            else:
-                deliver(pos, data)
-                self._done(pos, n)
+            self._read(pos, n, deliver, BAD)
             self.save()
 
     # -- one read ------------------------------------------------------------------------------
+
+    def _read(self, pos: int, length: int, deliver: Deliver, failed: str) -> bool:
+        """Read a piece for a later pass: delivered and finished, or marked ``failed``."""
+        data = self._try(pos, length)
+        if data is None:
+            self._mark(pos, length, failed)
+            return False
+        deliver(pos, data)
+        self._done(pos, length)
+        return True
 
     def _try(self, pos: int, length: int) -> bytes | None:
         """``length`` bytes at ``pos``, or None when the source fails to give them."""
@@ -314,7 +299,6 @@ class Rescuer:
             data = self.io.read(length, pos) if self.exact else os.pread(self.io.fd, length, pos)
         except OSError as exc:
             self._check_present(pos, exc)
-            self.failed_reads += 1
             log.debug("read of %d bytes at %d failed: %s", length, pos, exc.strerror)
             return None
         return data if len(data) == length else None
@@ -367,15 +351,10 @@ class Rescuer:
     def summary(self, domain: Iterable[Extent]) -> RescueSummary:
         spans = [(e.start, e.end) for e in domain]
         left = self._blocks(spans, NON_TRIED + NON_TRIMMED + NON_SCRAPED + BAD)
-        total = sum(end - start for start, end in spans)
-        bad = sum(b.size for b in left)
         return RescueSummary(
-            domain_bytes=total,
-            read_bytes=total - bad,
-            bad_bytes=bad,
+            bad_bytes=sum(b.size for b in left),
             bad=tuple(Extent(b.pos, b.size) for b in left),
             passes=tuple(self.passes),
-            failed_reads=self.failed_reads,
         )
 
 
@@ -387,3 +366,14 @@ def _sectors(block: Block, sector: int) -> list[tuple[int, int]]:
         out.append((pos, n))
         pos += n
     return out
+
+
+def split_at(
+    areas: Iterable[tuple[T, int, int]], pos: int, length: int
+) -> Iterator[tuple[T, int, int]]:
+    """Source range ``[pos, pos + length)`` cut by ``areas`` (key, start, size) on the source:
+    (key, offset in that area, length) of each part inside one."""
+    for key, start, size in areas:
+        low, high = max(pos, start), min(pos + length, start + size)
+        if low < high:
+            yield key, low - start, high - low
