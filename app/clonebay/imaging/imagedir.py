@@ -81,6 +81,8 @@ def image_files(path: Path) -> Iterator[Path]:
     for entry in sorted(path.iterdir()):
         if entry.name in (spec.MANIFEST_NAME, spec.MANIFEST_NAME + ".tmp") and entry.is_file():
             yield entry
+        elif entry.name == spec.RESUME_DIR and entry.is_dir():
+            yield from (child for child in sorted(entry.iterdir()) if child.is_file())
         elif entry.name in (spec.PACKS_DIR, spec.INDEX_DIR) and entry.is_dir():
             suffix = ".pack" if entry.name == spec.PACKS_DIR else ".idx"
             for child in sorted(entry.iterdir()):
@@ -126,8 +128,9 @@ def remove_incomplete(path: Path) -> bool:
         files = list(image_files(path))
         for file in files:
             file.unlink()
-        for sub in (spec.PACKS_DIR, spec.INDEX_DIR, ""):
-            (path / sub).rmdir()
+        for sub in (spec.PACKS_DIR, spec.INDEX_DIR, spec.RESUME_DIR, ""):
+            if sub != spec.RESUME_DIR or (path / sub).is_dir():
+                (path / sub).rmdir()
     except (OSError, ValueError):
         return False
     return True

@@ -171,7 +171,7 @@ def to_json(manifest: Manifest) -> bytes:
         "hash": HASH_NAME,
         "source": manifest.source.to_json(),
         "table": manifest.table.to_json(),
-        "regions": [_region_json(r) for r in manifest.regions],
+        "regions": [region_json(r) for r in manifest.regions],
         "packs": [{"name": p.name, "size": p.size, "frames": p.frames} for p in manifest.packs],
         "warnings": list(manifest.warnings),
         "unreadable": [
@@ -192,7 +192,7 @@ def to_json(manifest: Manifest) -> bytes:
     return json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n"
 
 
-def _region_json(r: RegionEntry) -> dict[str, Any]:
+def region_json(r: RegionEntry) -> dict[str, Any]:
     index: dict[str, Any] = {"file": r.index_file, "size": r.index_size, "xxh3": r.index_xxh3}
     if r.index_revision:
         index["revision"] = r.index_revision
@@ -237,7 +237,7 @@ def parse(raw: bytes, file: str) -> Manifest:
         raise top.fail("image_id", "must be 32 lower-case hex digits")
     requires = top.texts("requires")
     revision = top.integer("revision", default=0)
-    regions = tuple(_parse_region(r, revision) for r in top.objects("regions"))
+    regions = tuple(parse_region(r, revision) for r in top.objects("regions"))
     if revision and FEATURE_INDEX_REVISIONS not in requires:
         raise top.fail("revision", f"is {revision} but requires lacks {FEATURE_INDEX_REVISIONS!r}")
     revisions = top.items("revisions")
@@ -245,7 +245,7 @@ def parse(raw: bytes, file: str) -> Manifest:
         raise top.fail("revisions", "must be a list of objects")
     if len({r.name for r in regions}) != len(regions):
         raise top.fail("regions", "has two regions with the same name")
-    packs = tuple(_parse_pack(p) for p in top.objects("packs"))
+    packs = tuple(parse_pack(p) for p in top.objects("packs"))
     source, table = _check_sections(top)
     return Manifest(
         format_version=version,
@@ -257,11 +257,11 @@ def parse(raw: bytes, file: str) -> Manifest:
         codec=top.text("codec", ("lz4", "stored")),
         regions=regions,
         packs=packs,
-        totals=_parse_counters(top.sub("totals")) if "totals" in top.obj else Counters(),
+        totals=parse_counters(top.sub("totals")) if "totals" in top.obj else Counters(),
         source=source,
         table=table,
         warnings=top.texts("warnings"),
-        unreadable=tuple(_parse_unreadable(u) for u in top.objects("unreadable")),
+        unreadable=tuple(parse_unreadable(u) for u in top.objects("unreadable")),
         requires=requires,
         revision=revision,
         revisions=tuple(revisions),
@@ -303,11 +303,11 @@ def _check_checksum(obj: dict[str, Any], file: str) -> None:
         )
 
 
-def _parse_counters(f: JsonObject) -> Counters:
+def parse_counters(f: JsonObject) -> Counters:
     return Counters(**{name: f.integer(name) for name in COUNTER_NAMES})
 
 
-def _parse_region(f: JsonObject, image_revision: int) -> RegionEntry:
+def parse_region(f: JsonObject, image_revision: int) -> RegionEntry:
     name = f.text("name")
     if not valid_region_name(name):
         raise f.fail("name", f"{name!r} is not a valid region name")
@@ -327,7 +327,7 @@ def _parse_region(f: JsonObject, image_revision: int) -> RegionEntry:
         index_file=index.text("file"),
         index_size=index.integer("size"),
         index_xxh3=xxh3,
-        stats=_parse_counters(f.sub("stats")),
+        stats=parse_counters(f.sub("stats")),
         fstype=f.text("fstype"),
         label=f.text("label"),
         uuid=f.text("uuid"),
@@ -340,11 +340,11 @@ def _parse_region(f: JsonObject, image_revision: int) -> RegionEntry:
     )
 
 
-def _parse_unreadable(f: JsonObject) -> UnreadableRange:
+def parse_unreadable(f: JsonObject) -> UnreadableRange:
     return UnreadableRange(f.text("region"), f.integer("offset"), f.integer("length"))
 
 
-def _parse_pack(f: JsonObject) -> PackEntry:
+def parse_pack(f: JsonObject) -> PackEntry:
     name = f.text("name")
     if not valid_pack_name(name):
         raise f.fail("name", f"{name!r} is not a pack file name (NNNNNN.pack)")

@@ -36,14 +36,22 @@ STAGE = 8 << 20  # bytes gathered before a write: two 4 MiB transfers' worth
 class _OpenPack:
     """One pack being written: a stage filling, and at most one stage being written."""
 
-    def __init__(self, path: Path, direct: bool) -> None:
+    def __init__(self, path: Path, direct: bool, keep: int | None = None) -> None:
+        """A new pack file, or with ``keep`` an existing one cut back to its first ``keep``
+        bytes (a resumed save's pack, as its checkpoint left it)."""
         self.path = path
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # read: staged frames' peers
+        flags = os.O_RDWR | os.O_CLOEXEC  # read: staged frames' peers
+        flags |= os.O_CREAT | os.O_EXCL if keep is None else 0
         self.fd: int = os_call(path, os.open, path, flags, 0o644)
         self.io = DirectFile(str(path), self.fd, os.O_RDWR, FILE_ALIGN, direct=direct)
         self.stage, self.spare = mmap.mmap(-1, STAGE), mmap.mmap(-1, STAGE)
         self.stage_at = 0  # the pack offset of the stage's byte 0
         self.fill = 0  # bytes in the stage
+        if keep is not None:  # the unaligned tail goes back into the stage, to be rewritten
+            os_call(path, os.ftruncate, self.fd, keep)
+            self.stage_at = keep // FILE_ALIGN * FILE_ALIGN
+            self.fill = keep - self.stage_at
+            self.stage[: self.fill] = os_call(path, os.pread, self.fd, self.fill, self.stage_at)
         self.flusher: threading.Thread | None = None
         self.flushing: tuple[int, int] = (0, 0)  # pack range of the stage being written
         self.error: OSError | None = None
@@ -98,15 +106,20 @@ class _OpenPack:
         lo, hi = max(offset, self.stage_at) - self.stage_at, end - self.stage_at
         return head + (self.stage[lo:hi] if hi > lo else b"")
 
+    def sync(self) -> None:
+        """Make every byte added so far durable (a checkpoint); the stage keeps filling, and is
+        written again in full when it is handed over."""
+        self._wait()
+        if self.fill:
+            rest = memoryview(self.stage)[: self.fill]
+            os_call(self.path, self.io.write, rest, self.stage_at)
+        os_call(self.path, os.fsync, self.fd)
+
     def close(self) -> None:
         """Write what is staged, fsync, close (a failing close is an error too: see
         imagedir.opened)."""
         try:
-            self._wait()
-            if self.fill:
-                rest = memoryview(self.stage)[: self.fill]
-                os_call(self.path, self.io.write, rest, self.stage_at)
-            os_call(self.path, os.fsync, self.fd)
+            self.sync()
         except BaseException:
             self.abort()
             raise
@@ -181,6 +194,21 @@ class PackAppender:
         if self._open is None or number != self.current:
             return None
         return self._open.read(length, offset)
+
+    def sync(self) -> tuple[int, int, int]:
+        """Make the frames appended so far durable; (pack number, its length, its frames)."""
+        if self._open is None:
+            return self.current, 0, 0
+        self._open.sync()
+        return self.current, self._pos, self._frames
+
+    def reopen(self, packs: list[PackEntry], length: int, frames: int) -> None:
+        """Go on from a checkpoint: ``packs`` closed, the next one ``length`` bytes long with
+        ``frames`` frames (0: not begun); bytes written after the checkpoint are cut off."""
+        self.packs = list(packs)
+        if length:
+            self._open = _OpenPack(self.path(self.current), self.direct, keep=length)
+            self._pos, self._frames = length, frames
 
     def _next(self) -> None:
         self.close()

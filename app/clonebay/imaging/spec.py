@@ -22,6 +22,7 @@ HASH_NAME = "xxh3-128"
 MANIFEST_NAME = "manifest.json"
 PACKS_DIR = "packs"
 INDEX_DIR = "index"
+RESUME_DIR = "resume"  # an unfinished save's checkpoint (imaging/checkpoint.py)
 
 MAX_PACK_SIZE = 0xFFFF_FFFF  # 4 GiB - 1: the largest file FAT32 can hold
 DEFAULT_PACK_LIMIT = 1 << 30

@@ -27,7 +27,8 @@ from types import TracebackType
 import xxhash
 
 import clonebay
-from clonebay.imaging import spec
+from clonebay.imaging import checkpoint, spec
+from clonebay.imaging.checkpoint import Checkpoint, OpenRegionState
 from clonebay.imaging.codec import Buffer, EncodedChunk, codec_id, encode_chunk
 from clonebay.imaging.imagedir import (
     fsync_dir,
@@ -45,6 +46,7 @@ from clonebay.imaging.manifest import (
 )
 from clonebay.imaging.packfiles import PackAppender
 from clonebay.imaging.regionlog import OpenRegion, check_encoded, region_entry
+from clonebay.imaging.resumed import drop_later_files, rebuild_dedup
 from clonebay.imaging.source_disk import SourceInfo, TableInfo
 
 
@@ -61,7 +63,10 @@ class ImageWriter:
         overwrite: bool = False,
         dedup: bool = True,
         image_id: bytes | None = None,
+        resume: Checkpoint | None = None,
     ) -> None:
+        """``resume``: go on writing the incomplete image ``path`` from its checkpoint
+        (``ImageWriter.resume``) instead of starting an empty one."""
         if not spec.MIN_CHUNK_SIZE <= chunk_size <= spec.MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size {chunk_size} outside [{spec.MIN_CHUNK_SIZE}, 64 MiB]")
         smallest = spec.PACK_HEADER.size + spec.FRAME_HEADER.size + chunk_size
@@ -83,10 +88,69 @@ class ImageWriter:
         self._read_fds: dict[int, int] = {}
         self._dedup: dict[tuple[bytes, int], tuple[int, int, int, int]] = {}
         self._done = False
+        self._checkpointed = 0  # bytes of the open region's records already in its records file
+        self.resumed: Checkpoint | None = None
+        if resume is not None:
+            self._restore(resume)
+            return
         try:
             prepare_directory(self.path, overwrite)
         except OSError as exc:
             raise io_error(self.path, exc) from exc
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike[str], *, dedup: bool = True) -> ImageWriter:
+        """A writer that goes on with the interrupted save in ``path`` from its checkpoint
+        (``checkpoint``'s job record is in ``writer.resumed.job``)."""
+        point = checkpoint.load(Path(path))
+        return cls(
+            path, chunk_size=point.chunk_size, pack_limit=point.pack_limit, codec=point.codec,
+            dedup=dedup, image_id=point.image_id, resume=point,
+        )  # fmt: skip
+
+    def _restore(self, point: Checkpoint) -> None:
+        """Take up the state ``point`` recorded; what was written after it is cut away."""
+        self.resumed = point
+        self._regions = list(point.regions)
+        self._unreadable = list(point.unreadable)
+        self._packs.reopen(point.packs, point.pack_length, point.pack_frames)
+        keep = {e.index_file for e in point.regions}
+        drop_later_files(self.path, keep, self._packs.current + (1 if point.pack_length else 0))
+        open_records = b""
+        if point.open is not None:
+            state = point.open
+            region = OpenRegion(state.entry)
+            region.records += state.records
+            region.stats = state.stats
+            region.next_offset = state.next_offset
+            region.run = state.run
+            region.unreadable = list(state.unreadable)
+            self._region = region
+            self._checkpointed = len(state.records)
+            open_records = state.records
+        if self._dedup_on:
+            self._dedup = rebuild_dedup(self.path, point.regions, open_records)
+
+    def checkpoint(self, job: dict[str, object]) -> None:
+        """Make everything added so far durable and record it with ``job`` (the caller's own
+        record of where it stands): an interrupted save resumes from the last checkpoint."""
+        self._check_open()
+        _, length, frames = self._packs.sync()
+        region, state = self._region, None
+        records = b""
+        if region is not None:
+            records = bytes(region.records)
+            checkpoint.append_records(self.path, region.name, records, self._checkpointed)
+            self._checkpointed = len(records)
+            state = OpenRegionState(
+                region.entry, dataclasses.replace(region.stats), region.next_offset, region.run,
+                list(region.unreadable),
+            )  # fmt: skip
+        point = Checkpoint(
+            self._image_id, self.chunk_size, self.pack_limit, self.codec, list(self._regions),
+            list(self._packs.packs), list(self._unreadable), length, frames, state, dict(job),
+        )  # fmt: skip
+        checkpoint.save(self.path, point, len(records), xxhash.xxh3_128_hexdigest(records))
 
     # -- regions ---------------------------------------------------------------------------
 
@@ -132,6 +196,7 @@ class ImageWriter:
             state=state, used_bytes=used_bytes, reason=reason, notes=notes, partition=partition,
         )  # fmt: skip
         self._region = OpenRegion(entry)
+        self._checkpointed = 0
 
     def add_chunk(self, offset: int, data: Buffer) -> None:
         """Add raw bytes at ``offset`` in the open region; longer data is split into chunks."""
@@ -273,6 +338,7 @@ class ImageWriter:
         write_new_file(tmp, [text], exclusive=False)
         os_call(tmp, os.replace, tmp, self.path / spec.MANIFEST_NAME)
         fsync_dir(self.path)
+        checkpoint.discard(self.path)
         self._release()
         return manifest
 
