@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 from clonebay.errors import FilesystemError, InputError
 from clonebay.fs import ext, fat, ntfs, swap
+from clonebay.fs.bitlocker_meta import is_bitlocker, probe_notes
 from clonebay.model import CopyMethod, Extent, Volume, VolumeState
 from clonebay.system.blockdev import ByteSource
 
@@ -34,14 +35,8 @@ class Signature:
     reason: str
 
 
+BITLOCKER_REASON = "BitLocker: the copy keeps its encryption and key protectors"
 SIGNATURES = (
-    Signature(
-        "bitlocker",
-        3,
-        b"-FVE-FS-",
-        VolumeState.ENCRYPTED,
-        "BitLocker: the copy keeps its encryption and key protectors",
-    ),
     Signature(
         "luks",
         0,
@@ -122,6 +117,9 @@ def probe_volume(src: ByteSource, type_id: str = "") -> Volume:
     if container:
         return raw_volume(src, "container", container, VolumeState.UNKNOWN)
     head = src.pread(min(HEAD, src.size), 0)
+    if is_bitlocker(head):  # "-FVE-FS-", or To Go's FAT32 sector with a BitLocker GUID
+        locked = raw_volume(src, "bitlocker", BITLOCKER_REASON, VolumeState.ENCRYPTED)
+        return replace(locked, notes=probe_notes(src))
     sig = _signature(src, head)
     if sig is not None:
         return raw_volume(src, sig.fstype, sig.reason, sig.state)
