@@ -32,7 +32,9 @@ import mfusepy
 from tests.fusemount import served
 
 NAME = "disk.img"
-SLOW = 0.05  # seconds each read touching a slow range waits
+SLOW = 0.4  # seconds a read touching a slow range waits per MiB it asks for (a 512-byte read
+# waits 0.2 ms, a 1 MiB one 0.4 s: a slow disk, whose rescue's sector reads still end)
+SLOW_FAIL = 0.05  # seconds a read that fails in a slow range waits at least
 
 
 class FaultFile(mfusepy.Operations):  # type: ignore[misc]
@@ -81,8 +83,9 @@ class FaultFile(mfusepy.Operations):  # type: ignore[misc]
         return any(offset < end and offset + size > start for start, end in ranges)
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        if self._touches(self.slow, offset, size):
-            time.sleep(SLOW)
+        if self._touches(self.slow, offset, size):  # a failing read: as a disk's own retries
+            fails = not self.writes and self._touches(self.bad, offset, size)
+            time.sleep(max(SLOW * size / (1 << 20), SLOW_FAIL if fails else 0))
         if not self.writes and self._touches(self.bad, offset, size):
             self.failed += 1
             raise mfusepy.FuseOSError(errno.EIO)
@@ -120,7 +123,7 @@ def failing(
 ) -> Iterator[Path]:
     """``backing`` with a bad range (for reads, or with ``writes`` for writes), and the
     ``more`` ones, (start, length) each, as ``mountpoint``/disk.img; reads touching a ``slow``
-    range wait SLOW seconds first. Unmounted after."""
+    range wait SLOW seconds per MiB first. Unmounted after."""
     args = [str(backing), str(mountpoint), str(start), str(length)]
     args += [f"--bad={a}:{n}" for a, n in more] + [f"--slow={a}:{n}" for a, n in slow]
     with served("tests.faultfile", ["--writes", *args] if writes else args, mountpoint):

@@ -27,7 +27,12 @@ from clonebay.cli.fixup import (
     preview_text,
 )
 from clonebay.cli.health import source_warning
-from clonebay.cli.rescue import DONE_WITH_ERRORS, add_rescue_options, rescue_options
+from clonebay.cli.rescue import (
+    DONE_WITH_ERRORS,
+    add_rescue_options,
+    add_resume_option,
+    rescue_options,
+)
 from clonebay.cli.stores import add_store_options, no_space_check
 from clonebay.errors import ClonebayError, UsageError, VerifyError
 from clonebay.progress_view import ProgressView
@@ -60,6 +65,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
         shrink=args.shrink,
         scratch=args.scratch,
         rescue=rescue_options(args),
+        resume=args.resume,
     )
     with contextlib.ExitStack() as stack:
         image: str | IO[bytes] = args.image
@@ -275,6 +281,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " on for an image in a store URL, off for a plain path)",
     )
     add_rescue_options(p, "IMAGE.map, beside the image")
+    add_resume_option(p, "save")
     no_space_check(p)
     add_store_options(p)
     p.set_defaults(func=_cmd_save)

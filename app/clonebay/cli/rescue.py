@@ -1,4 +1,5 @@
-"""``--rescue``, ``--retries`` and ``--mapfile`` of ``save`` and ``clone`` (engine/rescue/), and
+"""``--rescue``, ``--retries``, ``--mapfile`` and ``--resume`` of ``save`` and ``clone``
+(engine/rescue/, engine/resume/), and
 the end of a rescued job: each unreadable range listed, exit code 10 ("done with errors")."""
 
 from __future__ import annotations
@@ -37,12 +38,24 @@ def add_rescue_options(p: argparse.ArgumentParser, map_default: str) -> None:
     )
 
 
+def add_resume_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"go on with the {what} that stopped (killed, crashed, power cut, a disk unplugged)"
+        " from its last checkpoint, with the same arguments: the same disks are checked by"
+        " serial and used blocks, and the result is the one an uninterrupted run gives",
+    )
+
+
 def rescue_options(args: argparse.Namespace) -> RescueOptions | None:
     """The RescueOptions the command line asks for (None without --rescue)."""
     from clonebay.engine import jobs
     from clonebay.errors import UsageError
 
     if not args.rescue:
+        if getattr(args, "resume", False) and (args.rescue_map or args.retries != 1):
+            return jobs.RescueOptions(retries=args.retries, map_path=args.rescue_map)
         if args.rescue_map or args.retries != 1:
             raise UsageError("--retries and --mapfile go with --rescue")
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,14 +25,23 @@ from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
 from clonebay.engine.rescue.files import hit_lines
 from clonebay.engine.rescue.image import add_recovered
+from clonebay.engine.rescue.mapfile import FINISHED
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer, split_at
 from clonebay.engine.rescue.recovered import Recovered
+from clonebay.engine.resume.identity import check_disk, disk_record, fingerprint
+from clonebay.engine.resume.save import (
+    check_resumable,
+    remaining_domain,
+    remaining_tasks,
+    remaining_totals,
+    resume_point,
+)
 from clonebay.engine.shrink import steps
 from clonebay.engine.shrink.compact import Compacted, smallest_plan
 from clonebay.engine.stores.space import check_room
 from clonebay.errors import ClonebayError, StoreFullError, UsageError
 from clonebay.fs import extents
-from clonebay.imaging import spec
+from clonebay.imaging import checkpoint, spec
 from clonebay.imaging.codec import EncodedChunk, encode_chunk
 from clonebay.imaging.imagedir import remove_incomplete
 from clonebay.imaging.manifest import Manifest, RegionEntry
@@ -58,6 +68,8 @@ class SaveOptions:
     shrink: bool = False  # save the smallest disk that holds the data (engine/shrink/compact.py)
     scratch: str = ""  # where a shrink keeps its copy-on-write overlays
     rescue: RescueOptions | None = None  # read a failing source (engine/rescue/), map beside
+    resume: bool = False  # go on with the interrupted save into the image (engine/resume/)
+    checkpoint_every: float = float(os.environ.get("CLONEBAY_CHECKPOINT_EVERY", "5"))
 
 
 def chunk_tasks(
@@ -118,11 +130,19 @@ class _RegionSink:
         writer: ImageWriter | StreamWriter,
         entries: list[RegionEntry],
         rescuer: Rescuer | None = None,
+        checkpoints: tuple[dict[str, object], float] | None = None,
     ) -> None:
         self.writer = writer
         self.pending = list(entries)
         self.current: str | None = None
         self.rescuer = rescuer
+        self.checkpoints = checkpoints  # (the job's record, seconds between two)
+        self.last = time.monotonic()
+        point = writer.resumed if isinstance(writer, ImageWriter) else None
+        if point is not None:  # regions closed before the checkpoint, and the one it left open
+            done = {e.name for e in point.regions}
+            self.current = point.open.entry.name if point.open else None
+            self.pending = [e for e in entries if e.name not in done and e.name != self.current]
 
     def advance_to(self, name: str | None) -> None:
         """Close the open region and open every region up to ``name`` (all when None)."""
@@ -145,6 +165,11 @@ class _RegionSink:
             self.writer.add_encoded(chunk.offset, chunk.data.nbytes, encoded)
         if self.rescuer is not None:
             self.rescuer.delivered(chunk.source_offset, chunk.data.nbytes, chunk.missing)
+        if self.checkpoints is not None and isinstance(self.writer, ImageWriter):
+            job, every = self.checkpoints
+            if time.monotonic() - self.last >= every:
+                self.writer.checkpoint(job)
+                self.last = time.monotonic()
 
 
 def save(
@@ -165,6 +190,14 @@ def save(
         )
     if options.rescue is not None and options.shrink:  # before the shrink reads the source
         raise UsageError("save --rescue cannot shrink: save the failing disk first, then shrink")
+    point = None
+    if options.resume:
+        point, options = resume_point(image, options)
+        if point is None:  # pass 1 was complete: the rescue's later passes remain
+            assert isinstance(image, str)
+            return resume_passes(source, image, options, cancel or threading.Event())
+        with SourceDevice(source) as src:  # the same disk? (before reading its filesystems)
+            check_resumable(point, None, src, None)
     report = inspect_disk(source)
     with _compacted(report, options) as compacted:
         if compacted is not None:
@@ -173,12 +206,17 @@ def save(
         else:
             regions = source_regions(report, options.partition)
         entries = region_entries(regions)
-        if options.space_check and isinstance(image, str):
+        if options.space_check and isinstance(image, str) and point is None:
             check_room(image, sum(r.used_bytes for r in regions))
         seen = _Seen(progress)
         cancel = cancel or threading.Event()
         with SourceDevice(source) as src:
+            job = _job_record(src, image, regions, options)
+            if point is not None:
+                check_resumable(point, job, src, regions)
             rescuer = _rescuer(src, image, options, cancel)
+            if rescuer is not None and point is not None:
+                rescuer.forget(remaining_domain(regions, point))
             with _open_writer(image, options) as writer, _told(image, writer, seen):
                 tasks = (
                     compacted.tasks(src.io, options.chunk_size)
@@ -194,14 +232,34 @@ def save(
                     options=options,
                     progress=seen,
                     cancel=cancel,
-                    tasks=tasks,
+                    tasks=remaining_tasks(tasks, point) if point is not None else tasks,
+                    totals=remaining_totals(regions, point),
                     compacted=compacted,
                     rescuer=rescuer,
+                    job=job if isinstance(image, str) and compacted is None else None,
                 )
             if rescuer is None:
                 return manifest
             assert isinstance(image, str) and options.rescue is not None
             return _rescue_rest(rescuer, image, regions, options.rescue.retries) or manifest
+
+
+def _job_record(
+    src: SourceDevice, image: str | IO[bytes], regions: list[SourceRegion], options: SaveOptions
+) -> dict[str, object]:
+    """What a checkpoint keeps of the job: the source, what it reads, where the map is."""
+    rescue = options.rescue
+    return {
+        "kind": "save",
+        "source": disk_record(src.path, src.size),
+        "partition": options.partition,
+        "fingerprint": fingerprint(
+            (r.name, r.disk_offset, r.size, ((e.start, e.length) for e in r.runs)) for r in regions
+        ),
+        "rescue_map": (
+            str(rescue_map_path(image, rescue)) if rescue and isinstance(image, str) else ""
+        ),
+    }
 
 
 def _rescuer(
@@ -211,7 +269,8 @@ def _rescuer(
     if options.rescue is None or not isinstance(image, str):  # (a stream: refused earlier)
         return None
     path = rescue_map_path(image, options.rescue)
-    return Rescuer.open(src, path, cancel, f"clonebay save --rescue {src.path} {image}")
+    command = f"clonebay save --rescue {src.path} {image}"
+    return Rescuer.open(src, path, cancel, command, resume=options.resume)
 
 
 def rescue_map_path(image: str, rescue: RescueOptions) -> Path:
@@ -245,6 +304,39 @@ def _rescue_rest(
         return add_recovered(image, regions, recovered, note, hits)
     finally:
         recovered.close()
+
+
+def resume_passes(
+    source: str, image: str, options: SaveOptions, cancel: threading.Event
+) -> Manifest:
+    """``save --rescue --resume`` of an image pass 1 completed: the later passes again, over
+    the image's unreadable ranges (what an interrupted run read there was never added)."""
+    from clonebay.imaging.reader import ImageReader
+
+    assert options.rescue is not None
+    with ImageReader(image) as reader:
+        manifest = reader.manifest
+    regions = source_regions(inspect_disk(source), manifest.source.partition)
+    if [(r.name, r.disk_offset, r.size) for r in regions] != [
+        (e.name, e.disk_offset, e.size) for e in manifest.regions
+    ]:
+        raise UsageError(f"the regions of {source} are not those of the image {image}")
+    where = {r.name: r.disk_offset for r in regions}
+    lost = [Extent(where[u.region] + u.offset, u.length) for u in manifest.unreadable]
+    with SourceDevice(source) as src:
+        info = manifest.source
+        recorded = {"path": info.path, "size": info.size, "serial": info.serial,
+                    "model": info.model}  # fmt: skip
+        check_disk(recorded, src.path, src.size, "source")
+        rescuer = _rescuer(src, image, options, cancel)
+        assert rescuer is not None
+        finished = rescuer.map.current_status == FINISHED
+        if finished and not any(rescuer.map.ranges(FINISHED, (e.start, e.end)) for e in lost):
+            raise UsageError(
+                f"the rescue of {image} is complete: nothing to resume ({rescuer.map.path})"
+            )
+        rescuer.forget(lost)
+        return _rescue_rest(rescuer, image, regions, options.rescue.retries) or manifest
 
 
 def rescue_domain(regions: list[SourceRegion]) -> tuple[Extent, ...]:
@@ -289,8 +381,13 @@ def _told(
     except ClonebayError as exc:
         where = image if isinstance(image, str) else "the stream"
         exc.message += (
-            f"\nthe save stopped: {where} is incomplete (it has no manifest.json): delete"
-            " it and save again"
+            f"\nthe save stopped: {where} is incomplete (it has no manifest.json): "
+            + (
+                "run the same save with --resume to go on from its last checkpoint, or"
+                " delete it and save again"
+                if checkpoint.exists(Path(image))
+                else "delete it and save again"
+            )
             if isinstance(image, str)
             else f"\nthe save stopped: {where} is incomplete (it has no END record)"
         )
@@ -352,8 +449,10 @@ def _save_into(
     progress: Callable[[Progress], None] | None,
     cancel: threading.Event | None,
     tasks: Iterator[ReadTask],
+    totals: dict[str, int],
     compacted: Compacted | None,
     rescuer: Rescuer | None,
+    job: dict[str, object] | None,
 ) -> Manifest:
     codec = options.codec
     table = table_as_data(report) if options.partition is None else TableInfo()
@@ -363,7 +462,8 @@ def _save_into(
         info = replace(info, size=compacted.plan.target_size)
         warnings = (*warnings, *compacted.notes)
     writer.declare(entries, source=info, table=table)
-    sink = _RegionSink(writer, entries, rescuer)
+    every = (job, options.checkpoint_every) if job is not None else None
+    sink = _RegionSink(writer, entries, rescuer, every)
     pipe: Pipeline[EncodedChunk] = Pipeline(
         lambda c: encode_chunk(c.data, codec),
         sink,
@@ -374,13 +474,14 @@ def _save_into(
         progress=progress,
         rescue=rescuer.read if rescuer is not None else None,
     )
-    totals = {r.name: r.used_bytes for r in regions}
     pipe.run(tasks, totals)
     sink.advance_to(None)
     return writer.finish(source=info, table=table, warnings=warnings)
 
 
 def _open_writer(image: str | IO[bytes], options: SaveOptions) -> ImageWriter | StreamWriter:
+    if isinstance(image, str) and options.resume:
+        return ImageWriter.resume(image)
     if isinstance(image, str):
         return ImageWriter(
             image,

@@ -107,26 +107,57 @@ class Rescuer:
         self.skip_until = -1
         self.passes: list[str] = []
         self.area_bad: list[Extent] = []  # bad sectors outside the partitions (read_area)
+        self.resumed = False  # the map is an interrupted job's
         self._saved = 0.0
 
     @classmethod
-    def open(cls, src: SourceDevice, path: Path, cancel: threading.Event, command: str) -> Rescuer:
+    def open(
+        cls,
+        src: SourceDevice,
+        path: Path,
+        cancel: threading.Event,
+        command: str,
+        *,
+        resume: bool = False,
+    ) -> Rescuer:
         """A rescue of ``src`` with a new map at ``path`` (refused if one is there: it holds
-        an earlier rescue's record)."""
-        if path.exists():
+        an earlier rescue's record); ``resume``: go on with the map there (it must be)."""
+        if resume and not path.is_file():
+            raise UsageError(
+                f"the interrupted rescue's map {path} is not there: it records what was"
+                " read and what was not; give its place with --mapfile"
+            )
+        if path.exists() and not resume:
             raise UsageError(
                 f"the rescue map {path} already exists (an earlier rescue of this source?):"
-                " move it away, or give another place with --mapfile"
+                " resume that job with --resume, or move the map away, or give another"
+                " place with --mapfile"
             )
         if not path.parent.is_dir():
             raise UsageError(f"the rescue map's folder {path.parent} does not exist")
-        rescue_map = RescueMap(src.size, path)
+        rescue_map = RescueMap.load(path, src.size) if resume else RescueMap(src.size, path)
         rescue_map.command = command
         block = stat.S_ISBLK(os.fstat(src.fd).st_mode)
         rescuer = cls(src.io, rescue_map, src.io.align if block else 512, cancel)
         rescuer.exact = block
+        rescuer.resumed = resume
         rescuer.save(force=True)
         return rescuer
+
+    def forget(self, ranges: Iterable[Extent]) -> None:
+        """A resumed job lost what it had read in ``ranges`` (source positions: read after its
+        last checkpoint, or held only in memory): finished there becomes non-tried again."""
+        with self.lock:
+            for e in ranges:
+                for block in self.map.ranges(FINISHED, (e.start, e.end)):
+                    self.map.mark(block.pos, block.size, NON_TRIED)
+        self.save(force=True)
+
+    def left(self, ranges: Iterable[Extent]) -> bool:
+        """Whether anything in ``ranges`` is not finished yet."""
+        statuses = NON_TRIED + NON_TRIMMED + NON_SCRAPED + BAD
+        with self.lock:
+            return any(self.map.ranges(statuses, (e.start, e.end)) for e in ranges)
 
     # -- pass 1, from the pipeline's reader threads ------------------------------------------------
 
@@ -136,6 +167,8 @@ class Rescuer:
         the skipped zone after one."""
         with self.lock:
             skipped = pos < self.skip_until
+            if self.resumed:  # an area an earlier run found bad waits for the later passes
+                skipped = skipped or not self.map.ranges(NON_TRIED, (pos, pos + len(view)))
         if not skipped:
             try:
                 got = self.io.read_into(view, pos)
