@@ -221,3 +221,61 @@ def test_resume_refuses_another_disk_a_changed_source_and_a_complete_image(
     assert done.returncode == 2 and "nothing to resume" in done.stderr
     fresh = clonebay("save", "--resume", str(source.disk), str(tmp_path / "none"))
     assert fresh.returncode == 2 and "no checkpoint" in fresh.stderr
+
+
+def _journal_state(folder: Path) -> dict[str, object]:
+    for path in folder.glob("clone-*.json"):
+        try:
+            return json.loads(path.read_bytes())["state"]  # type: ignore[no-any-return]
+        except (OSError, ValueError, KeyError):
+            return {}
+    return {}
+
+
+def _clone_reached(folder: Path, src: Source, runs: int | str) -> bool:
+    """Whether the target's journal holds ``runs`` written runs (or is at that stage)."""
+    state = _journal_state(folder)
+    if isinstance(runs, str):
+        return state.get("stage") == runs
+    written = list(folder.glob("clone-*.written"))
+    return (
+        state.get("stage") == "copy"
+        and bool(written)
+        and (
+            written[0].stat().st_size >= runs * 35  # journal.RECORD.size
+        )
+    )
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("rescue", "at"), [(False, 2), (True, "rescue")])
+def test_a_clone_killed_at_any_point_resumes_to_the_same_target(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rescue: bool, at: int | str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("CLONEBAY_STATE", str(state))
+    monkeypatch.setenv("CLONEBAY_RESCUE_MAPS", str(tmp_path / "maps"))
+    (tmp_path / "maps").mkdir()
+    bad = _bad(source) if rescue else [(source.disk.stat().st_size, 1)]
+    flags = ["--rescue", "--retries", "30"] if rescue else []
+    whole, cut = tmp_path / "whole.img", tmp_path / "cut.img"
+    with failing(source.disk, tmp_path / "mnt", *bad[0], more=bad[1:],
+                 slow=[(source.p1, 64 * MIB)]) as disk:  # fmt: skip
+        first = (
+            clonebay("clone", *flags, "--retries", "1", str(disk), str(whole), "--yes")
+            if rescue
+            else clonebay("clone", str(disk), str(whole), "--yes")
+        )
+        assert first.returncode == (DONE_WITH_ERRORS if rescue else 0), first.stderr
+        for old in (tmp_path / "maps").iterdir():
+            old.rename(tmp_path / f"whole-{old.name}")
+        proc = _run("clone", *flags, str(disk), str(cut), "--yes")
+        _kill_when(proc, lambda: _clone_reached(state, source, at), f"a checkpoint at {at}")
+        again = clonebay("clone", "--resume", *flags[:1], str(disk), str(cut), "--yes")
+    assert again.returncode == (DONE_WITH_ERRORS if rescue else 0), again.stderr
+    assert _sha(cut) == _sha(whole)
+    assert not list(state.glob("clone-*"))  # done: nothing left to resume

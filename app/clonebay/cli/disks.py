@@ -19,7 +19,12 @@ from clonebay.cli.fixup import (
     preview_text,
 )
 from clonebay.cli.health import source_warning
-from clonebay.cli.rescue import DONE_WITH_ERRORS, add_rescue_options, rescue_options
+from clonebay.cli.rescue import (
+    DONE_WITH_ERRORS,
+    add_rescue_options,
+    add_resume_option,
+    rescue_options,
+)
 from clonebay.progress_view import ProgressView
 from clonebay.report import (
     disk_json,
@@ -85,6 +90,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         fit=Grow(args.fit),
         scratch=args.scratch,
         rescue=rescue_options(args),
+        resume=args.resume,
     )
     if len(args.target) > 1:
         return _clone_many(args, options)
@@ -207,6 +213,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true", help="show the plan and write nothing")
     add_postcopy_options(p)
     add_rescue_options(p, "/var/lib/clonebay/rescue/SOURCE-SERIAL.map")
+    add_resume_option(p, "clone")
     add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_clone)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -30,8 +32,15 @@ from clonebay.engine.layout.plan import (
     volume_plan,
 )
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
-from clonebay.engine.rescue.clone import default_map, rescue_rest, rescued
+from clonebay.engine.rescue.clone import default_map, domain, rescue_rest, rescued
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
+from clonebay.engine.resume.clone import (
+    check_journal,
+    durable_source,
+    job_state,
+    journal_path,
+    tasks_after,
+)
 from clonebay.engine.shrink import steps
 from clonebay.engine.shrink.view import Base
 from clonebay.engine.target import RegionPlan, TargetJob, TargetPath, checks
@@ -41,6 +50,7 @@ from clonebay.engine.target.fanout import (
     TargetOutcome,
     open_paths,
 )
+from clonebay.engine.target.journal import Journal
 from clonebay.errors import DeviceError, UsageError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
@@ -63,6 +73,8 @@ class CloneOptions:
     fit: Grow = Grow.PROPORTIONAL  # onto a smaller disk: how the room beyond the minimums is shared
     scratch: str = ""  # where shrink overlays live ("": $CLONEBAY_SCRATCH or the temp folder)
     rescue: RescueOptions | None = None  # read a failing source (engine/rescue/)
+    resume: bool = False  # go on with the interrupted clone onto the target (engine/resume/)
+    checkpoint_every: float = float(os.environ.get("CLONEBAY_CHECKPOINT_EVERY", "5"))
 
 
 @dataclass
@@ -192,16 +204,31 @@ class _Sink:
     rescue's unread chunk is not written yet: the later passes write what they read of it,
     and zeros where it stays unreadable (engine/rescue/clone.py)."""
 
-    def __init__(self, fan: FanOut, plans: dict[str, Plan], rescuer: Rescuer | None) -> None:
+    def __init__(
+        self,
+        fan: FanOut,
+        plans: dict[str, Plan],
+        rescuer: Rescuer | None,
+        checkpoint: Callable[..., None],
+        every: float,
+    ) -> None:
         self.fan = fan
         self.moves = {t: {m.name: m for m in plan.moves} for t, plan in plans.items()}
         self.rescuer = rescuer
+        self.checkpoint = checkpoint  # (stage=, move=, next=): every target's journal
+        self.every = every
+        self.last = time.monotonic()
 
     def __call__(self, chunk: Chunk, result: tuple[bytes, bool]) -> None:
         if self.rescuer is not None:
             self.rescuer.delivered(chunk.source_offset, chunk.data.nbytes, chunk.missing)
-            if chunk.missing:
-                return
+        if self.rescuer is None or not chunk.missing:
+            self._put(chunk, result)
+        if time.monotonic() - self.last >= self.every:
+            self.checkpoint(stage="copy", move=chunk.region, next=chunk.offset + chunk.data.nbytes)
+            self.last = time.monotonic()
+
+    def _put(self, chunk: Chunk, result: tuple[bytes, bool]) -> None:
         digest, is_zero = result
 
         def put(path: TargetPath) -> None:
@@ -294,6 +321,8 @@ def clone_plans(
 ) -> tuple[DiskReport, dict[str, Plan]]:
     """Every target checked (alone, and against the others) and planned; writes nothing."""
     checks.check_distinct(list(targets))
+    if options.resume and len(targets) > 1:
+        raise UsageError("--resume goes on with one target at a time: resume each on its own")
     for target in targets:
         checks.preflight(source, target, options.allow_mounted_source)
     report = inspect_disk(source)
@@ -378,38 +407,110 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
     overlays: dict[str, steps.Overlay],
 ) -> list[TargetOutcome]:
     targets = list(plans)
+    first = plans[targets[0]]
     with SourceDevice(source) as src:
-        rescuer = _rescuer(src, source, targets, options, cancel)
         jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
-        paths = open_paths(jobs, progress=progress, cancel=cancel, report_writes=False)
+        journals = [_journal(src, job, plans[job.target], options) for job in jobs]
+        state = journals[0].state if options.resume else {}
+        rescuer = _rescuer(src, source, targets, options, cancel)
+        if rescuer is not None and options.resume:  # read, but not on the target: read again
+            rescuer.forget(extents.subtract(domain(first), durable_source(journals[0], first)))
+        paths = open_paths(
+            jobs, progress=progress, cancel=cancel, report_writes=False, journals=journals
+        )
         with FanOut(paths, on_state) as fan:
+            states = {j.target: dict(jl.state) for j, jl in zip(jobs, journals, strict=True)}
+
+            def checkpoint(**changes: object) -> None:
+                def one(path: TargetPath) -> None:
+                    states[path.job.target].update(changes)
+                    path.checkpoint(states[path.job.target])
+
+                fan.each(one)
 
             def feed() -> None:
-                pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
-                    _hash,
-                    _Sink(fan, plans, rescuer),
-                    workers=options.workers,
-                    buffers=_buffers(len(targets)),
-                    chunk_size=CHUNK,
-                    cancel=cancel,
-                    progress=progress,
-                    rescue=rescuer.read if rescuer is not None else None,
-                )
-                # the reads are the same for every target: only where they land differs
-                totals = {r.name: r.planned_bytes for r in jobs[0].regions if not r.held}
-                pipe.run(_tasks(plans[targets[0]], src.io, overlays), totals)
-                if rescuer is not None and options.rescue is not None:
+                stage = state.get("stage", "copy")
+                if stage == "copy":
+                    _copy_pass(src, plans, jobs, fan, options, rescuer, overlays, state,
+                               progress, cancel, checkpoint)  # fmt: skip
+                    checkpoint(stage="rescue" if rescuer is not None else "finish")
+                if rescuer is not None and options.rescue is not None and stage != "finish":
                     rescue_rest(rescuer, plans, fan, options.rescue.retries)
+                    checkpoint(stage="finish")
                 _hold_areas(src, fan, rescuer)
 
             fan.run(feed)
             outcomes = fan.outcomes(lambda p: p.job.notes)
+    _journals_done(journals, outcomes)
     if rescuer is not None:
         rescued(rescuer, plans, outcomes)
     for outcome in outcomes:
         if outcome.touched and is_block_device(outcome.target):
             run(["blockdev", "--rereadpt", outcome.target], check=False)
     return outcomes
+
+
+def _copy_pass(  # noqa: PLR0917 (the pipeline's parts, from _copy)
+    src: SourceDevice,
+    plans: dict[str, Plan],
+    jobs: list[TargetJob],
+    fan: FanOut,
+    options: CloneOptions,
+    rescuer: Rescuer | None,
+    overlays: dict[str, steps.Overlay],
+    state: dict[str, Any],
+    progress: Callable[[Progress], None] | None,
+    cancel: threading.Event,
+    checkpoint: Callable[..., None],
+) -> None:
+    """Pass 1: every used chunk read once and handed to every target (after a resume's
+    checkpoint only)."""
+    plan = plans[jobs[0].target]
+    pipe: Pipeline[tuple[bytes, bool]] = Pipeline(
+        _hash,
+        _Sink(fan, plans, rescuer, checkpoint, options.checkpoint_every),
+        workers=options.workers,
+        buffers=_buffers(len(jobs)),
+        chunk_size=CHUNK,
+        cancel=cancel,
+        progress=progress,
+        rescue=rescuer.read if rescuer is not None else None,
+    )
+    # the reads are the same for every target: only where they land differs
+    tasks: Iterable[ReadTask] = _tasks(plan, src.io, overlays)
+    totals = {r.name: r.planned_bytes for r in jobs[0].regions if not r.held}
+    if state:
+        left = list(tasks_after(tasks, state, [m.name for m in plan.moves]))
+        tasks, totals = left, dict.fromkeys(totals, 0)
+        for task in left:
+            totals[task.region] += task.length
+    pipe.run(tasks, totals)
+
+
+def _journal(src: SourceDevice, job: TargetJob, plan: Plan, options: CloneOptions) -> Journal:
+    """The target's journal: the interrupted clone's (checked) with --resume, else a new one."""
+    rescue_map = options.rescue.map_path if options.rescue else ""
+    path = journal_path(src.path, job.target, rescue_map)
+    names = [r.name for r in job.regions]
+    if not options.resume:
+        journal = Journal.create(path, names)
+        journal.state = job_state(src, job.target, plan.target_size, plan)
+        return journal
+    journal = Journal.load(path, names)
+    check_journal(journal, src, job.target, plan.target_size, plan)
+    return journal
+
+
+def _journals_done(journals: list[Journal], outcomes: list[TargetOutcome]) -> None:
+    """A target done has nothing to resume; one that stopped after a checkpoint can."""
+    for journal, outcome in zip(journals, outcomes, strict=True):
+        if outcome.error is None:
+            journal.discard()
+        elif journal.length:
+            outcome.error.message += (
+                "\nrun the same clone with --resume to go on from its last checkpoint"
+                f" (journal {journal.path}.json)"
+            )
 
 
 def _rescuer(
@@ -424,7 +525,8 @@ def _rescuer(
     if options.rescue is None:
         return None
     path = Path(options.rescue.map_path) if options.rescue.map_path else default_map(source)
-    return Rescuer.open(src, path, cancel, f"clonebay clone --rescue {source} {' '.join(targets)}")
+    command = f"clonebay clone --rescue {source} {' '.join(targets)}"
+    return Rescuer.open(src, path, cancel, command, resume=options.resume)
 
 
 def _buffers(targets: int) -> int:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from clonebay.engine.target import checks
 from clonebay.engine.target.job import TargetJob, TargetResult
+from clonebay.engine.target.journal import Journal
 from clonebay.engine.target.path import TargetPath
 from clonebay.errors import ClonebayError, DeviceError
 from clonebay.model import Extent, Progress
@@ -111,6 +112,7 @@ def open_paths(
     progress: ProgressSink | None = None,
     cancel: threading.Event | None = None,
     report_writes: bool = True,
+    journals: Sequence[Journal | None] = (),
 ) -> list[TargetPath]:
     """Check every target, alone and against the others, then open them all; nothing is
     written. A refusal of any target refuses the job (and removes new files it created)."""
@@ -121,13 +123,14 @@ def open_paths(
     meter = TargetsMeter(progress, [job.target for job in jobs])
     opened: list[TargetPath] = []
     try:
-        for job in jobs:
+        for i, job in enumerate(jobs):
             opened.append(
                 TargetPath(
                     job,
                     progress=meter.of(job.target),
                     cancel=cancel,
                     report_writes=report_writes,
+                    journal=journals[i] if i < len(journals) else None,
                 )
             )
     except BaseException:

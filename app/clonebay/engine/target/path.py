@@ -39,6 +39,7 @@ from clonebay.engine.layout import fixups
 from clonebay.engine.layout.table_write import write_table
 from clonebay.engine.target import checks
 from clonebay.engine.target.job import TargetJob, TargetResult
+from clonebay.engine.target.journal import Journal
 from clonebay.engine.target.verifier import ZERO_DIGEST, Verifier, Written
 from clonebay.engine.target.writer import OrderedWriter
 from clonebay.errors import CancelledError, ClonebayError, DeviceError
@@ -67,8 +68,10 @@ class TargetPath:
         cancel: threading.Event | None = None,
         write_behind: int = 0,
         report_writes: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         self.job = job
+        self.journal = journal  # what is durable on the target, for --resume (journal.py)
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.report_writes = report_writes
@@ -143,7 +146,13 @@ class TargetPath:
         self.touched = True
         if self.job.verify:
             self.verifier = Verifier(self.dev, self.cancel, self.progress)
-        if not self.dev.fresh:
+        resumed = self.journal.written if self.journal is not None else []
+        for before in resumed:  # written before: counted, and read back like any run
+            self.written[before.region] = self.written.get(before.region, 0) + before.length
+            self.done_bytes += before.length
+            if self.verifier is not None:
+                self.verifier.add(before)
+        if not self.dev.fresh and not resumed:  # (a resumed target was wiped: data follows)
             size = self.dev.size
             spots = [Extent(0, min(WIPE, size)), Extent(max(0, size - WIPE), min(WIPE, size))]
             for region in self.job.regions:
@@ -245,10 +254,22 @@ class TargetPath:
             raise RuntimeError("TargetPath.begin() was not called")
         return self.writer
 
+    def checkpoint(self, state: dict[str, object]) -> None:
+        """Everything queued is written and flushed, then recorded with ``state`` in the
+        journal: a resumed job goes on from here."""
+        if self.journal is None:
+            return
+        self.drain()
+        self.dev.sync()
+        self.journal.commit(state)
+
     def _count(self, region: str, offset: int, length: int, digest: bytes) -> None:
         """A run is written (any writer thread): count it, hand it to the verifier."""
+        run = Written(region, offset, length, digest)
         if self.verifier is not None:
-            self.verifier.add(Written(region, offset, length, digest))
+            self.verifier.add(run)
+        if self.journal is not None:
+            self.journal.add(run)
         with self.lock:
             self.written[region] = self.written.get(region, 0) + length
             self.done_bytes += length
