@@ -26,6 +26,7 @@ from clonebay.engine.restore.placements import RestoreOptions, plan_target
 from clonebay.engine.restore.shrinking import measurer
 from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
 from clonebay.engine.save import SaveOptions, rescue_map_path, save
+from clonebay.engine.save_state import InterruptedSave, RegionSaved, interrupted_save
 from clonebay.engine.target import checks
 from clonebay.engine.target.fanout import StateSink, TargetOutcome
 from clonebay.engine.verify import verify_image as verify_directory
@@ -40,6 +41,8 @@ from clonebay.system.blockdev import drop_cache
 from clonebay.units import human_size
 
 __all__ = [
+    "InterruptedSave",
+    "RegionSaved",
     "RescueOptions",
     "RestoreOptions",
     "SaveOptions",
@@ -48,6 +51,7 @@ __all__ = [
     "image_head_info",
     "image_info",
     "info_text",
+    "interrupted_save",
     "manifest_summary",
     "rescue_map_path",
     "restore",

@@ -1,14 +1,15 @@
 """The order of screens for each job, as plain steps (DESIGN §4):
 
     clone:   source disk → target disk(s) → plan (→ confirm, over the plan) → progress → result
-    save:    source disk → store → where to save → plan → progress → result
+    save:    source disk → store → where to save (→ resume?) → plan → progress → result
     restore: store → image → target disk(s) → plan (→ confirm, over the plan) → progress → result
     disks:   disk list → details of one disk
     browse:  store → image → partition → folder tree (→ extract the marked files, over the tree)
 
 The store ("Where are the images?", screens/stores.py) is a partition, a folder or a network
 share; it stays mounted after the step (Services keeps it) and its folder is what the image
-picker and the save screen start from.
+picker and the save screen start from. A save into an image that a save left incomplete asks
+first (screens/resume_ask.py): Resume goes straight to progress, Start again to the plan.
 
 Each flow runs as an async worker of the app and awaits each screen's answer; Escape (None or
 False) goes one step back, and back from the first step returns to Home. Nothing here touches
@@ -34,7 +35,8 @@ from clonebay.tui.screens.image_picker import ImagePickerScreen
 from clonebay.tui.screens.plan import PlanScreen
 from clonebay.tui.screens.progress import ProgressScreen
 from clonebay.tui.screens.result import ResultScreen
-from clonebay.tui.screens.save_target import SaveTargetScreen
+from clonebay.tui.screens.resume_ask import ResumeChoice, ResumeModal
+from clonebay.tui.screens.save_target import SaveTarget, SaveTargetScreen
 from clonebay.tui.screens.stores import StoresScreen
 from clonebay.tui.screens.targets_picker import TargetsPickerScreen, pick_targets
 from clonebay.tui.services import ImageEntry, ImagePartition, Role, Services
@@ -45,12 +47,18 @@ MAX_STEPS = 1000  # a flow is a handful of screens; this only bounds the loop
 async def run_job(app: App[Any], services: Services, request: JobRequest) -> None:
     """Progress, then Result (which powers the machine off when asked and all went well).
     A clone or save that stopped on a read error of its source is offered again in rescue
-    mode (docs/cli.md, Failing disks)."""
+    mode (docs/cli.md, Failing disks); a save that stopped after a checkpoint offers Resume on
+    its Result."""
     outcome = await app.push_screen_wait(ProgressScreen(services, request))
     if getattr(app, "leaving", False):
         return  # the terminal is gone and the app is on its way out: no screen to show
     power_off = request.power_off and outcome.ok
-    await app.push_screen_wait(ResultScreen(outcome, services if power_off else None))
+    resume = await app.push_screen_wait(ResultScreen(outcome, services if power_off else None))
+    if resume and outcome.resume_offer:
+        # the plan's totals counted the whole save: the resumed one reports what follows
+        again = dataclasses.replace(request, resume=True, overwrite=False, totals=())
+        await run_job(app, services, again)
+        return
     if outcome.rescue_offer and await app.push_screen_wait(
         AskModal(
             "Rescue the failing disk?",
@@ -62,7 +70,7 @@ async def run_job(app: App[Any], services: Services, request: JobRequest) -> Non
             no="Not now",
         )
     ):
-        await run_job(app, services, dataclasses.replace(request, rescue=True))
+        await run_job(app, services, dataclasses.replace(request, rescue=True, resume=False))
 
 
 async def clone_flow(app: App[Any], services: Services) -> None:
@@ -113,7 +121,8 @@ async def pick_store(
 async def save_flow(app: App[Any], services: Services) -> None:
     source: Disk | None = None
     folder: str | None = None
-    image: str | None = None
+    image: SaveTarget | None = None
+    overwrite = False
     step = 0
     for _ in range(MAX_STEPS):
         if step == 0:
@@ -127,15 +136,28 @@ async def save_flow(app: App[Any], services: Services) -> None:
             step = 0 if folder is None else 2
         elif step == 2 and source is not None and folder is not None:
             image = await app.push_screen_wait(SaveTargetScreen(services, source, folder))
-            step = 1 if image is None else 3
+            overwrite = False  # until the technician chooses to start an interrupted save again
+            step = 1 if image is None else 3 if image.interrupted else 4
         elif step == 3 and source is not None and image is not None:
+            modal = ResumeModal(services, source, image.path)
+            choice = await app.push_screen_wait(modal)
+            if choice is ResumeChoice.RESUME:
+                rescue = modal.state is not None and modal.state.rescue
+                resumed = JobRequest(
+                    JobKind.SAVE, source.path, image.path, rescue=rescue, resume=True
+                )
+                await run_job(app, services, resumed)
+                return
+            overwrite = choice is ResumeChoice.AGAIN
+            step = 4 if overwrite else 2
+        elif step == 4 and source is not None and image is not None:
             request = await app.push_screen_wait(
-                PlanScreen(services, JobKind.SAVE, source.path, image)
+                PlanScreen(services, JobKind.SAVE, source.path, image.path)
             )
             if request is None:
                 step = 2
                 continue
-            await run_job(app, services, request)
+            await run_job(app, services, dataclasses.replace(request, overwrite=overwrite))
             return
 
 

@@ -1,8 +1,9 @@
 """The jobs the TUI starts, in the engine's own calls, and what the screens show of them.
 
 A JobRequest is what the Plan screen hands to the Progress screen; ``run_job`` runs it in a
-worker thread through the same engine functions as the CLI (engine.clone.clone, engine.jobs.save,
-engine.jobs.restore, engine.jobs.verify_image) and returns an Outcome for the Result screen.
+worker thread through the same engine functions as the CLI (engine.clone.clone, engine.jobs.save
+in tui/save_job.py, engine.jobs.restore, engine.jobs.verify_image) and returns an Outcome for
+the Result screen.
 
 The engine's Progress events do not all count the same way: the copy pipeline (save, clone)
 reports bytes done per region, restore and verify report bytes done of the whole job. The two
@@ -13,14 +14,13 @@ Progress screen draws an overall bar whatever the job.
 from __future__ import annotations
 
 import enum
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clonebay.engine import CloneOptions, Grow, clone, jobs
 from clonebay.engine.postcopy.options import PostcopyOptions
-from clonebay.errors import CancelledError, ClonebayError, DeviceError, VerifyError
+from clonebay.errors import ClonebayError, DeviceError
 from clonebay.model import Progress
 from clonebay.units import human_size
 
@@ -56,6 +56,8 @@ class JobRequest:
     also: tuple[str, ...] = ()  # more targets, written from the same read (clone, restore)
     postcopy: PostcopyOptions = field(default_factory=PostcopyOptions)  # after clone, restore
     rescue: bool = False  # clone, save: read a failing source (docs/cli.md, Failing disks)
+    resume: bool = False  # save: go on with the interrupted save in ``target`` (save --resume)
+    overwrite: bool = False  # save: ``target`` holds an interrupted save; start it again
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -63,7 +65,8 @@ class JobRequest:
 
     @property
     def title(self) -> str:
-        return f"{VERBS[self.kind]} {self.source} → {', '.join(self.targets)}"
+        how = " (resumed)" if self.resume else ""
+        return f"{VERBS[self.kind]}{how} {self.source} → {', '.join(self.targets)}"
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class Outcome:
     warnings: tuple[str, ...] = field(default=())
     targets: tuple[TargetLine, ...] = ()  # a job with several targets: each one's end
     rescue_offer: bool = False  # the source gave read errors: offer the job again, rescuing
+    resume_offer: bool = False  # a save stopped after a checkpoint: offer to go on from it
 
     @property
     def ok(self) -> bool:
@@ -176,7 +180,9 @@ def run_job(
     if request.kind is JobKind.CLONE:
         return _clone(request, sink, cancel)
     if request.kind is JobKind.SAVE:
-        return _save(request, sink, cancel)
+        from clonebay.tui.save_job import run_save
+
+        return run_save(request, sink, cancel)
     return _restore(request, sink, cancel)
 
 
@@ -266,48 +272,6 @@ def next_step(request: JobRequest) -> str:
     )
 
 
-def _save(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
-    meter = PerRegionMeter("Saving", dict(request.totals), sink)
-    rescue = jobs.RescueOptions() if request.rescue else None
-    # a rescue run again after a save that stopped on a read error: its incomplete image goes
-    left = os.path.isdir(request.target) and not os.path.exists(f"{request.target}/manifest.json")
-    options = jobs.SaveOptions(rescue=rescue, overwrite=rescue is not None and left)
-    manifest = jobs.save(request.source, request.target, options, progress=meter, cancel=cancel)
-    summary = jobs.manifest_summary(manifest)
-    copied, stored = summary["copied_bytes"], summary["stored_bytes"]
-    bad = [(f"offset {u.offset} of {u.region}", u.length) for u in manifest.unreadable]
-    rescue_map = str(jobs.rescue_map_path(request.target, rescue)) if rescue else ""
-    details = (
-        f"{human_size(copied)} of data saved as {human_size(stored)} in {summary['packs']}"
-        f" pack(s), {summary['regions']} regions.",
-        f"{human_size(summary['zero_bytes'])} of zeros and"
-        f" {human_size(summary['dedup_bytes'])} of duplicates took no space.",
-        *unreadable_lines(bad, rescue_map),
-    )
-    verify = "Not verified (turned off in the plan)."
-    if request.verify:
-        if cancel.is_set():
-            raise CancelledError("cancelled by the user before the image was verified")
-        report = jobs.verify_saved(request.target, OverallMeter({"read": "Verifying"}, sink))
-        if not report.ok:
-            first = report.problems[0]
-            raise VerifyError(
-                f"the image {request.target} was written but {len(report.problems)} frame(s)"
-                f" do not read back correctly; first: {first}. Save it again, to other media"
-            )
-        verify = f"Verified: all {report.frames} frames of the image read back correctly."
-    return Outcome(
-        JobKind.SAVE,
-        "errors" if bad else "done",
-        f"{request.source} was saved into the image {request.target}.",
-        details,
-        verify,
-        "Keep the image folder whole (manifest.json, index/, packs/). Restore it with"
-        " Restore image; the target must be at least as large as the source disk.",
-        warnings=tuple(summary["warnings"]),
-    )
-
-
 def _restore(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
     # an image directory is checked in full before the first write: its own step
     meter = OverallMeter({"write": "Writing", "read": "Verifying", "check": "Checking image"}, sink)
@@ -337,6 +301,8 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
     from clonebay.engine.postcopy import PostcopyError
 
     verb = VERBS[request.kind].lower()
+    offer = unreadable_source(request, error)
+    resume = resumable(request, message) and not offer
     if isinstance(error, PostcopyError):
         hint = (
             f"The copy itself is complete and verified; the post-copy pass stopped (see the"
@@ -345,6 +311,12 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
         )
     elif "nothing was written" in message.lower():
         hint = f"Nothing was written: {request.target} is as it was."
+    elif resume:
+        hint = (
+            f"The image {request.target} is incomplete (it has no manifest.json), but what it"
+            " holds up to its last checkpoint is kept: Resume goes on from there, reading the"
+            " same source disk (it is checked), or delete the image and save again."
+        )
     elif request.kind is JobKind.SAVE:
         hint = (
             f"The image {request.target} is incomplete (it has no manifest.json): delete it"
@@ -357,9 +329,9 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
         )
     if cancelled:
         return Outcome(
-            request.kind, "cancelled", f"The {verb} was cancelled.", (message,), "", hint, title
-        )
-    offer = unreadable_source(request, error)
+            request.kind, "cancelled", f"The {verb} was cancelled.", (message,), "", hint, title,
+            resume_offer=resume,
+        )  # fmt: skip
     if offer:
         hint = (
             f"{request.source} gave read errors: it may be failing. {hint} Next, clonebay"
@@ -375,7 +347,13 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
         hint,
         title,
         rescue_offer=offer,
+        resume_offer=resume,
     )
+
+
+def resumable(request: JobRequest, message: str) -> bool:
+    """A save that stopped after a checkpoint: the engine's message says --resume goes on."""
+    return request.kind is JobKind.SAVE and not request.also and "--resume" in message
 
 
 def unreadable_source(request: JobRequest, error: BaseException) -> bool:

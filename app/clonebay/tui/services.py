@@ -281,6 +281,11 @@ class Services:
             return f"OK ({report.frames} frames)"
         return f"{len(report.problems)} problem(s): {report.problems[0]}"
 
+    def interrupted_save(self, image: str) -> jobs.InterruptedSave | None:
+        """What the incomplete image ``image`` holds up to its checkpoint (None when it is not
+        an incomplete image): for the question whether to resume it."""
+        return jobs.interrupted_save(image)
+
     def free_space(self, folder: str) -> int:
         return shutil.disk_usage(folder).free
 

@@ -4,7 +4,10 @@ since a clone carries the same IDs).
 
 When the plan asked to power off when done and the job went well, a countdown runs first: any key
 or the button keeps the machine on; at zero Services.power_off runs and the app exits (the
-system is going down). A failed or cancelled job never powers off: its message must be read."""
+system is going down). A failed or cancelled job never powers off: its message must be read.
+
+A save that stopped after a checkpoint (Outcome.resume_offer) gets a Resume button: the screen
+dismisses with True and the flow runs the save again from its checkpoint."""
 
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def result_text(outcome: Outcome) -> Text:
     return text
 
 
-class ResultScreen(BaseScreen[None]):
+class ResultScreen(BaseScreen[bool]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "done", "Home"),
         Binding("enter", "done", "Home"),
@@ -74,6 +77,8 @@ class ResultScreen(BaseScreen[None]):
         with Horizontal(classes="buttons"):
             if self.power_off is not None:
                 yield Button("Stay on", id="stay", variant="warning")
+            if self.outcome.resume_offer:
+                yield Button("Resume", id="resume", variant="warning")
             yield Button("Back to the menu", id="done", variant="primary")
         yield Footer()
 
@@ -124,8 +129,8 @@ class ResultScreen(BaseScreen[None]):
         if event.button.id == "stay":
             self._stay()
         else:
-            self.dismiss(None)
+            self.dismiss(event.button.id == "resume")
 
     def action_done(self) -> None:
         if not self._stay():
-            self.dismiss(None)
+            self.dismiss(False)
