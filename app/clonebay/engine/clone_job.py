@@ -413,8 +413,10 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
         journals = [_journal(src, job, plans[job.target], options) for job in jobs]
         state = journals[0].state if options.resume else {}
         rescuer = _rescuer(src, source, targets, options, cancel)
-        if rescuer is not None and options.resume:  # read, but not on the target: read again
-            rescuer.forget(extents.subtract(domain(first), durable_source(journals[0], first)))
+        if rescuer is not None and options.resume:  # the journal, not the map, tells what
+            durable = durable_source(journals[0], first)  # is on the target: read the rest
+            rescuer.settle(durable)
+            rescuer.forget(extents.subtract(domain(first), durable))
         paths = open_paths(
             jobs, progress=progress, cancel=cancel, report_writes=False, journals=journals
         )

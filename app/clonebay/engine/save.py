@@ -35,6 +35,7 @@ from clonebay.engine.resume.save import (
     remaining_tasks,
     remaining_totals,
     resume_point,
+    saved_domain,
 )
 from clonebay.engine.shrink import steps
 from clonebay.engine.shrink.compact import Compacted, smallest_plan
@@ -215,7 +216,8 @@ def save(
             if point is not None:
                 check_resumable(point, job, src, regions)
             rescuer = _rescuer(src, image, options, cancel)
-            if rescuer is not None and point is not None:
+            if rescuer is not None and point is not None:  # the image, not the map, tells
+                rescuer.settle(saved_domain(regions, point))  # what is saved: read the rest
                 rescuer.forget(remaining_domain(regions, point))
             with _open_writer(image, options) as writer, _told(image, writer, seen):
                 tasks = (

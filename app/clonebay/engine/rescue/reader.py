@@ -153,6 +153,15 @@ class Rescuer:
                     self.map.mark(block.pos, block.size, NON_TRIED)
         self.save(force=True)
 
+    def settle(self, ranges: Iterable[Extent]) -> None:
+        """A resumed job holds the data of ``ranges`` (in its image or on its target, as its
+        checkpoint says): they are finished, whatever the map, saved up to a second before
+        the stop, still said."""
+        with self.lock:
+            for e in ranges:
+                self.map.mark(e.start, e.length, FINISHED)
+        self.save(force=True)
+
     def left(self, ranges: Iterable[Extent]) -> bool:
         """Whether anything in ``ranges`` is not finished yet."""
         statuses = NON_TRIED + NON_TRIMMED + NON_SCRAPED + BAD

@@ -135,3 +135,16 @@ def remaining_domain(regions: list[SourceRegion], point: Checkpoint) -> tuple[Ex
         for run in extents.intersect(region.runs, (Extent(start, region.size - start),)):
             out.append(Extent(region.disk_offset + run.start, run.length))
     return extents.normalize(out)
+
+
+def saved_domain(regions: list[SourceRegion], point: Checkpoint) -> tuple[Extent, ...]:
+    """Source positions the checkpoint holds as read (data or zeros, not unreadable)."""
+    where = {r.name: r.disk_offset for r in regions}
+    read = extents.subtract(
+        extents.normalize(
+            Extent(r.disk_offset + e.start, e.length) for r in regions for e in r.runs
+        ),
+        remaining_domain(regions, point),
+    )
+    lost = [*point.unreadable, *(point.open.unreadable if point.open else [])]
+    return extents.subtract(read, [Extent(where[u.region] + u.offset, u.length) for u in lost])
