@@ -6,8 +6,9 @@ as a disk's bad sector does. It holds a GPT disk with an ext4 partition (mkfs.ex
 whose big.bin covers the bad sectors (debugfs, the oracle, says where its blocks are). One guest
 (direct kernel boot) serves every check, in order: `save --rescue` into the guest's /tmp with the
 map checked by GNU ddrescuelog; `clone --rescue` onto a SATA disk; a clone onto a slow USB disk
-that is removed mid-copy through QEMU's monitor (device_del). Then the host checks every file of
-the rescued clone: as on the source, but zeros exactly where the bad sectors are.
+that is removed mid-copy through QEMU's monitor (device_del), then plugged in again (drive_add,
+device_add) and the clone resumed onto it with --resume. Then the host checks every file of both
+rescued clones: as on the source, but zeros exactly where the bad sectors are.
 """
 
 from __future__ import annotations
@@ -146,7 +147,35 @@ def test_a_target_unplugged_mid_clone_is_a_clear_error(guest: Guest) -> None:
     assert "rc=" in out, "the clone did not end after its target went away"
     rc = int(out.rsplit("rc=", 1)[1].split()[0])
     assert rc == 8, out
-    assert "Traceback" not in out and "incomplete" in out, out
+    assert "Traceback" not in out and "incomplete" in out and "--resume" in out, out
+
+
+def test_the_unplugged_target_plugged_in_again_resumes(guest: Guest) -> None:
+    """The USB disk comes back (the same backing file and serial, through the monitor, now
+    without throttling); the clone goes on with --resume onto it, found by its serial wherever
+    its node is now, and ends as a rescued clone (exit 10); the host checks its files below."""
+    work = guest.workdir
+    for command in (
+        f"drive_add 0 file={work / 'usb.img'},if=none,id=d3again,format=raw,cache=unsafe,"
+        "file.locking=off",
+        "device_add usb-storage,bus=xhci.0,drive=d3again,serial=DST-GONE,removable=on,id=dev3b",
+    ):
+        said = guest.monitor(command)
+        assert "Error" not in said and "not found" not in said, (command, said)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listing = json.loads(guest.check("clonebay list --json"))
+        if any(d.get("serial") == "DST-GONE" for d in listing):
+            break
+        time.sleep(2)
+    src, dst = _path(guest, "SRC-BAD"), _path(guest, "DST-GONE")
+    rc, out = guest.run(
+        f"clonebay clone --rescue --resume --yes --no-fixup --mapfile /tmp/g.map {src} {dst} 2>&1",
+        900,
+    )
+    assert rc == 10, out
+    assert "Traceback" not in out, out
+    assert guest.run("ls /tmp/clone-*", 30)[0] != 0  # done: its journal is gone
 
 
 def test_the_rescued_clone_holds_every_readable_byte(
@@ -154,7 +183,8 @@ def test_the_rescued_clone_holds_every_readable_byte(
 ) -> None:
     guest.send("sync; poweroff\n")
     guest.wait_exit(300)
-    target = guest.workdir / "sata.img"
-    files, fsck = disk_files(target, tmp_path)
-    assert fsck.startswith("0:"), fsck
-    assert_files_but_bad(bad.source, files, bad.ranges)
+    for name in ("sata.img", "usb.img"):  # cloned at once; unplugged, replugged and resumed
+        (tmp_path / name).mkdir()
+        files, fsck = disk_files(guest.workdir / name, tmp_path / name)
+        assert fsck.startswith("0:"), (name, fsck)
+        assert_files_but_bad(bad.source, files, bad.ranges)

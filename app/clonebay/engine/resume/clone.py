@@ -32,13 +32,13 @@ STAGES = ("copy", "rescue", "finish")
 
 def journal_path(source: str, target: str, map_path: str) -> Path:
     """Beside ``--mapfile`` (a store survives a power cut), else in the state folder; named
-    after both disks (their serials where they have one)."""
+    after both disks: by serial where they have one (a disk plugged in again may get another
+    node name), else by name."""
     folder = Path(map_path).parent if map_path else state_folder()
     names = []
     for path in (source, target):
-        record = disk_record(path, 0)
-        names.append(os.path.basename(path.rstrip("/")) + (f"-{record['serial']}"
-                     if record["serial"] else ""))  # fmt: skip
+        serial = str(disk_record(path, 0)["serial"])
+        names.append(serial or os.path.basename(path.rstrip("/")))
     return folder / re.sub(r"[^A-Za-z0-9_-]", "_", f"clone-{names[0]}-to-{names[1]}")
 
 
