@@ -178,6 +178,25 @@ def test_the_unplugged_target_plugged_in_again_resumes(guest: Guest) -> None:
     assert guest.run("ls /tmp/clone-*", 30)[0] != 0  # done: its journal is gone
 
 
+def test_a_rescue_bounds_each_read_by_the_disks_command_timeout(guest: Guest) -> None:
+    """While a rescue reads the SATA disk, its kernel command timeout (30 s) is 10 s, so a
+    read that hangs in a dying sector gives up sooner; it is 30 s again afterwards (sampled
+    in the guest every 0.1 s during a save --rescue of that disk)."""
+    disk = _path(guest, "DST-RESCUE").removeprefix("/dev/")
+    timeout = f"/sys/block/{disk}/device/timeout"
+    assert guest.check(f"cat {timeout}").strip() == "30"
+    guest.check(
+        f"( (while true; do cat {timeout}; sleep 0.1; done) >/tmp/to.log 2>&1 &"
+        " echo $! >/tmp/to.pid )"
+    )
+    rc, out = guest.run(f"clonebay save --rescue /dev/{disk} /tmp/sata.image 2>&1", 900)
+    guest.check("kill $(cat /tmp/to.pid)")
+    assert rc == 0, out
+    seen = guest.check("cat /tmp/to.log").split()
+    assert "10" in seen, seen
+    assert guest.check(f"cat {timeout}").strip() == "30"
+
+
 def test_the_rescued_clone_holds_every_readable_byte(
     guest: Guest, bad: Bad, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ check. A single volume (a partition, or a disk with no table) is cloned as one r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -408,11 +409,13 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
 ) -> list[TargetOutcome]:
     targets = list(plans)
     first = plans[targets[0]]
-    with SourceDevice(source) as src:
+    with SourceDevice(source) as src, contextlib.ExitStack() as bound:
         jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
         journals = [_journal(src, job, plans[job.target], options) for job in jobs]
         state = journals[0].state if options.resume else {}
         rescuer = _rescuer(src, source, targets, options, cancel)
+        if rescuer is not None:
+            bound.callback(rescuer.close)  # the disk's command timeout as it was, at the end
         if rescuer is not None and options.resume:  # the journal, not the map, tells what
             durable = durable_source(journals[0], first)  # is on the target: read the rest
             rescuer.settle(durable)
@@ -443,9 +446,9 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
 
             fan.run(feed)
             outcomes = fan.outcomes(lambda p: p.job.notes)
-    _journals_done(journals, outcomes)
-    if rescuer is not None:
-        rescued(rescuer, plans, outcomes)
+        _journals_done(journals, outcomes)
+        if rescuer is not None:
+            rescued(rescuer, plans, outcomes)
     for outcome in outcomes:
         if outcome.touched and is_block_device(outcome.target):
             run(["blockdev", "--rereadpt", outcome.target], check=False)

@@ -211,11 +211,13 @@ def save(
             check_room(image, sum(r.used_bytes for r in regions))
         seen = _Seen(progress)
         cancel = cancel or threading.Event()
-        with SourceDevice(source) as src:
+        with SourceDevice(source) as src, contextlib.ExitStack() as stack:
             job = _job_record(src, image, regions, options)
             if point is not None:
                 check_resumable(point, job, src, regions)
             rescuer = _rescuer(src, image, options, cancel)
+            if rescuer is not None:
+                stack.callback(rescuer.close)
             if rescuer is not None and point is not None:  # the image, not the map, tells
                 rescuer.settle(saved_domain(regions, point))  # what is saved: read the rest
                 rescuer.forget(remaining_domain(regions, point))
@@ -332,13 +334,16 @@ def resume_passes(
         check_disk(recorded, src.path, src.size, "source")
         rescuer = _rescuer(src, image, options, cancel)
         assert rescuer is not None
-        finished = rescuer.map.current_status == FINISHED
-        if finished and not any(rescuer.map.ranges(FINISHED, (e.start, e.end)) for e in lost):
-            raise UsageError(
-                f"the rescue of {image} is complete: nothing to resume ({rescuer.map.path})"
-            )
-        rescuer.forget(lost)
-        return _rescue_rest(rescuer, image, regions, options.rescue.retries) or manifest
+        try:
+            finished = rescuer.map.current_status == FINISHED
+            if finished and not any(rescuer.map.ranges(FINISHED, (e.start, e.end)) for e in lost):
+                raise UsageError(
+                    f"the rescue of {image} is complete: nothing to resume ({rescuer.map.path})"
+                )
+            rescuer.forget(lost)
+            return _rescue_rest(rescuer, image, regions, options.rescue.retries) or manifest
+        finally:
+            rescuer.close()
 
 
 def rescue_domain(regions: list[SourceRegion]) -> tuple[Extent, ...]:

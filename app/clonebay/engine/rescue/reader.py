@@ -52,6 +52,7 @@ from clonebay.errors import CancelledError, DeviceError, UsageError
 from clonebay.model import Extent
 from clonebay.system.blockdev import SourceDevice
 from clonebay.system.directio import DirectFile
+from clonebay.system.readtimeout import bounded_reads
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class Rescuer:
         self.passes: list[str] = []
         self.area_bad: list[Extent] = []  # bad sectors outside the partitions (read_area)
         self.resumed = False  # the map is an interrupted job's
+        self.timeout: int | None = None  # the disk's command timeout while rescuing (s)
+        self._bound = contextlib.ExitStack()
         self._saved = 0.0
 
     @classmethod
@@ -141,8 +144,13 @@ class Rescuer:
         rescuer = cls(src.io, rescue_map, src.io.align if block else 512, cancel)
         rescuer.exact = block
         rescuer.resumed = resume
+        rescuer.timeout = rescuer._bound.enter_context(bounded_reads(src.path))
         rescuer.save(force=True)
         return rescuer
+
+    def close(self) -> None:
+        """The rescue is over: the disk's command timeout is as it was."""
+        self._bound.close()
 
     def forget(self, ranges: Iterable[Extent]) -> None:
         """A resumed job lost what it had read in ``ranges`` (source positions: read after its
