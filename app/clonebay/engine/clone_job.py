@@ -36,10 +36,9 @@ from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.rescue.clone import default_map, domain, rescue_rest, rescued
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
 from clonebay.engine.resume.clone import (
-    check_journal,
+    clone_journal,
     durable_source,
-    job_state,
-    journal_path,
+    journals_done,
     tasks_after,
 )
 from clonebay.engine.shrink import steps
@@ -51,7 +50,6 @@ from clonebay.engine.target.fanout import (
     TargetOutcome,
     open_paths,
 )
-from clonebay.engine.target.journal import Journal
 from clonebay.errors import DeviceError, UsageError
 from clonebay.fs import extents
 from clonebay.imaging.codec import is_zero_chunk
@@ -411,7 +409,7 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
     first = plans[targets[0]]
     with SourceDevice(source) as src, contextlib.ExitStack() as bound:
         jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
-        journals = [_journal(src, job, plans[job.target], options) for job in jobs]
+        journals = [clone_journal(src, job, plans[job.target], options) for job in jobs]
         state = journals[0].state if options.resume else {}
         rescuer = _rescuer(src, source, targets, options, cancel)
         if rescuer is not None:
@@ -446,7 +444,7 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
 
             fan.run(feed)
             outcomes = fan.outcomes(lambda p: p.job.notes)
-        _journals_done(journals, outcomes)
+        journals_done(journals, outcomes)
         if rescuer is not None:
             rescued(rescuer, plans, outcomes)
     for outcome in outcomes:
@@ -490,32 +488,6 @@ def _copy_pass(  # noqa: PLR0917 (the pipeline's parts, from _copy)
         for task in left:
             totals[task.region] += task.length
     pipe.run(tasks, totals)
-
-
-def _journal(src: SourceDevice, job: TargetJob, plan: Plan, options: CloneOptions) -> Journal:
-    """The target's journal: the interrupted clone's (checked) with --resume, else a new one."""
-    rescue_map = options.rescue.map_path if options.rescue else ""
-    path = journal_path(src.path, job.target, rescue_map)
-    names = [r.name for r in job.regions]
-    if not options.resume:
-        journal = Journal.create(path, names)
-        journal.state = job_state(src, job.target, plan.target_size, plan)
-        return journal
-    journal = Journal.load(path, names)
-    check_journal(journal, src, job.target, plan.target_size, plan)
-    return journal
-
-
-def _journals_done(journals: list[Journal], outcomes: list[TargetOutcome]) -> None:
-    """A target done has nothing to resume; one that stopped after a checkpoint can."""
-    for journal, outcome in zip(journals, outcomes, strict=True):
-        if outcome.error is None:
-            journal.discard()
-        elif journal.length:
-            outcome.error.message += (
-                "\nrun the same clone with --resume to go on from its last checkpoint"
-                f" (journal {journal.path}.json)"
-            )
 
 
 def _rescuer(

@@ -14,18 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from clonebay.engine.clone_state import (
+    DiskSeen,
+    InterruptedClone,
+    clone_journal,
+    interrupted_clone,
+)
 from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
 from clonebay.engine.regions import SourceRegion, source_regions
 from clonebay.engine.rescue.files import PREFIX as HIT_PREFIX
 from clonebay.engine.rescue.reader import RescueOptions
+from clonebay.engine.rescue.save import rescue_map_path
 from clonebay.engine.restore.directory import restore as restore_directory
 from clonebay.engine.restore.directory import restore_many as restore_directory_many
 from clonebay.engine.restore.placements import RestoreOptions, plan_target
 from clonebay.engine.restore.shrinking import measurer
 from clonebay.engine.restore.stream import STREAM_NOTE, restore_stream
-from clonebay.engine.save import SaveOptions, rescue_map_path, save
+from clonebay.engine.save import SaveOptions, save
 from clonebay.engine.save_state import InterruptedSave, RegionSaved, interrupted_save
 from clonebay.engine.target import checks
 from clonebay.engine.target.fanout import StateSink, TargetOutcome
@@ -41,16 +48,20 @@ from clonebay.system.blockdev import drop_cache
 from clonebay.units import human_size
 
 __all__ = [
+    "DiskSeen",
+    "InterruptedClone",
     "InterruptedSave",
     "RegionSaved",
     "RescueOptions",
     "RestoreOptions",
     "SaveOptions",
     "check_distinct",
+    "clone_journal",
     "convert",
     "image_head_info",
     "image_info",
     "info_text",
+    "interrupted_clone",
     "interrupted_save",
     "manifest_summary",
     "rescue_map_path",

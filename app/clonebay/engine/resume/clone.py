@@ -16,16 +16,21 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clonebay.engine.layout.plan import Plan
 from clonebay.engine.pipeline import ReadTask
 from clonebay.engine.resume.identity import check_disk, check_fingerprint, disk_record, fingerprint
+from clonebay.engine.target.fanout import TargetOutcome
+from clonebay.engine.target.job import TargetJob
 from clonebay.engine.target.journal import Journal, state_folder
 from clonebay.errors import UsageError
 from clonebay.fs import extents
 from clonebay.model import Extent
 from clonebay.system.blockdev import SourceDevice
+
+if TYPE_CHECKING:
+    from clonebay.engine.clone_job import CloneOptions
 
 STAGES = ("copy", "rescue", "finish")
 
@@ -101,3 +106,29 @@ def durable_source(journal: Journal, plan: Plan) -> tuple[Extent, ...]:
         if move is not None:
             out.append(Extent(move.source.start + run.offset - move.target_start, run.length))
     return extents.normalize(out)
+
+
+def clone_journal(src: SourceDevice, job: TargetJob, plan: Plan, options: CloneOptions) -> Journal:
+    """The target's journal: the interrupted clone's (checked) with --resume, else a new one."""
+    rescue_map = options.rescue.map_path if options.rescue else ""
+    path = journal_path(src.path, job.target, rescue_map)
+    names = [r.name for r in job.regions]
+    if not options.resume:
+        journal = Journal.create(path, names)
+        journal.state = job_state(src, job.target, plan.target_size, plan)
+        return journal
+    journal = Journal.load(path, names)
+    check_journal(journal, src, job.target, plan.target_size, plan)
+    return journal
+
+
+def journals_done(journals: list[Journal], outcomes: list[TargetOutcome]) -> None:
+    """A target done has nothing to resume; one that stopped after a checkpoint can."""
+    for journal, outcome in zip(journals, outcomes, strict=True):
+        if outcome.error is None:
+            journal.discard()
+        elif journal.length:
+            outcome.error.message += (
+                "\nrun the same clone with --resume to go on from its last checkpoint"
+                f" (journal {journal.path}.json)"
+            )
