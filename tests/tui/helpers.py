@@ -14,6 +14,10 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input
 
+from clonebay.tui.jobs import Outcome
+from clonebay.tui.screens.ask import AskModal
+from clonebay.tui.screens.progress import ProgressScreen
+from clonebay.tui.screens.result import ResultScreen
 from clonebay.tui.screens.stores import StoresScreen
 
 SIZE = (120, 40)
@@ -72,3 +76,26 @@ async def pick_folder_store(pilot: Pilot[Any]) -> StoresScreen:
 
 def cell_text(row: list[Any]) -> list[str]:
     return [str(getattr(cell, "plain", cell)) for cell in row]
+
+
+async def cancel_at_once(pilot: Pilot[Any]) -> ResultScreen:
+    """On the Progress screen: cancel (yes at the question) before the job can end; the
+    Result that follows."""
+    await screen_of(pilot, ProgressScreen)
+    await pilot.press("escape")  # the reading stops within a chunk
+    await screen_of(pilot, AskModal)
+    await pilot.click("#yes")
+    return await screen_of(pilot, ResultScreen)
+
+
+async def resume_on(pilot: Pilot[Any], first: ResultScreen) -> Outcome:
+    """Resume on the Result ``first``: the Outcome of the job resumed."""
+    await pilot.click("#resume")
+
+    def another() -> bool:
+        return isinstance(pilot.app.screen, ResultScreen) and pilot.app.screen is not first
+
+    await until(pilot, "the second result", another)
+    screen = pilot.app.screen
+    assert isinstance(screen, ResultScreen)
+    return screen.outcome

@@ -281,6 +281,9 @@ class RecordedServices(Services):
     def free_space(self, folder: str) -> int:
         return 1_288 * GIB
 
+    def clone_journal(self, source: str, target: str) -> None:
+        return None  # no interrupted clone among the recorded disks
+
     def clone_plan(self, source: str, target: str, grow: Grow) -> Plan:
         return make_plan(REPORTS[source], BLANK.size if target == BLANK.path else 0, grow)
 

@@ -31,11 +31,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Button, Input
 
-from clonebay.tui.screens.ask import AskModal
 from clonebay.tui.screens.error import ErrorModal
 from clonebay.tui.screens.home import HomeScreen
 from clonebay.tui.screens.progress import ProgressScreen
-from clonebay.tui.screens.result import ResultScreen
 from clonebay.tui.screens.resume_ask import ResumeModal
 from clonebay.tui.screens.save_target import SaveTargetScreen
 from clonebay.units import human_size
@@ -51,7 +49,14 @@ from tests.engine.test_rescue import (
     restored_files,
 )
 from tests.faultfile import failing
-from tests.tui.helpers import pick_folder_store, run, screen_of, until
+from tests.tui.helpers import (
+    cancel_at_once,
+    pick_folder_store,
+    resume_on,
+    run,
+    screen_of,
+    until,
+)
 from tests.tui.test_flows import make_app, outcome_of, pick_disk, start_plan
 
 pytestmark = pytest.mark.skipif(
@@ -290,15 +295,9 @@ def test_a_cancelled_save_offers_resume_on_its_result(
         async def script(pilot: Pilot[Any]) -> None:
             await ask_about(pilot)
             await pilot.click("#resume")
-            await screen_of(pilot, ProgressScreen)
-            await pilot.press("escape")  # cancel at once: the reading stops within a chunk
-            await screen_of(pilot, AskModal)
-            await pilot.click("#yes")
-            first = await screen_of(pilot, ResultScreen)
+            first = await cancel_at_once(pilot)
             seen["first"] = first.outcome
-            await pilot.click("#resume")
-            await until(pilot, "the second result", lambda: _another_result(pilot, first))
-            seen["second"] = pilot.app.screen.outcome  # type: ignore[attr-defined]
+            seen["second"] = await resume_on(pilot, first)
             await pilot.pause(0.3)
 
         run(app, script)
@@ -307,11 +306,6 @@ def test_a_cancelled_save_offers_resume_on_its_result(
     assert "Resume goes on from there" in first.next_step
     assert second.status == "done" and second.details[0].startswith("Resumed"), second
     assert_restores_whole(image, interrupted, tmp_path)
-
-
-def _another_result(pilot: Pilot[Any], first: ResultScreen) -> bool:
-    screen = pilot.app.screen
-    return isinstance(screen, ResultScreen) and screen is not first
 
 
 def test_a_resumed_rescue_lists_what_stayed_unreadable(

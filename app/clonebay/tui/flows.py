@@ -1,6 +1,7 @@
 """The order of screens for each job, as plain steps (DESIGN §4):
 
-    clone:   source disk → target disk(s) → plan (→ confirm, over the plan) → progress → result
+    clone:   source disk → target disk(s) (→ resume?) → plan (→ confirm, over the plan) → progress
+             → result
     save:    source disk → store → where to save (→ resume?) → plan → progress → result
     restore: store → image → target disk(s) → plan (→ confirm, over the plan) → progress → result
     disks:   disk list → details of one disk
@@ -9,26 +10,33 @@
 The store ("Where are the images?", screens/stores.py) is a partition, a folder or a network
 share; it stays mounted after the step (Services keeps it) and its folder is what the image
 picker and the save screen start from. A save into an image that a save left incomplete asks
-first (screens/resume_ask.py): Resume goes straight to progress, Start again to the plan.
+first (screens/resume_ask.py): Resume goes straight to progress, Start again to the plan. So
+does a clone onto one target when a clone of the same source onto it stopped after a
+checkpoint (its journal is there; screens/clone_resume_ask.py), Resume after the Confirm modal.
 
 Each flow runs as an async worker of the app and awaits each screen's answer; Escape (None or
 False) goes one step back, and back from the first step returns to Home. Nothing here touches
-a disk: the screens do their reading in thread workers through Services.
+a disk: the screens do their reading in thread workers through Services (and the flow looks
+for a clone's journal through it, in a thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
 from textual.app import App
 
 from clonebay.model import Disk
+from clonebay.tui.clone_job import resume_request
 from clonebay.tui.jobs import VERBS, JobKind, JobRequest
 from clonebay.tui.multicast_flow import multicast_flow
 from clonebay.tui.screens.ask import AskModal
 from clonebay.tui.screens.browse_parts import BrowsePartsScreen
 from clonebay.tui.screens.browse_tree import BrowseTreeScreen
+from clonebay.tui.screens.clone_resume_ask import CloneResumeModal
+from clonebay.tui.screens.confirm import ConfirmModal
 from clonebay.tui.screens.disk_details import DiskDetailsScreen
 from clonebay.tui.screens.disk_picker import DiskPickerScreen
 from clonebay.tui.screens.image_picker import ImagePickerScreen
@@ -47,8 +55,8 @@ MAX_STEPS = 1000  # a flow is a handful of screens; this only bounds the loop
 async def run_job(app: App[Any], services: Services, request: JobRequest) -> None:
     """Progress, then Result (which powers the machine off when asked and all went well).
     A clone or save that stopped on a read error of its source is offered again in rescue
-    mode (docs/cli.md, Failing disks); a save that stopped after a checkpoint offers Resume on
-    its Result."""
+    mode (docs/cli.md, Failing disks); a save or a clone that stopped after a checkpoint offers
+    Resume on its Result (with the same choices: rescue, grow mode, verify)."""
     outcome = await app.push_screen_wait(ProgressScreen(services, request))
     if getattr(app, "leaving", False):
         return  # the terminal is gone and the app is on its way out: no screen to show
@@ -87,6 +95,18 @@ async def clone_flow(app: App[Any], services: Services) -> None:
             targets = await pick_targets(app, TargetsPickerScreen(services, source=source))
             step = 0 if not targets else 2
         elif step == 2 and source is not None and targets:
+            journal = None  # one target that a clone of this source left incomplete: ask first
+            if len(targets) == 1:
+                journal = await asyncio.to_thread(
+                    services.clone_journal, source.path, targets[0].path
+                )
+            step = 4 if journal is None else 3
+        elif step == 3 and source is not None and targets:
+            choice = await resume_clone(app, services, source, targets[0])
+            if choice is ResumeChoice.RESUME:
+                return
+            step = 1 if choice is None else 4
+        elif step == 4 and source is not None and targets:
             target, *also = targets
             request = await app.push_screen_wait(
                 PlanScreen(
@@ -104,6 +124,24 @@ async def clone_flow(app: App[Any], services: Services) -> None:
                 continue
             await run_job(app, services, request)
             return
+
+
+async def resume_clone(
+    app: App[Any], services: Services, source: Disk, target: Disk
+) -> ResumeChoice | None:
+    """The question about the interrupted clone of ``source`` onto ``target``: RESUME once the
+    resumed clone has run (after the Confirm modal: No asks again), AGAIN for the plan, None
+    for Back."""
+    for _ in range(MAX_STEPS):
+        modal = CloneResumeModal(services, source, target)
+        choice = await app.push_screen_wait(modal)
+        if choice is not ResumeChoice.RESUME or modal.state is None:
+            return choice
+        confirm = ConfirmModal(services, target, f"{VERBS[JobKind.CLONE]} (resumed)")
+        if await app.push_screen_wait(confirm):
+            await run_job(app, services, resume_request(source.path, target.path, modal.state))
+            return choice
+    return None
 
 
 async def pick_store(

@@ -1,9 +1,9 @@
 """The jobs the TUI starts, in the engine's own calls, and what the screens show of them.
 
 A JobRequest is what the Plan screen hands to the Progress screen; ``run_job`` runs it in a
-worker thread through the same engine functions as the CLI (engine.clone.clone, engine.jobs.save
-in tui/save_job.py, engine.jobs.restore, engine.jobs.verify_image) and returns an Outcome for
-the Result screen.
+worker thread through the same engine functions as the CLI (engine.clone in tui/clone_job.py,
+engine.jobs.save in tui/save_job.py, engine.jobs.restore, engine.jobs.verify_image) and returns
+an Outcome for the Result screen.
 
 The engine's Progress events do not all count the same way: the copy pipeline (save, clone)
 reports bytes done per region, restore and verify report bytes done of the whole job. The two
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clonebay.engine import CloneOptions, Grow, clone, jobs
+from clonebay.engine import Grow, jobs
 from clonebay.engine.postcopy.options import PostcopyOptions
 from clonebay.errors import ClonebayError, DeviceError
 from clonebay.model import Progress
@@ -29,6 +29,9 @@ SAME_IDS = (
     " (disk GUID, partition GUIDs, filesystem UUIDs) and the firmware or the OS may boot"
     " or mount the wrong one."
 )
+
+
+RESUME_SAID = "with --resume to go on from its last checkpoint"  # engine/save.py, resume/clone.py
 
 
 class JobKind(enum.Enum):
@@ -56,7 +59,7 @@ class JobRequest:
     also: tuple[str, ...] = ()  # more targets, written from the same read (clone, restore)
     postcopy: PostcopyOptions = field(default_factory=PostcopyOptions)  # after clone, restore
     rescue: bool = False  # clone, save: read a failing source (docs/cli.md, Failing disks)
-    resume: bool = False  # save: go on with the interrupted save in ``target`` (save --resume)
+    resume: bool = False  # save, clone: go on from the interrupted job's checkpoint (--resume)
     overwrite: bool = False  # save: ``target`` holds an interrupted save; start it again
 
     @property
@@ -158,7 +161,7 @@ class Outcome:
     warnings: tuple[str, ...] = field(default=())
     targets: tuple[TargetLine, ...] = ()  # a job with several targets: each one's end
     rescue_offer: bool = False  # the source gave read errors: offer the job again, rescuing
-    resume_offer: bool = False  # a save stopped after a checkpoint: offer to go on from it
+    resume_offer: bool = False  # a save or clone stopped after a checkpoint: offer to go on
 
     @property
     def ok(self) -> bool:
@@ -178,49 +181,14 @@ def run_job(
 
         return run_many(request, sink, cancel, on_state)
     if request.kind is JobKind.CLONE:
-        return _clone(request, sink, cancel)
+        from clonebay.tui.clone_job import run_clone
+
+        return run_clone(request, sink, cancel)
     if request.kind is JobKind.SAVE:
         from clonebay.tui.save_job import run_save
 
         return run_save(request, sink, cancel)
     return _restore(request, sink, cancel)
-
-
-def _clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> Outcome:
-    options = CloneOptions(
-        grow=request.grow,
-        fit=request.grow,
-        verify=request.verify,
-        rescue=jobs.RescueOptions() if request.rescue else None,
-    )
-    copying = PerRegionMeter("Copying", dict(request.totals), sink)
-    verifying = OverallMeter({"read": "Verifying"}, sink)
-
-    def meter(p: Progress) -> None:  # the read-back verify reports as region "verify"
-        (verifying if p.region == "verify" else copying)(p)
-
-    result = clone(request.source, request.target, options, progress=meter, cancel=cancel)
-    verify = (
-        f"Verified: all {result.verified_chunks} chunks read back from the target match."
-        if request.verify
-        else "Not verified (turned off in the plan)."
-    )
-    lines, warnings = after_copy(request, request.target)
-    bad = [(f"byte {e.start} of {request.source}", e.length) for e in result.unreadable]
-    return Outcome(
-        JobKind.CLONE,
-        "errors" if bad else "done",
-        f"{request.source} was cloned onto {request.target}.",
-        (
-            f"{human_size(result.copied_bytes)} copied.",
-            *unreadable_lines(bad, result.rescue_map),
-            *result.done,
-            *lines,
-        ),
-        verify,
-        next_step(request),
-        warnings=(*result.warnings, *warnings),
-    )
 
 
 def unreadable_lines(bad: list[tuple[str, int]], rescue_map: str) -> list[str]:
@@ -311,6 +279,12 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
         )
     elif "nothing was written" in message.lower():
         hint = f"Nothing was written: {request.target} is as it was."
+    elif resume and request.kind is JobKind.CLONE:
+        hint = (
+            f"{request.target} is incomplete and must not be booted, but what was written up to"
+            " the last checkpoint is kept (its journal): Resume goes on from there, reading the"
+            " same source disk onto the same target (both are checked), or run the clone again."
+        )
     elif resume:
         hint = (
             f"The image {request.target} is incomplete (it has no manifest.json), but what it"
@@ -352,8 +326,11 @@ def failed(request: JobRequest, error: BaseException, cancelled: bool) -> Outcom
 
 
 def resumable(request: JobRequest, message: str) -> bool:
-    """A save that stopped after a checkpoint: the engine's message says --resume goes on."""
-    return request.kind is JobKind.SAVE and not request.also and "--resume" in message
+    """A save or a clone (one target) that stopped after a checkpoint: the engine's message
+    says --resume goes on (other messages name --resume too: "no interrupted clone to
+    resume", "resume that job with --resume")."""
+    kinds = {JobKind.SAVE, JobKind.CLONE}
+    return request.kind in kinds and not request.also and RESUME_SAID in message
 
 
 def unreadable_source(request: JobRequest, error: BaseException) -> bool:

@@ -286,6 +286,18 @@ class Services:
         an incomplete image): for the question whether to resume it."""
         return jobs.interrupted_save(image)
 
+    def clone_journal(self, source: str, target: str) -> jobs.InterruptedClone | None:
+        """The journal a clone of ``source`` onto ``target`` left when it stopped (None: no
+        such clone), read only: whether to ask about it."""
+        return jobs.clone_journal(source, target)
+
+    def interrupted_clone(self, source: str, target: str) -> jobs.InterruptedClone | None:
+        """That journal, and whether the clone can be resumed: planned again and checked as
+        ``clone --resume`` does (it reads the partition table)."""
+        with PARTED:
+            _readable(source)
+            return jobs.interrupted_clone(source, target)
+
     def free_space(self, folder: str) -> int:
         return shutil.disk_usage(folder).free
 

@@ -6,8 +6,8 @@ When the plan asked to power off when done and the job went well, a countdown ru
 or the button keeps the machine on; at zero Services.power_off runs and the app exits (the
 system is going down). A failed or cancelled job never powers off: its message must be read.
 
-A save that stopped after a checkpoint (Outcome.resume_offer) gets a Resume button: the screen
-dismisses with True and the flow runs the save again from its checkpoint."""
+A save or a clone that stopped after a checkpoint (Outcome.resume_offer) gets a Resume button:
+the screen dismisses with True and the flow runs the job again from its checkpoint."""
 
 from __future__ import annotations
 

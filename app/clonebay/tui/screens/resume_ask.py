@@ -7,13 +7,16 @@ began and when it stopped, how much of each region is saved, whether it was a re
 goes on from the checkpoint; the save itself checks that the source is that disk (serial and
 size) and its refusal is shown as it is. Start again replaces the incomplete image. Resume
 has the focus when the image can be resumed (it loses nothing); Back otherwise.
+
+AskResume is the modal without the save: an interrupted clone asks the same way
+(screens/clone_resume_ask.py).
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from rich.text import Text
 from textual import work
@@ -100,24 +103,43 @@ def question(state: InterruptedSave | None, image: str, source: Disk) -> str:
     return "\n".join(lines)
 
 
-class ResumeModal(BaseModal[ResumeChoice | None]):
-    """Dismisses with the choice, or None (Back, Escape); ``state``: what was read."""
+class Resumable(Protocol):
+    """What a job left when it stopped: ``resumable`` when the engine will go on with it."""
+
+    @property
+    def resumable(self) -> bool: ...
+
+
+S = TypeVar("S", bound=Resumable)
+
+
+class AskResume(BaseModal[ResumeChoice | None], Generic[S]):
+    """An interrupted job (a save's image, a clone's journal): read in a worker, put plainly,
+    then Resume, Start again or Back. Dismisses with the choice, or None (Back, Escape);
+    ``state``: what was read. A subclass says what it asks about (HEADING, ``read``,
+    ``question``)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
+    HEADING = ""
 
-    def __init__(self, services: Services, source: Disk, image: str) -> None:
+    def __init__(self, reading: str) -> None:
         super().__init__()
-        self.services = services
-        self.source = source
-        self.image = image
-        self.state: InterruptedSave | None = None
+        self.reading = reading  # the line shown while it is read
+        self.state: S | None = None
         self.text = ""
+
+    def read(self) -> S | None:
+        """What the job left (in the worker thread)."""
+        raise NotImplementedError
+
+    def question(self, state: S | None) -> str:
+        raise NotImplementedError
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(Text("An interrupted save is there"), classes="dialog-title")
+            yield Label(Text(self.HEADING), classes="dialog-title")
             with VerticalScroll(id="resume-body"):  # the buttons stay in sight however long
-                yield Static(Text(f"Reading what {self.image} holds…"), id="resume-text")
+                yield Static(Text(self.reading), id="resume-text")
             with Horizontal(classes="buttons"):
                 yield Button("Back", id="back")
                 yield Button("Start again", id="again", variant="error", disabled=True)
@@ -129,12 +151,12 @@ class ResumeModal(BaseModal[ResumeChoice | None]):
 
     @work(thread=True, exit_on_error=False)
     def look(self) -> None:
-        state = self.services.interrupted_save(self.image)
+        state = self.read()
         self.app.call_from_thread(self.show, state)
 
-    def show(self, state: InterruptedSave | None) -> None:
+    def show(self, state: S | None) -> None:
         self.state = state
-        self.text = question(state, self.image, self.source)
+        self.text = self.question(state)
         self.query_one("#resume-text", Static).update(Text(self.text))
         if state is None:
             return
@@ -150,3 +172,21 @@ class ResumeModal(BaseModal[ResumeChoice | None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
+
+
+class ResumeModal(AskResume["InterruptedSave"]):
+    """An interrupted save in the image folder the technician picked."""
+
+    HEADING = "An interrupted save is there"
+
+    def __init__(self, services: Services, source: Disk, image: str) -> None:
+        super().__init__(f"Reading what {image} holds…")
+        self.services = services
+        self.source = source
+        self.image = image
+
+    def read(self) -> InterruptedSave | None:
+        return self.services.interrupted_save(self.image)
+
+    def question(self, state: InterruptedSave | None) -> str:
+        return question(state, self.image, self.source)
