@@ -83,7 +83,12 @@ class Checkpoint:
 
 
 def exists(image: Path) -> bool:
-    return (image / FOLDER / STATE).is_file()
+    """Whether ``image`` holds a checkpoint (False too when it cannot be told: a store that
+    went away answers every question with an error)."""
+    try:
+        return (image / FOLDER / STATE).is_file()
+    except OSError:
+        return False
 
 
 def records_file(image: Path, region: str) -> Path:
