@@ -35,6 +35,7 @@ from clonebay.engine.layout.plan import (
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.rescue.clone import default_map, domain, rescue_rest, rescued
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
+from clonebay.engine.resume.checkpoints import CHECKPOINT_EVERY
 from clonebay.engine.resume.clone import (
     clone_journal,
     durable_source,
@@ -73,7 +74,7 @@ class CloneOptions:
     scratch: str = ""  # where shrink overlays live ("": $CLONEBAY_SCRATCH or the temp folder)
     rescue: RescueOptions | None = None  # read a failing source (engine/rescue/)
     resume: bool = False  # go on with the interrupted clone onto the target (engine/resume/)
-    checkpoint_every: float = float(os.environ.get("CLONEBAY_CHECKPOINT_EVERY", "5"))
+    checkpoint_every: float = CHECKPOINT_EVERY  # seconds between two (engine/resume/)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from clonebay.engine.rescue.save import (
     resume_passes,
     save_rescuer,
 )
+from clonebay.engine.resume.checkpoints import CHECKPOINT_EVERY
 from clonebay.engine.resume.identity import disk_record, fingerprint
 from clonebay.engine.resume.save import (
     check_resumable,
@@ -72,7 +73,7 @@ class SaveOptions:
     scratch: str = ""  # where a shrink keeps its copy-on-write overlays
     rescue: RescueOptions | None = None  # read a failing source (engine/rescue/), map beside
     resume: bool = False  # go on with the interrupted save into the image (engine/resume/)
-    checkpoint_every: float = float(os.environ.get("CLONEBAY_CHECKPOINT_EVERY", "5"))
+    checkpoint_every: float = CHECKPOINT_EVERY  # seconds between two (engine/resume/)
 
 
 def chunk_tasks(

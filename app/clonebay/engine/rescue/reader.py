@@ -170,12 +170,6 @@ class Rescuer:
                 self.map.mark(e.start, e.length, FINISHED)
         self.save(force=True)
 
-    def left(self, ranges: Iterable[Extent]) -> bool:
-        """Whether anything in ``ranges`` is not finished yet."""
-        statuses = NON_TRIED + NON_TRIMMED + NON_SCRAPED + BAD
-        with self.lock:
-            return any(self.map.ranges(statuses, (e.start, e.end)) for e in ranges)
-
     # -- pass 1, from the pipeline's reader threads ------------------------------------------------
 
     def read(self, view: memoryview, pos: int) -> tuple[tuple[int, int], ...]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from clonebay.engine.layout.plan import Plan
 from clonebay.engine.pipeline import ReadTask
+from clonebay.engine.resume.checkpoints import reads_after
 from clonebay.engine.resume.identity import check_disk, check_fingerprint, disk_record, fingerprint
 from clonebay.engine.target.fanout import TargetOutcome
 from clonebay.engine.target.job import TargetJob
@@ -86,15 +87,12 @@ def tasks_after(
     tasks: Iterable[ReadTask], state: dict[str, Any], order: list[str]
 ) -> Iterator[ReadTask]:
     """The reads after the checkpoint: moves before its move are done, its move goes on from
-    its next offset (reads are chunk-aligned, so none is cut)."""
+    its next offset (none after pass 1)."""
     if state.get("stage") != "copy":
-        return
+        return iter(())
     move = str(state.get("move", ""))
     done = set(order[: order.index(move)]) if move in order else set()
-    for task in tasks:
-        if task.region in done or (task.region == move and task.offset < int(state["next"])):
-            continue
-        yield task
+    return reads_after(tasks, done, move, int(state["next"]))
 
 
 def durable_source(journal: Journal, plan: Plan) -> tuple[Extent, ...]:

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from clonebay.engine.pipeline import ReadTask
 from clonebay.engine.regions import SourceRegion
 from clonebay.engine.rescue.reader import RescueOptions
+from clonebay.engine.resume.checkpoints import reads_after
 from clonebay.engine.resume.identity import check_disk, check_fingerprint
 from clonebay.errors import UsageError
 from clonebay.fs import extents
@@ -99,15 +100,11 @@ def check_resumable(
 
 def remaining_tasks(tasks: Iterable[ReadTask], point: Checkpoint) -> Iterator[ReadTask]:
     """The reads after the checkpoint: regions it closed are skipped, the one it left open
-    goes on from its next offset (reads are chunk-aligned, so none is cut)."""
+    goes on from its next offset."""
     done = {entry.name for entry in point.regions}
-    open_name, next_offset = (
-        (point.open.entry.name, point.open.next_offset) if point.open else ("", 0)
-    )
-    for task in tasks:
-        if task.region in done or (task.region == open_name and task.offset < next_offset):
-            continue
-        yield task
+    if point.open is None:
+        return reads_after(tasks, done, "", 0)
+    return reads_after(tasks, done, point.open.entry.name, point.open.next_offset)
 
 
 def remaining_totals(regions: list[SourceRegion], point: Checkpoint | None) -> dict[str, int]:
