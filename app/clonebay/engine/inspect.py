@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clonebay.fs import extents
+from clonebay.fs.keyring import Keyring
 from clonebay.fs.probe import probe_volume
 from clonebay.model import CopyMethod, Extent, Partition, PartitionTable, Volume, VolumeState
 from clonebay.system.blockdev import FileSource
@@ -46,13 +47,14 @@ def _truncated(path: str, part: Partition, disk_size: int) -> Volume:
     )
 
 
-def inspect_disk(path: str) -> DiskReport:
-    """Read ``path``'s partition table and probe every data partition (never writes)."""
+def inspect_disk(path: str, keys: Keyring | None = None) -> DiskReport:
+    """Read ``path``'s partition table and probe every data partition (never writes); locked
+    volumes that a secret in ``keys`` opens are mapped by the filesystem inside."""
     table = read_table(path)
     warnings = last_warnings()
     if table.kind == "none":
         with FileSource(path) as src:
-            return DiskReport(path, table, (), probe_volume(src), warnings)
+            return DiskReport(path, table, (), probe_volume(src, keys=keys), warnings)
     reports = []
     for part in table.partitions:
         if part.kind == "extended":
@@ -62,7 +64,7 @@ def inspect_disk(path: str) -> DiskReport:
             reports.append(PartitionReport(part, _truncated(path, part, table.disk_size)))
             continue
         with FileSource(path, part.start, part.size) as src:
-            reports.append(PartitionReport(part, probe_volume(src, part.type_id)))
+            reports.append(PartitionReport(part, probe_volume(src, part.type_id, keys)))
     return DiskReport(path, table, tuple(reports), None, warnings)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import ModuleType
 
 from clonebay.errors import FilesystemError, InputError
-from clonebay.fs import ext, fat, ntfs, swap
-from clonebay.fs.bitlocker_meta import is_bitlocker, probe_notes
+from clonebay.fs import bitlocker_probe, ext, fat, ntfs, swap
+from clonebay.fs.bitlocker_meta import is_bitlocker
+from clonebay.fs.keyring import Keyring
 from clonebay.model import CopyMethod, Extent, Volume, VolumeState
 from clonebay.system.blockdev import ByteSource
 
@@ -35,7 +36,6 @@ class Signature:
     reason: str
 
 
-BITLOCKER_REASON = "BitLocker: the copy keeps its encryption and key protectors"
 SIGNATURES = (
     Signature(
         "luks",
@@ -105,11 +105,13 @@ def _signature(src: ByteSource, head: bytes) -> Signature | None:
     return None
 
 
-def probe_volume(src: ByteSource, type_id: str = "") -> Volume:
+def probe_volume(src: ByteSource, type_id: str = "", keys: Keyring | None = None) -> Volume:
     """Identify the volume in ``src`` and map what a copy must carry.
 
     ``type_id`` is the partition's type (GPT GUID or MBR "0x.."), used to refuse parsing of
-    containers that hold other volumes. Raises InputError only when ``src`` cannot be read at all.
+    containers that hold other volumes. ``keys``: the secrets given for locked volumes; a locked
+    volume one of them opens is mapped by the filesystem inside. Raises InputError only when
+    ``src`` cannot be read at all.
     """
     if src.size == 0:
         return Volume("empty", 0, (), CopyMethod.NATIVE, reason="empty partition")
@@ -118,8 +120,7 @@ def probe_volume(src: ByteSource, type_id: str = "") -> Volume:
         return raw_volume(src, "container", container, VolumeState.UNKNOWN)
     head = src.pread(min(HEAD, src.size), 0)
     if is_bitlocker(head):  # "-FVE-FS-", or To Go's FAT32 sector with a BitLocker GUID
-        locked = raw_volume(src, "bitlocker", BITLOCKER_REASON, VolumeState.ENCRYPTED)
-        return replace(locked, notes=probe_notes(src))
+        return bitlocker_probe.probe(src, keys, probe_volume)
     sig = _signature(src, head)
     if sig is not None:
         return raw_volume(src, sig.fstype, sig.reason, sig.state)
