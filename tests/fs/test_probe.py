@@ -77,13 +77,17 @@ def loop_device(tmp_path: Path) -> Iterator[str]:
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
-def test_lvm_pv_made_by_pvcreate_is_raw(loop_device: str) -> None:
+def test_lvm_pv_in_no_volume_group_is_its_label_and_metadata(loop_device: str) -> None:
+    """A PV that pvcreate made and no VG uses: only [0, pe_start) is copied (tests/fs/test_lvm.py
+    has PVs with volume groups)."""
     run(["pvcreate", "-q", "-ff", "-y", "--devices", loop_device, loop_device])
+    argv = ["pvs", "--devices", loop_device, "--noheadings", "--units", "b", "--nosuffix"]
+    pe_start = int(run([*argv, "-o", "pe_start", loop_device]).stdout.decode())
     with FileSource(loop_device) as src:
         volume = probe_volume(src)
     assert volume.fstype == "lvm2-pv"
-    assert volume.copy is CopyMethod.RAW
-    assert_raw_whole(src.size, volume.used)
+    assert volume.copy is CopyMethod.NATIVE
+    assert volume.used == (Extent(0, pe_start),)
 
 
 @pytest.mark.parametrize("offset", [0, 4096, -8192])
