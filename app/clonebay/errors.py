@@ -75,6 +75,19 @@ class FilesystemError(InputError):
     title = "Filesystem not understood"
 
 
+class LuksError(InputError):
+    """A LUKS volume's header is damaged, or the volume uses something not read here (a cipher,
+    an interrupted reencryption, a detached header, dm-integrity); it is then copied whole."""
+
+    title = "LUKS volume not understood"
+
+
+class LuksKeyError(InputError):
+    """No passphrase or key file given opens any of a LUKS volume's key slots."""
+
+    title = "Key refused"
+
+
 class PartitionTableError(InputError):
     """A partition table is damaged or inconsistent."""
 
