@@ -5,14 +5,13 @@ or malformed keys, damaged and hostile metadata, and dislocker's decryption as a
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import random
 import shutil
 import struct
 import tarfile
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,86 +37,17 @@ from clonebay.fs.probe import probe_volume
 from clonebay.model import CopyMethod, VolumeState
 from clonebay.system.blockdev import ByteSource, BytesSource, FileSource
 from clonebay.system.run import run
+from tests.bitlocker_data import BEK, READABLE, TARBALL, VOLUMES, Shipped, load_shipped
 
-TARBALL = Path(__file__).parents[1] / "data" / "bitlocker" / "bitlocker-images.tar.xz"
-BEK = "4381F759-C4F8-4DE0-BB61-FC33A831BDA5.BEK"
-VOLUMES = [
-    "bitlk-aes-cbc-128",
-    "bitlk-aes-xts-128",
-    "bitlk-aes-xts-256",
-    "bitlk-aes-cbc-elephant-128",
-    "bitlk-togo-aes-xts-128",
-    "bitlk-aes-xts-128-eow",
-    "bitlk-aes-xts-128-startup-key",
-    "bitlk-aes-xts-128-two-recovery",
-    "bitlk-aes-xts-128-clearkey-only",
-]
-READABLE = [v for v in VOLUMES if not v.endswith("-eow")]  # cryptsetup does not open -eow either
-MODES = {"aes-xts-plain64": "xts", "aes-cbc-eboiv": "cbc", "aes-cbc-elephant": "cbc-elephant"}
 CHUNK = 4 << 20
 # Protectors a volume has beyond those images.conf names: the startup-key volume also has a
 # password protector whose password images.conf does not give (PW is empty there).
 UNNAMED = {"bitlk-aes-xts-128-startup-key": [ProtectorKind.PASSWORD]}
 
 
-@dataclass(frozen=True)
-class Shipped:
-    """One volume as images.conf describes it."""
-
-    path: Path
-    guid: str
-    mode: str
-    password: str
-    protectors: dict[str, ProtectorKind]  # protector GUID -> kind
-    recovery: dict[str, str]  # recovery password -> the GUID of the protector it opens
-    sha256: str
-
-
-def _unpack_sparse(folder: Path) -> None:
-    """Unpack the archive leaving runs of zeros as holes (~1 GiB apparent, a few MiB used)."""
-    with tarfile.open(TARBALL) as tar:
-        for member in tar.getmembers():
-            reader = tar.extractfile(member) if member.isfile() else None
-            if reader is None:
-                continue
-            with (folder / Path(member.name).name).open("wb") as out:
-                while chunk := reader.read(1 << 20):
-                    if chunk.count(0) == len(chunk):
-                        out.seek(len(chunk), 1)
-                    else:
-                        out.write(chunk)
-                out.truncate(member.size)
-
-
 @pytest.fixture(scope="session")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Shipped]:
-    folder = tmp_path_factory.mktemp("bitlocker")
-    _unpack_sparse(folder)
-    conf = configparser.ConfigParser()
-    conf.read(folder / "images.conf")
-    assert sorted(conf.sections()) == sorted(VOLUMES)
-    volumes = {}
-    for name in conf.sections():
-        s = conf[name]
-        kinds = {
-            "PW_VMK_GUID": ProtectorKind.PASSWORD,
-            "RP_VMK_GUID": ProtectorKind.RECOVERY_PASSWORD,
-            "RP2_VMK_GUID": ProtectorKind.RECOVERY_PASSWORD,
-            "SK_VMK_GUID": ProtectorKind.STARTUP_KEY,
-            "CLEARKEY_VMK_GUID": ProtectorKind.CLEAR_KEY,
-        }
-        protectors = {s[k].upper(): kind for k, kind in kinds.items() if s.get(k)}
-        recovery = {s[k]: s[f"{k}_VMK_GUID"].upper() for k in ("RP", "RP2") if s.get(k)}
-        volumes[name] = Shipped(
-            folder / f"{name}.img",
-            s["GUID"].upper(),
-            MODES[s["CIPHER"]],
-            s.get("PW", ""),
-            protectors,
-            recovery,
-            s["SHA256SUM"],
-        )
-    return volumes
+    return load_shipped(tmp_path_factory.mktemp("bitlocker"))
 
 
 def _meta(volume: Shipped) -> FveMetadata:

@@ -21,6 +21,7 @@ import pytest
 
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import make_plan
+from clonebay.engine.layout.states import HIBERNATED_WORDS
 from clonebay.model import CopyMethod, VolumeState
 from clonebay.system.run import run
 from clonebay.testdisks import ntfs as ntfsdisk
@@ -30,10 +31,7 @@ from tests.fs.test_ntfs import _write_logfile_restart
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="ntfs-3g (FUSE) needs root")
 HIDDEN_SECTORS = 0x1C  # NTFS BPB: 32-bit start of the volume in sectors
-HIBERNATED_NOTE = (
-    "p3: hibernated (hiberfil.sys): hidden sectors not patched, not grown; only this machine"
-    " should resume it"
-)
+HIBERNATED_NOTE = "p3: " + HIBERNATED_WORDS
 
 
 def _hidden(image: Path, start: int) -> int:

@@ -19,6 +19,7 @@ from clonebay.cli.fixup import (
     preview_text,
 )
 from clonebay.cli.health import source_warning
+from clonebay.cli.keys import add_key_options, keyring
 from clonebay.cli.rescue import (
     DONE_WITH_ERRORS,
     add_rescue_options,
@@ -58,11 +59,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from clonebay.engine import inspect_disk
+    from clonebay.engine import check_keys, inspect_disk
     from clonebay.engine.postcopy.windows_probe import windows_json, windows_on
     from clonebay.system.smart import read_health
 
-    report = inspect_disk(args.disk)
+    keys = keyring(args)
+    report = inspect_disk(args.disk, keys)
+    check_keys(report, keys)
     found = windows_on(report)
     health = read_health(args.disk)
     if args.json:
@@ -91,6 +94,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         scratch=args.scratch,
         rescue=rescue_options(args),
         resume=args.resume,
+        keys=keyring(args),
     )
     if len(args.target) > 1:
         return _clone_many(args, options)
@@ -177,6 +181,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("probe", help="show a disk's partitions, filesystems and copy methods")
     p.add_argument("disk", help="a disk device, a /dev/disk/by-id name, or a disk image file")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_key_options(p)
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("clone", help="copy a disk (or a volume) onto another disk or file")
@@ -214,6 +219,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_postcopy_options(p)
     add_rescue_options(p, "/var/lib/clonebay/rescue/SOURCE-SERIAL.map")
     add_resume_option(p, "clone")
+    add_key_options(p)
     add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_clone)

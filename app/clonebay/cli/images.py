@@ -27,6 +27,7 @@ from clonebay.cli.fixup import (
     preview_text,
 )
 from clonebay.cli.health import source_warning
+from clonebay.cli.keys import add_key_options, keyring
 from clonebay.cli.rescue import (
     DONE_WITH_ERRORS,
     add_rescue_options,
@@ -52,8 +53,9 @@ def _cmd_save(args: argparse.Namespace) -> int:
     from clonebay.engine import jobs
 
     warned = source_warning(args, args.source)
+    keys = keyring(args)
     if args.dry_run:
-        plan = jobs.save_plan(args.source, args.partition)
+        plan = jobs.save_plan(args.source, args.partition, keys)
         emit_result(args, plan.as_dict() | {"warnings": warned}, plan.text())
         return 0
     options = jobs.SaveOptions(
@@ -66,6 +68,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
         scratch=args.scratch,
         rescue=rescue_options(args),
         resume=args.resume,
+        keys=keys,
     )
     with contextlib.ExitStack() as stack:
         image: str | IO[bytes] = args.image
@@ -282,6 +285,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_rescue_options(p, "IMAGE.map, beside the image")
     add_resume_option(p, "save")
+    add_key_options(p)
     no_space_check(p)
     add_store_options(p)
     p.set_defaults(func=_cmd_save)

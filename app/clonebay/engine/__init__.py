@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from clonebay.engine.inspect import DiskReport, inspect_disk
     from clonebay.engine.jobs import JobPlan
     from clonebay.engine.layout.plan import Grow, Plan
+    from clonebay.engine.locked import check_keys
     from clonebay.engine.multicast import unicast
     from clonebay.engine.restore.placements import RestoreOptions
     from clonebay.engine.target.fanout import TargetOutcome
@@ -42,6 +43,7 @@ _NAMES = {
     "TargetOutcome": "clonebay.engine.target.fanout",
     "DiskReport": "clonebay.engine.inspect",
     "inspect_disk": "clonebay.engine.inspect",
+    "check_keys": "clonebay.engine.locked",
     "JobPlan": "clonebay.engine.jobs",
     "Grow": "clonebay.engine.layout.plan",
     "Plan": "clonebay.engine.layout.plan",
@@ -67,6 +69,7 @@ __all__ = [
     "RestoreOptions",
     "TargetOutcome",
     "browse_jobs",
+    "check_keys",
     "clone",
     "clone_many",
     "clone_plan",

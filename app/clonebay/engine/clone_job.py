@@ -32,6 +32,7 @@ from clonebay.engine.layout.plan import (
     make_plan,
     volume_plan,
 )
+from clonebay.engine.locked import check_keys
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.rescue.clone import default_map, domain, rescue_rest, rescued
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
@@ -53,6 +54,7 @@ from clonebay.engine.target.fanout import (
 )
 from clonebay.errors import DeviceError, UsageError
 from clonebay.fs import extents
+from clonebay.fs.keyring import Keyring
 from clonebay.imaging.codec import is_zero_chunk
 from clonebay.model import CopyMethod, Extent, Partition, Progress, VolumeState
 from clonebay.system.blockdev import SourceDevice, is_block_device
@@ -75,6 +77,7 @@ class CloneOptions:
     rescue: RescueOptions | None = None  # read a failing source (engine/rescue/)
     resume: bool = False  # go on with the interrupted clone onto the target (engine/resume/)
     checkpoint_every: float = CHECKPOINT_EVERY  # seconds between two (engine/resume/)
+    keys: Keyring | None = None  # secrets for locked volumes (fs/keyring.py)
 
 
 @dataclass
@@ -129,7 +132,9 @@ def _base(disk: str, part: Partition) -> Base:
 def clone_plan(source: str, target: str, options: CloneOptions = CloneOptions()) -> Plan:
     """Check the guards and make the Plan; writes nothing."""
     checks.preflight(source, target, options.allow_mounted_source)
-    return _plan(inspect_disk(source), target, options, {})
+    report = inspect_disk(source, options.keys)
+    check_keys(report, options.keys)
+    return _plan(report, target, options, {})
 
 
 def _used(move: Move) -> tuple[Extent, ...]:
@@ -325,7 +330,8 @@ def clone_plans(
         raise UsageError("--resume goes on with one target at a time: resume each on its own")
     for target in targets:
         checks.preflight(source, target, options.allow_mounted_source)
-    report = inspect_disk(source)
+    report = inspect_disk(source, options.keys)
+    check_keys(report, options.keys)
     minimums: dict[int, int] = {}
     plans = {target: _plan(report, target, options, minimums) for target in targets}
     shrinking = {p.moves for p in plans.values() if p.shrinks}

@@ -23,6 +23,7 @@ from clonebay.engine.clone_state import (
 from clonebay.engine.convert import convert
 from clonebay.engine.inspect import inspect_disk
 from clonebay.engine.layout.plan import Grow
+from clonebay.engine.locked import check_keys
 from clonebay.engine.regions import SourceRegion, source_regions
 from clonebay.engine.rescue.files import PREFIX as HIT_PREFIX
 from clonebay.engine.rescue.reader import RescueOptions
@@ -39,6 +40,7 @@ from clonebay.engine.target.fanout import StateSink, TargetOutcome
 from clonebay.engine.verify import verify_image as verify_directory
 from clonebay.engine.verify import verify_stream, verify_target
 from clonebay.errors import UsageError
+from clonebay.fs.keyring import Keyring
 from clonebay.imaging.manifest import Manifest
 from clonebay.imaging.reader import ImageReader, VerifyReport
 from clonebay.imaging.stream_convert import is_stream_file
@@ -131,9 +133,10 @@ def _line(region: SourceRegion) -> PlanLine:
     )
 
 
-def save_plan(source: str, partition: int | None = None) -> JobPlan:
+def save_plan(source: str, partition: int | None = None, keys: Keyring | None = None) -> JobPlan:
     """What ``save`` would read from ``source`` (nothing is written)."""
-    report = inspect_disk(source)
+    report = inspect_disk(source, keys)
+    check_keys(report, keys)
     regions = source_regions(report, partition)
     return JobPlan(
         f"save {source}: {report.table.kind} table, {len(regions)} regions",

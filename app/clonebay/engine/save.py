@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from clonebay.engine.inspect import DiskReport, inspect_disk
+from clonebay.engine.locked import check_keys
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
@@ -45,6 +46,7 @@ from clonebay.engine.shrink.compact import Compacted, smallest_plan
 from clonebay.engine.stores.space import check_room
 from clonebay.errors import ClonebayError, StoreFullError, UsageError
 from clonebay.fs import extents
+from clonebay.fs.keyring import Keyring
 from clonebay.imaging import checkpoint, spec
 from clonebay.imaging.codec import EncodedChunk, encode_chunk
 from clonebay.imaging.imagedir import remove_incomplete
@@ -74,6 +76,7 @@ class SaveOptions:
     rescue: RescueOptions | None = None  # read a failing source (engine/rescue/), map beside
     resume: bool = False  # go on with the interrupted save into the image (engine/resume/)
     checkpoint_every: float = CHECKPOINT_EVERY  # seconds between two (engine/resume/)
+    keys: Keyring | None = None  # secrets for locked volumes (fs/keyring.py)
 
 
 def chunk_tasks(
@@ -202,7 +205,8 @@ def save(
             return resume_passes(source, image, options, cancel or threading.Event())
         with SourceDevice(source) as src:  # the same disk? (before reading its filesystems)
             check_resumable(point, None, src, None)
-    report = inspect_disk(source)
+    report = inspect_disk(source, options.keys)
+    check_keys(report, options.keys)
     with _compacted(report, options) as compacted:
         if compacted is not None:
             report = compacted.report

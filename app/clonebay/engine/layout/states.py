@@ -12,6 +12,15 @@ from __future__ import annotations
 from clonebay.model import CopyMethod, Volume, VolumeState
 
 NOT_EDITED = (VolumeState.HIBERNATED, VolumeState.ENCRYPTED)
+HIBERNATED_WORDS = (
+    "Windows was not shut down: it hibernated, or shut down with Fast Startup (on by default),"
+    " which saves the running system into hiberfil.sys and leaves the volume as if still in"
+    " use. It is copied whole, every byte, and left untouched (not grown, hidden sectors not"
+    " set), because only this machine may resume that saved system without losing files. To"
+    " copy only the used blocks: start Windows, then shut it down fully (hold Shift while"
+    " clicking Shut down, or run `shutdown /s /t 0`; `powercfg /h off` turns Fast Startup off"
+    " for good), and copy again."
+)
 EDITABLE = (VolumeState.CLEAN, VolumeState.DIRTY, VolumeState.NEEDS_RECOVERY, VolumeState.ERRORS)
 
 
@@ -35,10 +44,10 @@ def state_note(name: str, volume: Volume | None) -> str:
         return ""
     state, fs = volume.state, volume.fstype
     if state is VolumeState.HIBERNATED:
-        return (
-            f"{name}: hibernated (hiberfil.sys): hidden sectors not patched, not grown; only this"
-            " machine should resume it"
-        )
+        also = " It is also BitLocker-encrypted: the copy keeps that." if fs == "bitlocker" else ""
+        return f"{name}: {HIBERNATED_WORDS}{also}"
+    if state is VolumeState.ENCRYPTED and volume.copy is CopyMethod.NATIVE:
+        return f"{name}: {volume.reason}"
     if state is VolumeState.ENCRYPTED:
         return f"{name}: encrypted ({volume.reason}): copied raw, never edited"
     if volume.copy is CopyMethod.RAW:

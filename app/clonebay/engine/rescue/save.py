@@ -86,7 +86,7 @@ def resume_passes(
     assert options.rescue is not None
     with ImageReader(image) as reader:
         manifest = reader.manifest
-    regions = source_regions(inspect_disk(source), manifest.source.partition)
+    regions = source_regions(inspect_disk(source, options.keys), manifest.source.partition)
     if [(r.name, r.disk_offset, r.size) for r in regions] != [
         (e.name, e.disk_offset, e.size) for e in manifest.regions
     ]:

@@ -1,0 +1,92 @@
+"""The options that give keys for locked volumes, and reading the secrets they ask for.
+
+A secret never goes on the command line (every user sees the process list): ``--key`` and
+``--recovery-password`` ask for it on the terminal without echo, or read one line of standard
+input when that is not a terminal (a script: ``printf '%s\\n' "$PW" | clonebay clone ...``).
+Several may be given: each asks once, in the order ``--key`` then ``--recovery-password``.
+``--startup-key`` and ``--key-file`` name files (a .BEK on a USB stick, a LUKS key file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from clonebay.errors import UsageError
+from clonebay.fs.bitlocker_keys import read_startup_key
+from clonebay.fs.keyring import Keyring
+
+KEY_FILE_LIMIT = 8 << 20  # cryptsetup's default key file limit is 8 MiB too
+
+
+def add_key_options(p: argparse.ArgumentParser) -> None:
+    """``--key``, ``--recovery-password``, ``--startup-key FILE``, ``--key-file FILE``."""
+    group = p.add_argument_group("locked volumes (BitLocker, LUKS): copy only their used blocks")
+    group.add_argument(
+        "--key",
+        action="count",
+        default=0,
+        help="ask for a BitLocker password or LUKS passphrase (no echo; one line of stdin when"
+        " it is not a terminal); repeat for several volumes",
+    )
+    group.add_argument(
+        "--recovery-password",
+        action="count",
+        default=0,
+        help="ask for a BitLocker 48-digit recovery password (the recovery key ID to look up"
+        " is shown by probe); repeat for several volumes",
+    )
+    group.add_argument(
+        "--startup-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a BitLocker startup key (.BEK file)",
+    )
+    group.add_argument(
+        "--key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a LUKS key file",
+    )
+
+
+def _ask(prompt: str) -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt, stream=sys.stderr)
+    line = sys.stdin.readline()
+    if not line:
+        raise UsageError(f"{prompt.rstrip(': ')}: standard input ended before a line was read")
+    return line.rstrip("\r\n")
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with Path(path).open("rb") as f:
+            data = f.read(KEY_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from exc
+    if len(data) > KEY_FILE_LIMIT:
+        raise UsageError(f"{what} {path}: larger than {KEY_FILE_LIMIT >> 20} MiB")
+    if not data:
+        raise UsageError(f"{what} {path}: the file is empty")
+    return data
+
+
+def keyring(args: argparse.Namespace) -> Keyring | None:
+    """The secrets the options ask for (None when no option gives one)."""
+    keys = Keyring()
+    for n in range(getattr(args, "key", 0)):
+        which = f" {n + 1}" if args.key > 1 else ""
+        keys.passwords.append(_ask(f"BitLocker password or LUKS passphrase{which}: "))
+    for n in range(getattr(args, "recovery_password", 0)):
+        which = f" {n + 1}" if args.recovery_password > 1 else ""
+        keys.recovery_passwords.append(_ask(f"BitLocker recovery password{which}: "))
+    for path in getattr(args, "startup_key", []):
+        keys.startup_keys.append(read_startup_key(_read_file(path, "startup key"), path))
+    for path in getattr(args, "key_file", []):
+        keys.key_files.append(_read_file(path, "key file"))
+    return keys if keys else None

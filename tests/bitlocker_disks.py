@@ -1,0 +1,106 @@
+"""BitLocker volumes with a valid NTFS inside, and reading them back, with dislocker as the oracle.
+
+The shipped volumes (tests/bitlocker_data.py) were made by Windows but their NTFS is not
+consistent. A test that copies one needs a real NTFS inside, so a copy of a shipped volume is
+unlocked read-write with dislocker-fuse, ``mkntfs`` formats the decrypted file and ntfs-3g writes a
+Windows-like tree into it. dislocker refuses writes into BitLocker's metadata areas (EFAULT), so
+the NTFS is made smaller than the offset of the first area (the rest of the volume is BitLocker's
+and unused): ``ntfs_bytes``. Reading back goes through dislocker-fuse (read-only) and ntfs-3g, code
+that is not clonebay's; the password is given on dislocker's command line, which is fine for a
+test's own oracle and is never done by clonebay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from clonebay.system.procs import holders
+from clonebay.system.run import run
+
+TREE = {  # path -> size: a Windows-like tree, 13.7 MB in all
+    "Windows/System32/config/SYSTEM": 3_145_728,
+    "Windows/System32/config/SOFTWARE": 4_194_304,
+    "Windows/System32/drivers/etc/hosts": 824,
+    "Users/tech/Documents/report.docx": 1_234_567,
+    "Users/tech/Pictures/site.jpg": 2_500_001,
+    "Users/tech/Desktop/notes.txt": 1_000,
+    "ProgramData/Vendor/data.bin": 2_621_440,
+}
+
+
+def _wait_released(path: Path) -> None:
+    """Until no process holds ``path`` (ntfs-3g writes its last data as it exits)."""
+    end = time.monotonic() + 60
+    while holders(path) and time.monotonic() < end:
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def unlocked(volume: Path, secret: str, *, offset: int = 0, writable: bool = False,
+             recovery: bool = False) -> Iterator[Path]:  # fmt: skip
+    """The decrypted file dislocker-fuse serves for the BitLocker volume at ``offset``."""
+    point = Path(tempfile.mkdtemp(prefix="clonebay-dislocker-"))
+    how = f"-p{secret}" if recovery else f"-u{secret}"
+    argv = ["dislocker-fuse", "-V", str(volume), "-O", str(offset), how]
+    run([*argv, *([] if writable else ["-r"]), "--", str(point)])
+    try:
+        yield point / "dislocker-file"
+    finally:
+        run(["umount", str(point)])
+        _wait_released(volume)
+        point.rmdir()
+
+
+@contextlib.contextmanager
+def mounted_ntfs(file: Path, *, writable: bool = False) -> Iterator[Path]:
+    point = Path(tempfile.mkdtemp(prefix="clonebay-ntfs-"))
+    run(["ntfs-3g", "-o", "rw" if writable else "ro", str(file), str(point)])
+    try:
+        yield point
+    finally:
+        run(["umount", str(point)])
+        _wait_released(file)
+        point.rmdir()
+
+
+def fill_volume(volume: Path, password: str, ntfs_bytes: int, seed: int = 7) -> dict[str, str]:
+    """Format the NTFS inside BitLocker ``volume`` (``ntfs_bytes`` long) and write TREE into
+    it; returns each file's SHA-256."""
+    rng = random.Random(seed)
+    sums = {}
+    with unlocked(volume, password, writable=True) as plain:
+        run(["mkntfs", "-F", "-Q", "-L", "Windows", str(plain), str(ntfs_bytes // 512)])
+        with mounted_ntfs(plain, writable=True) as root:
+            for rel, size in TREE.items():
+                data = rng.randbytes(size)
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (root / rel).write_bytes(data)
+                sums[rel] = hashlib.sha256(data).hexdigest()
+            os.sync()
+    return sums
+
+
+def read_tree(
+    volume: Path, secret: str, ntfs_bytes: int, *, offset: int = 0, recovery: bool = False
+) -> dict[str, str]:
+    """Each TREE file's SHA-256 as dislocker and ntfs-3g read it, once ``ntfsfix -n`` passed on
+    the NTFS's ``ntfs_bytes`` (ntfsfix looks for the backup boot sector at the file's end)."""
+    with unlocked(volume, secret, offset=offset, recovery=recovery) as plain:
+        with tempfile.TemporaryDirectory() as tmp:
+            alone = Path(tmp) / "ntfs.img"
+            with plain.open("rb") as fin, alone.open("wb") as fout:
+                fout.write(fin.read(ntfs_bytes))
+            run(["ntfsfix", "-n", str(alone)])
+        with mounted_ntfs(plain) as root:
+            return {
+                rel: hashlib.sha256((root / rel).read_bytes()).hexdigest()
+                for rel in TREE
+                if (root / rel).is_file()
+            }

@@ -1,0 +1,210 @@
+"""A BitLocker volume copied by the used clusters of its NTFS, still encrypted, from the CLI.
+
+The source disk: GPT, p1 a BitLocker volume made by Windows (AES-XTS 128, with a password and a
+recovery password protector) holding a valid NTFS with a Windows-like tree (tests/bitlocker_disks),
+p2 ext4. With the key (password or recovery password, typed on standard input, never on the
+command line) the clone and the save/restore carry only ciphertext: BitLocker's boot sector,
+metadata areas and relocated boot sectors, and the NTFS's used clusters. The oracle reads the
+target through dislocker and ntfs-3g with both secrets: every file as written, ntfsfix clean.
+partclone.ntfs on dislocker's decrypted file says which clusters are used (the byte count is
+checked against it). No secret is in the CLI's output, the image's files or the process list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from clonebay.fs import extents
+from clonebay.fs.bitlocker_meta import read_metadata
+from clonebay.model import Extent
+from clonebay.system.blockdev import FileSource
+from clonebay.system.run import output, run
+from tests.bitlocker_data import Shipped, load_shipped
+from tests.bitlocker_disks import fill_volume, read_tree, unlocked
+from tests.edgedisks import CLONEBAY, gpt_disk, layout, mkext, put
+from tests.oracles import partclone_used
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="dislocker-fuse and ntfs-3g (FUSE) need root"),
+    pytest.mark.skipif(shutil.which("dislocker-fuse") is None, reason="dislocker is not installed"),
+]
+MIB = 1 << 20
+NTFS_BYTES = 32 * MIB  # below the first FVE metadata area (33.6 MiB): see tests/bitlocker_disks
+VOLUME = "bitlk-aes-xts-128"
+
+
+class Source:
+    def __init__(self, disk: Path, volume: Shipped, sums: dict[str, str], used: int) -> None:
+        self.disk = disk
+        self.volume = volume
+        self.sums = sums
+        self.used = used  # the NTFS's used bytes as partclone counts them
+        self.start = layout(disk)[1][0] * 512
+
+    @property
+    def recovery(self) -> str:
+        return next(iter(self.volume.recovery))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    work = tmp_path_factory.mktemp("bitlocker-copy")
+    shipped = load_shipped(work)
+    volume = shipped[VOLUME]
+    sums = fill_volume(volume.path, volume.password, NTFS_BYTES)
+    with unlocked(volume.path, volume.password) as plain:
+        used = extents.total(partclone_used(plain, "ntfs"))
+    disk = gpt_disk(work / "disk.img", 160 * MIB, "1:2048:+100M", "2:0:+40M", typecodes=["1:0700"])
+    parts = layout(disk)
+    assert parts[1][1] * 512 == volume.path.stat().st_size
+    put(disk, volume.path, parts[1][0] * 512)
+    mkext(disk, parts[2][0] * 512, parts[2][1] * 512)
+    return Source(disk, volume, sums, used)
+
+
+def cli(*args: str, secrets: str = "") -> subprocess.CompletedProcess[str]:
+    """The CLI with ``secrets`` on its standard input (one per line), as a script runs it."""
+    env = {**os.environ, "LC_ALL": "C"}
+    return subprocess.run(
+        [str(CLONEBAY), *args], input=secrets, capture_output=True, text=True, env=env, check=False
+    )
+
+
+def _result(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert done.returncode == 0, done.stderr + done.stdout
+    last = [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
+    result: dict[str, object] = json.loads(last)
+    return result
+
+
+def _leaks(text: str | bytes, source: Source) -> list[str]:
+    secrets = [source.volume.password, source.recovery]
+    blob = text.encode() if isinstance(text, str) else text
+    forms = [s.encode() for s in secrets] + [s.encode("utf-16-le") for s in secrets]
+    return [f.decode(errors="replace") for f in forms if f in blob]
+
+
+def _metadata_bytes(source: Source) -> int:
+    with FileSource(str(source.volume.path)) as src:
+        meta = read_metadata(src)
+    return extents.total(extents.normalize((Extent(0, meta.header_size), *meta.kept_extents)))
+
+
+def _check_target(target: Path, source: Source) -> None:
+    """The target's p1 opens with both secrets, and holds every file as written."""
+    start = layout(target)[1][0] * 512
+    password, recovery = source.volume.password, source.recovery
+    assert read_tree(target, password, NTFS_BYTES, offset=start) == source.sums
+    assert read_tree(target, recovery, NTFS_BYTES, offset=start, recovery=True) == source.sums
+
+
+def test_probe_shows_the_protectors_and_maps_with_the_key(source: Source) -> None:
+    locked = cli("probe", "--json", str(source.disk))
+    p1 = json.loads(locked.stdout)["partitions"][0]["volume"]
+    assert p1["fstype"] == "bitlocker" and p1["copy"] == "raw"
+    notes = " ".join(p1["notes"])
+    assert "recovery key ID" in notes and next(iter(source.volume.recovery.values())) in notes
+    opened = cli(
+        "probe", "--json", "--recovery-password", str(source.disk), secrets=source.recovery
+    )
+    assert opened.returncode == 0, opened.stderr
+    p1 = json.loads(opened.stdout)["partitions"][0]["volume"]
+    assert p1["copy"] == "native" and p1["state"] == "encrypted"
+    assert "recovery password" in p1["reason"] and "ntfs" in p1["reason"]
+    assert not _leaks(opened.stdout + opened.stderr, source)
+
+
+def test_clone_with_the_password_copies_only_the_used_clusters(
+    source: Source, tmp_path: Path
+) -> None:
+    target = tmp_path / "target.img"
+    done = cli("clone", "--json", "--yes", "--key", str(source.disk), str(target),
+               secrets=source.volume.password + "\n")  # fmt: skip
+    result = _result(done)
+    assert not _leaks(done.stdout + done.stderr, source)
+    _check_target(target, source)
+    run(["e2fsck", "-fn", f"{target}?offset={layout(target)[2][0] * 512}"], check=False)
+    # p1's share of the copy: the NTFS's used clusters plus BitLocker's own areas, within 1 %
+    probe = json.loads(cli("probe", "--json", "--key", str(source.disk),
+                           secrets=source.volume.password).stdout)  # fmt: skip
+    p1_used = probe["partitions"][0]["volume"]["used_bytes"]
+    expected = source.used + _metadata_bytes(source)
+    assert abs(p1_used - expected) <= expected // 100, (p1_used, expected)
+    assert p1_used < 100 * MIB // 4  # far below the volume's 100 MiB
+    assert isinstance(result["copied_bytes"], int) and result["copied_bytes"] < 60 * MIB
+
+
+def test_save_and_restore_keep_the_encryption(source: Source, tmp_path: Path) -> None:
+    image = tmp_path / "bl.image"
+    done = cli("save", "--json", "--recovery-password", str(source.disk), str(image),
+               secrets=source.recovery + "\n")  # fmt: skip
+    _result(done)
+    manifest = json.loads((image / "manifest.json").read_text())
+    (p1,) = [r for r in manifest["regions"] if r["name"] == "p1"]
+    assert p1["copy"] == "native" and p1["fstype"] == "bitlocker"
+    protector = next(iter(source.volume.recovery.values()))
+    assert protector in p1["reason"]  # which protector opened it: its ID, never the secret
+    for path in image.rglob("*"):
+        if path.is_file():
+            assert not _leaks(path.read_bytes(), source), path
+    target = tmp_path / "restored.img"
+    restored = cli("restore", "--json", "--yes", str(image), str(target))
+    assert restored.returncode == 0, restored.stderr
+    _check_target(target, source)
+
+
+def test_without_the_key_the_volume_is_copied_whole(source: Source, tmp_path: Path) -> None:
+    target = tmp_path / "raw.img"
+    done = cli("clone", "--json", "--yes", str(source.disk), str(target))
+    result = _result(done)
+    assert isinstance(result["copied_bytes"], int)
+    assert result["copied_bytes"] > 90 * MIB  # the whole 100 MiB volume (its zeros skipped)
+    _check_target(target, source)
+
+
+def test_a_wrong_key_is_refused_before_anything_is_written(source: Source, tmp_path: Path) -> None:
+    target = tmp_path / "never.img"
+    wrong = "111111-222222-333333-444444-555555-666666-777777-888888"
+    done = cli("clone", "--yes", "--recovery-password", str(source.disk), str(target),
+               secrets=wrong + "\n")  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert "none of the keys given opens" in done.stderr and "nothing was written" in done.stderr
+    assert wrong not in done.stderr + done.stdout
+    assert not target.exists()
+    typo = cli("clone", "--yes", "--recovery-password", str(source.disk), str(target),
+               secrets="12345\n")  # fmt: skip
+    assert typo.returncode == 5 and not target.exists(), typo.stderr
+
+
+def test_no_secret_in_the_process_list(source: Source, tmp_path: Path) -> None:
+    """While the CLI waits for the key and while it copies, ``ps`` shows no secret."""
+    target = tmp_path / "ps.img"
+    argv = [str(CLONEBAY), "clone", "--yes", "--key", str(source.disk), str(target)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(1.0)  # it is reading standard input now
+        listing = output(["ps", "-eo", "args"])
+        assert str(source.disk) in listing and not _leaks(listing, source)
+        assert proc.stdin is not None
+        proc.stdin.write(source.volume.password + "\n")
+        proc.stdin.close()
+        while proc.poll() is None:
+            listing = output(["ps", "-eo", "args"])
+            assert not _leaks(listing, source)
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 0, err
+    assert not _leaks(out + err, source)
