@@ -21,9 +21,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from clonebay.fs import extents
 from clonebay.system.procs import holders
 from clonebay.system.run import run
+from tests.bitlocker_data import Shipped, load_shipped
+from tests.edgedisks import gpt_disk, layout, mkext, put
+from tests.oracles import partclone_used
 
+MIB = 1 << 20
+NTFS_BYTES = 32 * MIB  # below the first FVE metadata area of VOLUME (33.6 MiB)
+VOLUME = "bitlk-aes-xts-128"  # AES-XTS 128, a password and a recovery password protector
 TREE = {  # path -> size: a Windows-like tree, 13.7 MB in all
     "Windows/System32/config/SYSTEM": 3_145_728,
     "Windows/System32/config/SOFTWARE": 4_194_304,
@@ -104,3 +111,33 @@ def read_tree(
                 for rel in TREE
                 if (root / rel).is_file()
             }
+
+
+class Source:
+    """A GPT disk image: p1 the BitLocker VOLUME with a valid NTFS holding TREE, p2 ext4."""
+
+    def __init__(self, disk: Path, volume: Shipped, sums: dict[str, str], used: int) -> None:
+        self.disk = disk
+        self.volume = volume
+        self.sums = sums
+        self.used = used  # the NTFS's used bytes as partclone counts them
+        self.start = layout(disk)[1][0] * 512
+
+    @property
+    def recovery(self) -> str:
+        """Its recovery password (the volume's password is ``volume.password``)."""
+        return next(iter(self.volume.recovery))
+
+
+def bitlocker_disk(work: Path) -> Source:
+    """Build the Source disk in ``work`` (about 10 s)."""
+    volume = load_shipped(work)[VOLUME]
+    sums = fill_volume(volume.path, volume.password, NTFS_BYTES)
+    with unlocked(volume.path, volume.password) as plain:
+        used = extents.total(partclone_used(plain, "ntfs"))
+    disk = gpt_disk(work / "disk.img", 160 * MIB, "1:2048:+100M", "2:0:+40M", typecodes=["1:0700"])
+    parts = layout(disk)
+    assert parts[1][1] * 512 == volume.path.stat().st_size
+    put(disk, volume.path, parts[1][0] * 512)
+    mkext(disk, parts[2][0] * 512, parts[2][1] * 512)
+    return Source(disk, volume, sums, used)

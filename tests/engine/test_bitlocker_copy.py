@@ -26,47 +26,19 @@ from clonebay.fs.bitlocker_meta import read_metadata
 from clonebay.model import Extent
 from clonebay.system.blockdev import FileSource
 from clonebay.system.run import output, run
-from tests.bitlocker_data import Shipped, load_shipped
-from tests.bitlocker_disks import fill_volume, read_tree, unlocked
-from tests.edgedisks import CLONEBAY, gpt_disk, layout, mkext, put
-from tests.oracles import partclone_used
+from tests.bitlocker_disks import NTFS_BYTES, Source, bitlocker_disk, read_tree
+from tests.edgedisks import CLONEBAY, layout
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="dislocker-fuse and ntfs-3g (FUSE) need root"),
     pytest.mark.skipif(shutil.which("dislocker-fuse") is None, reason="dislocker is not installed"),
 ]
 MIB = 1 << 20
-NTFS_BYTES = 32 * MIB  # below the first FVE metadata area (33.6 MiB): see tests/bitlocker_disks
-VOLUME = "bitlk-aes-xts-128"
-
-
-class Source:
-    def __init__(self, disk: Path, volume: Shipped, sums: dict[str, str], used: int) -> None:
-        self.disk = disk
-        self.volume = volume
-        self.sums = sums
-        self.used = used  # the NTFS's used bytes as partclone counts them
-        self.start = layout(disk)[1][0] * 512
-
-    @property
-    def recovery(self) -> str:
-        return next(iter(self.volume.recovery))
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
-    work = tmp_path_factory.mktemp("bitlocker-copy")
-    shipped = load_shipped(work)
-    volume = shipped[VOLUME]
-    sums = fill_volume(volume.path, volume.password, NTFS_BYTES)
-    with unlocked(volume.path, volume.password) as plain:
-        used = extents.total(partclone_used(plain, "ntfs"))
-    disk = gpt_disk(work / "disk.img", 160 * MIB, "1:2048:+100M", "2:0:+40M", typecodes=["1:0700"])
-    parts = layout(disk)
-    assert parts[1][1] * 512 == volume.path.stat().st_size
-    put(disk, volume.path, parts[1][0] * 512)
-    mkext(disk, parts[2][0] * 512, parts[2][1] * 512)
-    return Source(disk, volume, sums, used)
+    return bitlocker_disk(tmp_path_factory.mktemp("bitlocker-copy"))
 
 
 def cli(*args: str, secrets: str = "") -> subprocess.CompletedProcess[str]:
