@@ -28,6 +28,11 @@ Tree = dict[str, object]
 U64 = 1 << 64
 
 
+def _decimal(value: object) -> bool:
+    """A string of ASCII digits, short enough to be a u64 ("²" is a digit to str.isdigit)."""
+    return isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20
+
+
 def _get(obj: Tree, key: str, kind: type[T], where: str) -> T:
     value = obj.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
@@ -38,8 +43,8 @@ def _get(obj: Tree, key: str, kind: type[T], where: str) -> T:
 def _number(obj: Tree, key: str, where: str, default: int | None = None) -> int:
     """A JSON number or a decimal string (LUKS2's u64), in [0, 2**64)."""
     value = obj.get(key, default)
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if _decimal(value):
+        value = int(str(value))
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < U64:
         raise LuksError(f"{where}: {key!r} is missing or not a number ({value!r})")
     return value
@@ -54,7 +59,7 @@ def _base64(obj: Tree, key: str, where: str) -> bytes:
 
 def _ids(obj: Tree, key: str, where: str) -> tuple[int, ...]:
     items = _get(obj, key, list, where)
-    if not all(isinstance(i, str) and i.isdigit() for i in items):
+    if not all(_decimal(i) for i in items):
         raise LuksError(f"{where}: {key!r} is not a list of numbers")
     return tuple(int(i) for i in items)
 
@@ -64,7 +69,7 @@ def _objects(tree: Tree, key: str, where: str) -> list[tuple[int, Tree]]:
     section = _get(tree, key, dict, where)
     out = []
     for name, obj in section.items():
-        if not (isinstance(name, str) and name.isdigit() and isinstance(obj, dict)):
+        if not (_decimal(name) and isinstance(obj, dict)):
             raise LuksError(f"{where}: {key} entry {name!r} is not a numbered object")
         out.append((int(name), obj))
     return sorted(out, key=lambda item: item[0])
@@ -191,5 +196,4 @@ def metadata(tree: Tree, hdr_size: int, where: str) -> LuksHeader:
         requirements=tuple(str(m) for m in mandatory) if isinstance(mandatory, list) else ("?",),
         reencrypt_slots=tuple(reencrypt),
         tokens=tokens,
-        large_iv=True,
     )

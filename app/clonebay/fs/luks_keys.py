@@ -36,7 +36,7 @@ from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
 
 from clonebay.errors import InputError, LuksError, LuksKeyError
-from clonebay.fs.luks_crypt import SectorCipher
+from clonebay.fs.luks_crypt import SectorCipher, check_key_size
 from clonebay.fs.luks_meta import PRIORITY_IGNORE, SECTOR, Digest, Kdf, Keyslot, LuksHeader
 from clonebay.system.blockdev import ByteSource
 
@@ -46,6 +46,8 @@ MAX_ARGON2_MEMORY = 4 << 20  # KiB: 4 GiB, cryptsetup's own maximum
 # Argon2 work as passes x KiB: 32 GiB-passes, ~30 s at the ~1 GiB a second measured here.
 MAX_ARGON2_WORK = 32 << 20
 MAX_ARGON2_LANES = 64
+# cryptsetup always splits into 4000 stripes; more only bounds what a forged slot makes us read.
+MAX_STRIPES = 1 << 16
 ARGON2 = {"argon2i": Type.I, "argon2id": Type.ID}
 ARGON2_VERSION = 0x13
 
@@ -150,18 +152,18 @@ def candidate(src: ByteSource, slot: Keyslot, secret: bytes) -> bytes:
     """The key ``slot`` holds if ``secret`` is its passphrase (random bytes if it is not)."""
     where = f"key slot {slot.number}"
     af_name = hash_name(slot.af_hash, where)
-    slot_key = derive(slot.kdf, secret, slot.area_key_size, where)
+    if slot.stripes > MAX_STRIPES:
+        raise LuksError(f"{where}: {slot.stripes} AF stripes (the limit is {MAX_STRIPES})")
     length = -(-slot.material // SECTOR) * SECTOR
     if length > slot.area.length or slot.area.start + length > src.size:
         raise LuksError(f"{where}: its key material runs past its area or the volume")
     try:
+        check_key_size(slot.cipher, slot.area_key_size)
         stored = src.pread(length, slot.area.start)
-    except InputError as exc:
-        raise LuksError(f"{where}: its area cannot be read: {exc.message}") from exc
-    try:
-        cipher = SectorCipher(slot.cipher, slot_key, SECTOR)
-    except LuksError as exc:
+    except InputError as exc:  # an unsupported cipher (LuksError), a read error
         raise LuksError(f"{where}: {exc.message}") from exc
+    slot_key = derive(slot.kdf, secret, slot.area_key_size, where)
+    cipher = SectorCipher(slot.cipher, slot_key, SECTOR)
     material = cipher.decrypt(0, stored)
     return af_merge(material, slot.key_size, slot.stripes, af_name)
 

@@ -104,8 +104,7 @@ class Segment:
 @dataclass(frozen=True)
 class LuksHeader:
     """A LUKS header as read; ``keyslots`` holds the active slots only. ``areas_end`` is where
-    the header copies and keyslot areas end (the data may start later, never earlier).
-    ``large_iv``: IVs count ``sector_size`` sectors (LUKS2) instead of 512-byte ones."""
+    the header copies and keyslot areas end (the data may start later, never earlier)."""
 
     version: int
     uuid: str
@@ -118,7 +117,6 @@ class LuksHeader:
     requirements: tuple[str, ...] = ()  # LUKS2 config.requirements.mandatory
     reencrypt_slots: tuple[int, ...] = ()  # LUKS2 keyslots of type "reencrypt"
     tokens: tuple[str, ...] = ()  # LUKS2 token types ("systemd-tpm2", ...)
-    large_iv: bool = False
     copy_note: str = ""  # which LUKS2 header copy was used, when not both agree
 
     @property

@@ -2,9 +2,10 @@
 
 cryptsetup maps one dm-crypt target over the data segment: view byte 0 is volume byte
 ``offset``, the view ends where the segment does ("dynamic": the end of the device, cut to whole
-encryption sectors). Sector ``n`` of the view is decrypted with IV number ``n + iv_tweak`` in
-512-byte units (LUKS1), or that count divided by the sector size in 512-byte units (LUKS2 always
-counts IVs in its own sectors: dm-crypt's ``iv_large_sectors``).
+encryption sectors). The encryption sector at view offset ``x`` (512 to 4096 bytes, LUKS2's
+``sector_size``) is decrypted with IV number ``x / 512 + iv_tweak``: dm-crypt counts IVs in
+512-byte units unless told ``iv_large_sectors``, which cryptsetup sets only for plain mode
+(checked here on a 4096-byte-sector volume that cryptsetup encrypted: the IV at 1 MiB is 2048).
 
 It is a ByteSource (size, name, ``pread(length, offset)``), so fs/ parsers read the plaintext the
 way they read any partition, plus ``read(offset, length)``. It never writes.
@@ -22,7 +23,7 @@ that stays encrypted and must open again with the same passphrases:
 from __future__ import annotations
 
 from clonebay.errors import InputError, LuksError
-from clonebay.fs.luks_crypt import SectorCipher
+from clonebay.fs.luks_crypt import SectorCipher, parse_spec
 from clonebay.fs.luks_keys import VolumeKey
 from clonebay.fs.luks_meta import SECTOR, LuksHeader, Segment
 from clonebay.system.blockdev import ByteSource
@@ -57,6 +58,10 @@ def readable(header: LuksHeader, volume_size: int, name: str) -> tuple[Segment, 
             f"{name}: the data segment is authenticated with dm-integrity ({segment.integrity});"
             " its sectors carry tags this reader does not handle"
         )
+    try:
+        parse_spec(segment.cipher)
+    except LuksError as exc:
+        raise LuksError(f"{name}: {exc.message}") from exc
     if segment.offset == 0:
         raise LuksError(
             f"{name}: a detached LUKS header (its data segment starts at 0): the encrypted data"
@@ -89,7 +94,6 @@ class UnlockedLuks:
         self._src = src
         self._segment = segment
         self._size = size
-        self._shift = (segment.sector_size // SECTOR).bit_length() - 1 if header.large_iv else 0
 
     def __repr__(self) -> str:
         return f"UnlockedLuks({self._src.name!r}, {self._cipher!r})"
@@ -122,7 +126,7 @@ class UnlockedLuks:
         for at in range(start, end, BATCH):
             n = min(BATCH, end - at)
             stored = self._src.pread(n, self._segment.offset + at)
-            first = (at // SECTOR + self._segment.iv_tweak) >> self._shift
+            first = at // SECTOR + self._segment.iv_tweak
             pieces.append(self._cipher.decrypt(first, stored))
         data = b"".join(pieces)
         return data[offset - start : offset - start + length]
