@@ -12,7 +12,7 @@ never on a command line. KDF parameters are cryptsetup's cheapest (PBKDF2 1000 i
 4 passes over 32 KiB) so that a test unlocks in milliseconds; the oracle for the volume key is
 ``cryptsetup luksDump --dump-volume-key``.
 
-``rewrite_json`` edits a LUKS2 header's JSON in both copies and signs them again: hostile headers
+``with_json`` edits a LUKS2 header's JSON in both copies and signs them again: hostile headers
 that pass the checksum and must still be refused for what they say.
 """
 
@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clonebay.system.run import run
 
@@ -139,20 +140,33 @@ def copy_of(src: Path, dst: Path) -> Path:
     return dst
 
 
-def rewrite_json(image: Path, edit: Callable[[dict[str, object]], None]) -> None:
-    """Apply ``edit`` to the JSON of both LUKS2 header copies and recompute their checksums."""
-    with open(image, "r+b") as f:
-        head = f.read(4096)
-        hdr_size = struct.unpack_from(">Q", head, 8)[0]
-        for offset in (0, hdr_size):
-            f.seek(offset)
-            copy = bytearray(f.read(hdr_size))
-            tree = json.loads(bytes(copy[4096:]).split(b"\0", 1)[0])
-            edit(tree)
-            text = json.dumps(tree).encode()
-            assert len(text) < hdr_size - 4096, "edited JSON does not fit its area"
-            copy[4096:] = text.ljust(hdr_size - 4096, b"\0")
-            copy[CSUM : CSUM + 64] = bytes(64)
-            copy[CSUM : CSUM + 32] = hashlib.sha256(copy).digest()
-            f.seek(offset)
-            f.write(copy)
+def sign(data: bytearray, offset: int, hdr_size: int) -> None:
+    """Recompute the sha256 checksum of the LUKS2 header copy at ``offset``."""
+    copy = data[offset : offset + hdr_size]
+    copy[CSUM : CSUM + 64] = bytes(64)
+    data[offset + CSUM : offset + CSUM + 64] = hashlib.sha256(copy).digest().ljust(64, b"\0")
+
+
+def with_json_text(data: bytes, text: bytes) -> bytes:
+    """``data`` (a LUKS2 volume) with ``text`` as the JSON of both header copies, signed."""
+    out = bytearray(data)
+    hdr_size = struct.unpack_from(">Q", out, 8)[0]
+    assert len(text) < hdr_size - 4096, "JSON does not fit its area"
+    for offset in (0, hdr_size):
+        out[offset + 4096 : offset + hdr_size] = text.ljust(hdr_size - 4096, b"\0")
+        sign(out, offset, hdr_size)
+    return bytes(out)
+
+
+def json_of(data: bytes) -> dict[str, Any]:
+    """The JSON of the primary LUKS2 header copy in ``data``."""
+    hdr_size = struct.unpack_from(">Q", data, 8)[0]
+    tree: dict[str, Any] = json.loads(data[4096:hdr_size].split(b"\0", 1)[0])
+    return tree
+
+
+def with_json(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """``data`` with ``edit`` applied to the JSON of both LUKS2 header copies, signed again."""
+    tree = json_of(data)
+    edit(tree)
+    return with_json_text(data, json.dumps(tree).encode())
