@@ -13,7 +13,7 @@ APT_PACKAGES := e2fsprogs ntfs-3g dosfstools mtools fdisk gdisk parted libparted
 	sshfs openssh-client openssh-server exfatprogs exfat-fuse fusefat samba smbclient cifs-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind openssl grub2-common busybox-static \
 	grub-pc-bin grub-efi-amd64-bin qemu-system-x86 ovmf debootstrap \
-	libhivex-bin libwin-hivex-perl gddrescue smartmontools dislocker
+	libhivex-bin libwin-hivex-perl gddrescue smartmontools dislocker mdadm
 
 # Bench-only packages (bench/compare.py's peers: Clonezilla, zstd); not needed by the tests.
 BENCH_APT_PACKAGES := clonezilla drbl zstd partclone lz4 ntfs-3g e2fsprogs gdisk dosfstools

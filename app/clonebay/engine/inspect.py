@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clonebay.fs import extents
+from clonebay.fs.bios_raid import raid_notes
 from clonebay.fs.keyring import Keyring
 from clonebay.fs.probe import probe_volume
 from clonebay.model import CopyMethod, Extent, Partition, PartitionTable, Volume, VolumeState
@@ -51,7 +52,8 @@ def inspect_disk(path: str, keys: Keyring | None = None) -> DiskReport:
     """Read ``path``'s partition table and probe every data partition (never writes); locked
     volumes that a secret in ``keys`` opens are mapped by the filesystem inside."""
     table = read_table(path)
-    warnings = last_warnings()
+    with FileSource(path) as disk:  # firmware RAID metadata lives in the disk's last sectors
+        warnings = (*last_warnings(), *raid_notes(disk))
     if table.kind == "none":
         with FileSource(path) as src:
             return DiskReport(path, table, (), probe_volume(src, keys=keys), warnings)

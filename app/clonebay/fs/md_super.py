@@ -122,10 +122,10 @@ def parse_sb0(block: bytes, offset: int) -> MdSuper | None:
     if words[0] != MD_MAGIC or words[1] != 0 or words[2] != 90:
         return None
     total = sum(words) - words[SB0_CSUM_WORD]
-    uuid = struct.pack("<4I", words[5], words[13], words[14], words[15])
+    uuid = ":".join(f"{w:08x}" for w in (words[5], words[13], words[14], words[15]))
     level = struct.unpack("<i", struct.pack("<I", words[7]))[0]
     raid_disk = words[SB0_THIS_DISK_WORD + 3]
-    return MdSuper("0.90", offset, level, f"md{words[11]}", _mdadm_uuid(uuid), words[10],
+    return MdSuper("0.90", offset, level, f"md{words[11]}", uuid, words[10],
                    f"active device {raid_disk}", Extent(0, offset),
                    _fold(total) == words[SB0_CSUM_WORD])  # fmt: skip
 
