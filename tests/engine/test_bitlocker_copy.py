@@ -12,6 +12,7 @@ checked against it). No secret is in the CLI's output, the image's files or the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -113,23 +114,77 @@ def test_clone_with_the_password_copies_only_the_used_clusters(
     assert isinstance(result["copied_bytes"], int) and result["copied_bytes"] < 60 * MIB
 
 
-def test_save_and_restore_keep_the_encryption(source: Source, tmp_path: Path) -> None:
-    image = tmp_path / "bl.image"
+@pytest.fixture(scope="module")
+def saved(source: Source, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source saved with its recovery password: p1 by its used clusters, as ciphertext."""
+    image = tmp_path_factory.mktemp("bitlocker-saved") / "bl.image"
     done = cli("save", "--json", "--recovery-password", str(source.disk), str(image),
                secrets=source.recovery + "\n")  # fmt: skip
     _result(done)
-    manifest = json.loads((image / "manifest.json").read_text())
+    return image
+
+
+def test_save_and_restore_keep_the_encryption(source: Source, saved: Path, tmp_path: Path) -> None:
+    manifest = json.loads((saved / "manifest.json").read_text())
     (p1,) = [r for r in manifest["regions"] if r["name"] == "p1"]
     assert p1["copy"] == "native" and p1["fstype"] == "bitlocker"
     protector = next(iter(source.volume.recovery.values()))
     assert protector in p1["reason"]  # which protector opened it: its ID, never the secret
-    for path in image.rglob("*"):
+    for path in saved.rglob("*"):
         if path.is_file():
             assert not _leaks(path.read_bytes(), source), path
     target = tmp_path / "restored.img"
-    restored = cli("restore", "--json", "--yes", str(image), str(target))
+    restored = cli("restore", "--json", "--yes", str(saved), str(target))
     assert restored.returncode == 0, restored.stderr
     _check_target(target, source)
+
+
+def test_ls_and_extract_inside_the_image_with_the_key(
+    source: Source, saved: Path, tmp_path: Path
+) -> None:
+    listing = cli("ls", "--json", "--key", f"{saved}:p1", "Users/tech/Documents",
+                  secrets=source.volume.password + "\n")  # fmt: skip
+    entries = _result(listing)["entries"]
+    assert isinstance(entries, list)
+    assert [e["path"] for e in entries] == ["Users/tech/Documents/report.docx"]
+    dest = tmp_path / "out"
+    done = cli("extract", "--json", "--recovery-password", f"{saved}:p1", "Windows", "Users",
+               str(dest), secrets=source.recovery + "\n")  # fmt: skip
+    _result(done)
+    got = {rel: hashlib.sha256((dest / rel).read_bytes()).hexdigest()
+           for rel in source.sums if rel.startswith(("Windows/", "Users/"))}  # fmt: skip
+    assert got == {k: v for k, v in source.sums.items() if k in got} and len(got) == 6
+    assert not _leaks(listing.stdout + listing.stderr + done.stdout + done.stderr, source)
+
+
+def test_browse_without_the_right_key_says_which_key(source: Source, saved: Path) -> None:
+    ids = next(iter(source.volume.recovery.values()))
+    bare = cli("ls", f"{saved}:p1", "Users")
+    assert bare.returncode == 5 and ids in bare.stderr and "--recovery-password" in bare.stderr
+    wrong = cli("ls", "--key", f"{saved}:p1", "Users", secrets="not-the-password\n")
+    assert wrong.returncode == 5 and "does not unlock" in wrong.stderr, wrong.stderr
+    assert "not-the-password" not in wrong.stderr + wrong.stdout
+
+
+def test_mount_shows_the_files_read_only(source: Source, saved: Path, tmp_path: Path) -> None:
+    point = tmp_path / "mnt"
+    done = cli("mount", "--json", "--key", str(saved), str(point),
+               secrets=source.volume.password + "\n")  # fmt: skip
+    result = _result(done)
+    try:
+        mounts = result["mounts"]
+        assert isinstance(mounts, list)
+        (p1,) = [m for m in mounts if m["region"] == "p1"]
+        assert p1["fstype"] == "ntfs"
+        root = Path(p1["path"])
+        data = (root / "Users/tech/Pictures/site.jpg").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == source.sums["Users/tech/Pictures/site.jpg"]
+        with pytest.raises(OSError):
+            (root / "new.txt").write_text("no")
+    finally:
+        undone = cli("umount", str(point))
+    assert undone.returncode == 0, undone.stderr
+    assert not point.exists() or not any(point.iterdir())
 
 
 def test_without_the_key_the_volume_is_copied_whole(source: Source, tmp_path: Path) -> None:

@@ -4,7 +4,9 @@
 partition files of IMAGE at DIR (writable, copy-on-write into S, when S is given);
 ``... fat PARTFILE DIR`` serves the FAT volume in PARTFILE read-only (fatfs.py);
 ``... cow DIR OVERLAY --disk PATH --offset N --size N`` (or ``--image IMAGE --region NAME``)
-serves one volume as a writable file over a base that is never written (cowfile.py). The process
+serves one volume as a writable file over a base that is never written (cowfile.py);
+``... unlocked PARTFILE DIR`` serves the plaintext of the BitLocker or LUKS volume in PARTFILE
+read-only as ``DIR/volume``, with the keys it reads from standard input (fs/unlock.py). The process
 runs libfuse's loop in the foreground of its own session; when the kernel's INIT request
 arrives the mount is live, and the daemon writes ``ready`` to fd N, so the starter waits on a
 pipe, not a clock. It ends when DIR is unmounted. Its stderr is the view's log.
@@ -101,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--size", type=int, default=0)
     c.add_argument("--image")
     c.add_argument("--region")
+    u = sub.add_parser("unlocked")
+    u.add_argument("partition")
+    u.add_argument("mountpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s clonebay-view %(levelname)s: %(message)s"
@@ -118,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         writable = overlay is not None
     elif args.kind == "cow":
         operations, writable = _cow_operations(args), True
+    elif args.kind == "unlocked":
+        from clonebay.browse.unlockfs import unlocked_operations
+
+        operations, writable = unlocked_operations(args.partition, sys.stdin.buffer.read()), False
     else:
         from clonebay.browse.fatfs import FatFS
 

@@ -34,8 +34,12 @@ from clonebay.browse import drivers
 from clonebay.browse.cow import EditFailedError, changed_chunks, refuse_failed
 from clonebay.browse.cow import commit as commit_edit
 from clonebay.browse.fusefs import STATS_FILE
+from clonebay.browse.locked import mount_locked, unmount_locked
 from clonebay.browse.procs import mounted_at, start_daemon, wait_for_exit
 from clonebay.errors import ClonebayError, SafetyError, UsageError
+from clonebay.fs.keyring import Keyring
+from clonebay.fs.unlock import LOCKED_TYPES
+from clonebay.imaging.manifest import RegionEntry
 from clonebay.imaging.reader import ImageReader
 from clonebay.system.run import run
 
@@ -55,6 +59,8 @@ class FsMount:
     driver: str
     loop: str = ""
     pids: list[int] = field(default_factory=list)
+    under: str = ""  # a locked volume: the unlocked view its filesystem is mounted from
+    under_pid: int = 0  # that view's daemon
 
 
 @dataclass
@@ -127,9 +133,11 @@ def mount_image(
     *,
     edit: bool = False,
     regions: Sequence[str] | None = None,
+    keys: Keyring | None = None,
 ) -> MountState:
     """Mount ``image``'s filesystems under ``mountpoint`` (only ``regions`` when given); returns
-    when all are mounted. ``edit``: read-write, copy-on-write (cow.py)."""
+    when all are mounted. ``edit``: read-write, copy-on-write (cow.py). ``keys``: secrets for
+    BitLocker and LUKS volumes, whose files are shown read-only (locked.py)."""
     image = os.path.abspath(image)
     point = Path(os.path.abspath(mountpoint))
     if state_path(point).exists():
@@ -152,6 +160,9 @@ def mount_image(
         state.view_pid = start_view(state)
         save_state(state)
         for region in wanted:
+            if region.fstype in LOCKED_TYPES:
+                _mount_locked(state, region, keys)
+                continue
             driver = drivers.for_fstype(region.fstype)
             if driver is None:
                 state.skipped[region.name] = f"no driver for {region.fstype or 'unknown data'}"
@@ -174,6 +185,26 @@ def mount_image(
         raise
     log.debug("mounted %s (%d regions) at %s", image, len(manifest.regions), point)
     return state
+
+
+def _mount_locked(state: MountState, region: RegionEntry, keys: Keyring | None) -> None:
+    if state.edit:
+        state.skipped[region.name] = f"{region.fstype} volumes are browsed read-only (mount)"
+        return
+    directory = Path(state.mountpoint) / folder_name(region.name, region.label, region.fstype)
+    directory.mkdir()
+    fs = FsMount(region.name, region.fstype, str(directory), "")
+    state.mounts.append(fs)
+    save_state(state)
+    try:
+        under = Path(state.work) / f"unlocked-{region.name}"
+        mount_locked(state.view / region.name, fs, under, keys, state.log)
+    except ClonebayError as exc:
+        unmount_locked(fs)
+        state.mounts.remove(fs)
+        directory.rmdir()
+        state.skipped[region.name] = exc.message
+    save_state(state)
 
 
 def start_view(state: MountState) -> int:
@@ -200,6 +231,7 @@ def umount_image(mountpoint: str, *, commit: bool = False) -> MountState:
     for fs in reversed(list(state.mounts)):
         drivers.unmount(fs)
         wait_for_exit(fs.pids)
+        unmount_locked(fs)
         with contextlib.suppress(FileNotFoundError):
             Path(fs.directory).rmdir()
         state.mounts.remove(fs)
@@ -254,12 +286,14 @@ def view_stats(state: MountState) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def temporary_mount(image: str, regions: Sequence[str] | None = None) -> Iterator[MountState]:
+def temporary_mount(
+    image: str, regions: Sequence[str] | None = None, keys: Keyring | None = None
+) -> Iterator[MountState]:
     """The image mounted read-only in a fresh folder for the duration of a ``with``."""
     base = RUN_DIR / "tmp"
     base.mkdir(parents=True, exist_ok=True)
     point = Path(os.path.realpath(base)) / f"view-{os.getpid()}-{time.monotonic_ns()}"
-    state = mount_image(image, str(point), regions=regions)
+    state = mount_image(image, str(point), regions=regions, keys=keys)
     try:
         yield state
     finally:

@@ -37,16 +37,17 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start_daemon(args: Sequence[str], log_path: Path) -> int:
+def start_daemon(args: Sequence[str], log_path: Path, secrets: bytes = b"") -> int:
     """Start ``python -m clonebay.browse.daemon --ready-fd N ARGS`` in its own session, its
-    output appended to ``log_path``; return its pid once its mount is live."""
+    output appended to ``log_path``; return its pid once its mount is live. ``secrets`` (keys
+    for a locked volume) go to its standard input, which it reads to the end first."""
     read_end, write_end = os.pipe()
     argv = [sys.executable, "-m", "clonebay.browse.daemon", "--ready-fd", str(write_end), *args]
     try:
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if secrets else subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
                 pass_fds=(write_end,),
@@ -55,6 +56,9 @@ def start_daemon(args: Sequence[str], log_path: Path) -> int:
             )
     finally:
         os.close(write_end)
+    if proc.stdin is not None:
+        with proc.stdin:
+            proc.stdin.write(secrets)
     with os.fdopen(read_end, "rb") as ready:
         answer = ready.read(6)
     if answer != b"ready\n":

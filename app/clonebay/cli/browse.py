@@ -6,6 +6,7 @@ import argparse
 
 from clonebay.cli.common import emit_result
 from clonebay.cli.confirm import add_yes, confirm
+from clonebay.cli.keys import add_key_options, keyring
 from clonebay.cli.stores import add_store_options
 from clonebay.errors import ClonebayError
 from clonebay.units import human_size
@@ -21,7 +22,7 @@ class ExtractIncompleteError(ClonebayError):
 def _cmd_mount(args: argparse.Namespace) -> int:
     from clonebay.engine import browse_jobs
 
-    state = browse_jobs.mount(args.image, args.mountpoint, edit=args.edit)
+    state = browse_jobs.mount(args.image, args.mountpoint, edit=args.edit, keys=keyring(args))
     lines = [f"{'edit' if state.edit else 'mounted'} {state.image} at {state.mountpoint}:"]
     lines += [f"  {fs.directory}  ({fs.fstype}, {fs.driver})" for fs in state.mounts]
     lines += [f"  {region}: not mounted ({why})" for region, why in state.skipped.items()]
@@ -83,7 +84,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from clonebay.engine import browse_jobs
 
     image, part = browse_jobs.split_target(args.image)
-    listing = browse_jobs.ls(image, part, args.path, recursive=args.recursive)
+    keys = keyring(args)
+    listing = browse_jobs.ls(image, part, args.path, recursive=args.recursive, keys=keys)
     if listing is None:
         parts = browse_jobs.partitions(image)
         lines = [
@@ -106,7 +108,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from clonebay.engine import browse_jobs
 
     image, part = browse_jobs.split_target(args.image)
-    done = browse_jobs.extract(image, part, args.paths, args.dest)
+    done = browse_jobs.extract(image, part, args.paths, args.dest, keys=keyring(args))
     report = done.report
     text = (
         f"extracted {report.files} files, {report.folders} folders, {report.links} links"
@@ -139,6 +141,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("mountpoint", help="empty folder (created if missing)")
         p.add_argument("--json", action="store_true")
         add_store_options(p)
+        add_key_options(p)
         p.set_defaults(func=_cmd_mount, edit=edit)
 
     p = sub.add_parser("umount", help="unmount what clonebay mount or edit mounted")
@@ -154,6 +157,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-R", "--recursive", action="store_true", help="list folders recursively")
     p.add_argument("--json", action="store_true")
     add_store_options(p)
+    add_key_options(p)
     p.set_defaults(func=_cmd_ls)
 
     p = sub.add_parser("extract", help="copy files out of an image, keeping times and modes")
@@ -162,4 +166,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("dest", help="folder to copy them into (created if missing)")
     p.add_argument("--json", action="store_true")
     add_store_options(p)
+    add_key_options(p)
     p.set_defaults(func=_cmd_extract)

@@ -21,6 +21,8 @@ from clonebay.browse.extract import ExtractReport, planned_bytes
 from clonebay.browse.extract import extract as extract_files
 from clonebay.browse.listing import Entry, list_path
 from clonebay.errors import UsageError
+from clonebay.fs.keyring import Keyring
+from clonebay.fs.unlock import LOCKED_TYPES, LockedError
 from clonebay.imaging.manifest import RegionEntry
 from clonebay.imaging.reader import ImageReader
 from clonebay.imaging.stream_convert import is_stream_file
@@ -68,7 +70,7 @@ def partitions(image: str) -> list[Partition]:
 
 def _partition(r: RegionEntry) -> Partition:
     folder = mounts.folder_name(r.name, r.label, r.fstype)
-    mountable = for_fstype(r.fstype) is not None
+    mountable = for_fstype(r.fstype) is not None or r.fstype in LOCKED_TYPES  # with its key
     return Partition(r.name, folder, r.fstype, r.label, r.size, mountable)
 
 
@@ -102,6 +104,8 @@ def _mounted_root(state: mounts.MountState, partition: Partition) -> Path:
         if fs.region == partition.region:
             return Path(fs.directory)
     why = state.skipped.get(partition.region, "no driver for it")
+    if partition.fstype in LOCKED_TYPES:
+        raise LockedError(why)
     raise UsageError(f"{partition.region} ({partition.fstype or 'unknown'}) cannot be read: {why}")
 
 
@@ -112,15 +116,22 @@ class Listing:
     reader_stats: dict[str, Any]
 
 
-def ls(image: str, part: str | None, path: str = "", *, recursive: bool = False) -> Listing | None:
+def ls(
+    image: str,
+    part: str | None,
+    path: str = "",
+    *,
+    recursive: bool = False,
+    keys: Keyring | None = None,
+) -> Listing | None:
     """Entries under ``path`` of a partition; None when no partition is named (the caller then
-    shows ``partitions(image)``)."""
+    shows ``partitions(image)``). ``keys`` open a BitLocker or LUKS partition."""
     if part is None and not path.strip("/"):
         return None
     partition, inner = _locate(image, part, path)
     if not partition.mountable:
         raise UsageError(f"{partition.region} holds {partition.fstype or 'unknown data'}: no files")
-    with mounts.temporary_mount(image, [partition.region]) as state:
+    with mounts.temporary_mount(image, [partition.region], keys) as state:
         entries = list_path(_mounted_root(state, partition), inner, recursive=recursive)
         stats = mounts.view_stats(state)
     return Listing(partition, entries, stats)
@@ -143,6 +154,8 @@ def extract(
     paths: list[str],
     dest: str,
     progress: ExtractProgress | None = None,
+    *,
+    keys: Keyring | None = None,
 ) -> Extracted:
     """Copy ``paths`` of one partition into the folder ``dest``; ``progress`` may raise to stop
     between two files (the mount is undone all the same)."""
@@ -150,7 +163,7 @@ def extract(
     partition = located[0][0]
     if any(p.region != partition.region for p, _ in located):
         raise UsageError("extract from one partition at a time")
-    with mounts.temporary_mount(image, [partition.region]) as state:
+    with mounts.temporary_mount(image, [partition.region], keys) as state:
         root = _mounted_root(state, partition)
         inners = [inner or "." for _, inner in located]
         hook = None if progress is None else _with_total(progress, planned_bytes(root, inners))
@@ -166,10 +179,13 @@ def _with_total(progress: ExtractProgress, total: int) -> Callable[[str, Extract
     return hook
 
 
-def mount(image: str, mountpoint: str, *, edit: bool = False) -> mounts.MountState:
-    """Mount every filesystem of ``image`` under ``mountpoint`` (the view stays running)."""
+def mount(
+    image: str, mountpoint: str, *, edit: bool = False, keys: Keyring | None = None
+) -> mounts.MountState:
+    """Mount every filesystem of ``image`` under ``mountpoint`` (the view stays running);
+    ``keys`` open its BitLocker and LUKS volumes (read-only)."""
     refuse_stream(image)
-    return mounts.mount_image(image, mountpoint, edit=edit)
+    return mounts.mount_image(image, mountpoint, edit=edit, keys=keys)
 
 
 def umount(mountpoint: str, *, commit: bool = False) -> dict[str, Any]:

@@ -13,9 +13,15 @@ the command line (see cli/keys.py), so they are not in the process list either.
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from clonebay.errors import UsageError
 from clonebay.fs.bitlocker_keys import StartupKey
+
+KEY_FILE_LIMIT = 8 << 20  # cryptsetup's default key file limit is 8 MiB too
 
 
 @dataclass
@@ -50,3 +56,46 @@ class Keyring:
         """Secrets were given but none opened a volume (a job refuses then: a typo in a key must
         not silently turn a used-blocks copy into a raw one)."""
         return bool(self) and not self.opened
+
+    def to_json(self) -> bytes:
+        """The secrets for a helper process (the browse view daemon), written to a pipe: never
+        to a file or a command line."""
+        return json.dumps(
+            {
+                "passwords": self.passwords,
+                "recovery_passwords": self.recovery_passwords,
+                "startup_keys": [
+                    [k.guid, k.volume_guid, base64.b64encode(k.key).decode()]
+                    for k in self.startup_keys
+                ],
+                "key_files": [base64.b64encode(k).decode() for k in self.key_files],
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Keyring:
+        raw = json.loads(data)
+        return cls(
+            passwords=list(raw["passwords"]),
+            recovery_passwords=list(raw["recovery_passwords"]),
+            startup_keys=[
+                StartupKey(guid, volume, base64.b64decode(key))
+                for guid, volume, key in raw["startup_keys"]
+            ],
+            key_files=[base64.b64decode(k) for k in raw["key_files"]],
+        )
+
+
+def read_key_file(path: str, what: str) -> bytes:
+    """The bytes of a startup key or key file ``path`` (``what`` names it in a refusal): at most
+    KEY_FILE_LIMIT, never empty; UsageError in words otherwise."""
+    try:
+        with Path(path).open("rb") as f:
+            data = f.read(KEY_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from exc
+    if len(data) > KEY_FILE_LIMIT:
+        raise UsageError(f"{what} {path}: larger than {KEY_FILE_LIMIT >> 20} MiB")
+    if not data:
+        raise UsageError(f"{what} {path}: the file is empty")
+    return data
