@@ -231,6 +231,12 @@ def test_wrong_secrets_leave_it_locked(volumes: Callable[[str], Built]) -> None:
     assert keys.unused() and not keys.opened
     said = repr((volume, keys))
     assert "Tr0ub4dor" not in said and "not the key file" not in said
+    recovery = "111111-222222-333333-444444-555555-666666-777777-888888"
+    with FileSource(str(built.image)) as src:
+        volume = probe_volume(src, keys=Keyring(recovery_passwords=[recovery]))
+    assert volume.copy is CopyMethod.RAW
+    assert volume.reason.endswith("not unlocked: no passphrase or key file was given (a LUKS"
+                                  " volume opens with those only)")  # fmt: skip
 
 
 def test_without_keys_it_is_copied_whole_with_its_facts(

@@ -166,7 +166,8 @@ FORGED_AT_READ = {
 FORGED_AT_OPEN = {
     "PBKDF2 iterations": (
         _set("keyslots.0.kdf.iterations", 1 << 40),
-        "key slot 0: PBKDF2 with 1099511627776 iterations (the limit is 67108864)",
+        "key slot 0: PBKDF2 with 1099511627776 iterations for a 64-byte key (the limit is"
+        " 67108864 hash blocks)",
     ),
     "Argon2 memory": (
         _set("keyslots.0.kdf", {**ARGON2, "time": 4, "memory": 1 << 30}),

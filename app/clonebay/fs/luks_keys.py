@@ -40,8 +40,9 @@ from clonebay.fs.luks_crypt import SectorCipher, check_key_size
 from clonebay.fs.luks_meta import PRIORITY_IGNORE, SECTOR, Digest, Kdf, Keyslot, LuksHeader
 from clonebay.system.blockdev import ByteSource
 
-# 2**26 PBKDF2 iterations: ~20 s of SHA-256 here (3.3 million a second), 10x cryptsetup's 2 s.
-MAX_PBKDF2_ITERATIONS = 1 << 26
+# PBKDF2 work as iterations x output blocks (a 64-byte key from SHA-256 is 2 blocks): 2**26,
+# ~20 s of SHA-256 here (3.3 million blocks a second), ~45 s of SHA-1 (1.5 million).
+MAX_PBKDF2_WORK = 1 << 26
 MAX_ARGON2_MEMORY = 4 << 20  # KiB: 4 GiB, cryptsetup's own maximum
 # Argon2 work as passes x KiB: 32 GiB-passes, ~30 s at the ~1 GiB a second measured here.
 MAX_ARGON2_WORK = 32 << 20
@@ -70,14 +71,16 @@ def hash_name(name: str, where: str) -> str:
     return wanted
 
 
-def check_kdf(kdf: Kdf, where: str) -> None:
-    """Refuse KDF parameters that are malformed or would take unbounded time or memory."""
+def check_kdf(kdf: Kdf, length: int, where: str) -> None:
+    """Refuse KDF parameters that are malformed or would take unbounded time or memory to make
+    a ``length``-byte key."""
     if kdf.kind == "pbkdf2":
-        hash_name(kdf.hash, where)
-        if not 0 < kdf.iterations <= MAX_PBKDF2_ITERATIONS:
+        blocks = -(-length // hashlib.new(hash_name(kdf.hash, where)).digest_size)
+        if not 0 < kdf.iterations * blocks <= MAX_PBKDF2_WORK:
             raise LuksError(
-                f"{where}: PBKDF2 with {kdf.iterations} iterations (the limit is"
-                f" {MAX_PBKDF2_ITERATIONS}): refused, the header may be forged"
+                f"{where}: PBKDF2 with {kdf.iterations} iterations for a {length}-byte key"
+                f" (the limit is {MAX_PBKDF2_WORK} hash blocks): refused, the header may be"
+                " forged"
             )
         return
     if kdf.kind not in ARGON2:
@@ -97,7 +100,7 @@ def check_kdf(kdf: Kdf, where: str) -> None:
 
 def derive(kdf: Kdf, secret: bytes, length: int, where: str) -> bytes:
     """The ``length``-byte key ``kdf`` makes of ``secret`` (parameters checked first)."""
-    check_kdf(kdf, where)
+    check_kdf(kdf, length, where)
     if kdf.kind == "pbkdf2":
         return hashlib.pbkdf2_hmac(hash_name(kdf.hash, where), secret, kdf.salt, kdf.iterations,
                                    length)  # fmt: skip
@@ -142,7 +145,9 @@ def key_matches(header: LuksHeader, slot: int, key: bytes) -> bool:
     """Whether ``key`` is the volume key the digest of ``slot`` describes."""
     digest = digest_for(header, slot)
     where = f"key slot {slot}'s digest"
-    check_kdf(Kdf("pbkdf2", digest.salt, digest.hash, digest.iterations), where)
+    if not 0 < len(digest.value) <= 64:
+        raise LuksError(f"{where} is {len(digest.value)} bytes long")
+    check_kdf(Kdf("pbkdf2", digest.salt, digest.hash, digest.iterations), len(digest.value), where)
     name = hash_name(digest.hash, where)
     mine = hashlib.pbkdf2_hmac(name, key, digest.salt, digest.iterations, len(digest.value))
     return hmac.compare_digest(mine, digest.value)

@@ -93,9 +93,14 @@ def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], V
     try:
         header = read_header(src)
     except LuksError as exc:
-        return replace(locked_volume(src, None), notes=(f"LUKS header not readable: {exc}",))
+        reason = f"{LOCKED_REASON}; not opened: {exc.message}" if keys else LOCKED_REASON
+        notes = (f"LUKS header not readable: {exc.message}",)
+        return replace(locked_volume(src, None, reason), notes=notes)
     if not keys:
         return locked_volume(src, header)
+    if not secrets(keys):
+        reason = "no passphrase or key file was given (a LUKS volume opens with those only)"
+        return locked_volume(src, header, f"{LOCKED_REASON}; not unlocked: {reason}")
     try:
         readable(header, src.size, src.name)
         key = open_key(src, header, keys)
