@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from pathlib import Path
 
 from clonebay.errors import UsageError
 from clonebay.fs.bitlocker_keys import read_startup_key
-from clonebay.fs.keyring import Keyring
-
-KEY_FILE_LIMIT = 8 << 20  # cryptsetup's default key file limit is 8 MiB too
+from clonebay.fs.keyring import Keyring, read_key_file
 
 
 def add_key_options(p: argparse.ArgumentParser) -> None:
@@ -63,19 +60,6 @@ def _ask(prompt: str) -> str:
     return line.rstrip("\r\n")
 
 
-def _read_file(path: str, what: str) -> bytes:
-    try:
-        with Path(path).open("rb") as f:
-            data = f.read(KEY_FILE_LIMIT + 1)
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from exc
-    if len(data) > KEY_FILE_LIMIT:
-        raise UsageError(f"{what} {path}: larger than {KEY_FILE_LIMIT >> 20} MiB")
-    if not data:
-        raise UsageError(f"{what} {path}: the file is empty")
-    return data
-
-
 def keyring(args: argparse.Namespace) -> Keyring | None:
     """The secrets the options ask for (None when no option gives one)."""
     keys = Keyring()
@@ -86,7 +70,7 @@ def keyring(args: argparse.Namespace) -> Keyring | None:
         which = f" {n + 1}" if args.recovery_password > 1 else ""
         keys.recovery_passwords.append(_ask(f"BitLocker recovery password{which}: "))
     for path in getattr(args, "startup_key", []):
-        keys.startup_keys.append(read_startup_key(_read_file(path, "startup key"), path))
+        keys.startup_keys.append(read_startup_key(read_key_file(path, "startup key"), path))
     for path in getattr(args, "key_file", []):
-        keys.key_files.append(_read_file(path, "key file"))
+        keys.key_files.append(read_key_file(path, "key file"))
     return keys if keys else None
