@@ -88,27 +88,33 @@ def open_key(src: ByteSource, header: LuksHeader, keys: Keyring) -> VolumeKey | 
     return None
 
 
-def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], Volume]) -> Volume:
-    """The LUKS volume in ``src``; ``inner`` probes the unlocked view (fs.probe)."""
-    try:
-        header = read_header(src)
-    except LuksError as exc:
-        reason = f"{LOCKED_REASON}; not opened: {exc.message}" if keys else LOCKED_REASON
-        notes = (f"LUKS header not readable: {exc.message}",)
-        return replace(locked_volume(src, None, reason), notes=notes)
-    if not keys:
-        return locked_volume(src, header)
+def damaged_volume(src: ByteSource, error: LuksError, keys_given: bool) -> Volume:
+    """A volume whose LUKS header cannot be read: whole, with what is wrong in the notes (and in
+    the reason when keys were given, since the technician expected it to open)."""
+    reason = f"{LOCKED_REASON}; not opened: {error.message}" if keys_given else LOCKED_REASON
+    volume = locked_volume(src, None, reason)
+    return replace(volume, notes=(f"LUKS header not readable: {error.message}",))
+
+
+def open_or_refuse(src: ByteSource, header: LuksHeader, keys: Keyring) -> str | VolumeKey:
+    """The opened volume key, or why the volume stays locked."""
     if not secrets(keys):
-        reason = "no passphrase or key file was given (a LUKS volume opens with those only)"
-        return locked_volume(src, header, f"{LOCKED_REASON}; not unlocked: {reason}")
+        return (
+            "not unlocked: no passphrase or key file was given (a LUKS volume opens with those"
+            " only)"
+        )
     try:
         readable(header, src.size, src.name)
         key = open_key(src, header, keys)
     except LuksError as exc:
-        return locked_volume(src, header, f"{LOCKED_REASON}; not opened: {exc.message}")
-    if key is None:
-        refused = keys.refused.get(KEY_ID + header.uuid, "")
-        return locked_volume(src, header, f"{LOCKED_REASON}; not unlocked: {refused}")
+        return f"not opened: {exc.message}"
+    return key or f"not unlocked: {keys.refused.get(KEY_ID + header.uuid, '')}"
+
+
+def opened_volume(
+    src: ByteSource, header: LuksHeader, key: VolumeKey, inner: Callable[[ByteSource], Volume]
+) -> Volume:
+    """The volume mapped by the used blocks of the filesystem ``inner`` finds in its plaintext."""
     opened = f"unlocked with key slot {key.slot}"
     try:
         view = UnlockedLuks(src, header, key)
@@ -137,3 +143,17 @@ def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], V
         " encrypted, with the LUKS header and key slots; never edited",
         notes=notes,
     )
+
+
+def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], Volume]) -> Volume:
+    """The LUKS volume in ``src``; ``inner`` probes the unlocked view (fs.probe)."""
+    try:
+        header = read_header(src)
+    except LuksError as exc:
+        return damaged_volume(src, exc, bool(keys))
+    if not keys:
+        return locked_volume(src, header)
+    key = open_or_refuse(src, header, keys)
+    if isinstance(key, str):
+        return locked_volume(src, header, f"{LOCKED_REASON}; {key}")
+    return opened_volume(src, header, key, inner)
