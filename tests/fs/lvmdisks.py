@@ -3,8 +3,10 @@
 The test machine's kernel has no device-mapper, so no LV can be activated: every lvm command
 runs with ``global/activation = 0`` (lvcreate then writes the metadata and skips the kernel),
 ``-Zn`` (nothing to zero through), and with backups off so nothing lands in /etc/lvm. Each
-command gets ``--devices`` naming the loop devices of the test: lvm never looks at (let alone
-writes) any other disk of the machine.
+command gets a device filter (and global_filter, no devices file) that accepts only the loop
+devices of the test: lvm never looks at (let alone writes) any other disk of the machine. A
+filter rather than ``--devices``, which pvck 2.03.16 ignores: it then checks nothing ("device is
+not in devices list") and still exits 0.
 
 An LV's content is written straight into the PV's backing file at the extents ``lvs`` reports
 (``lvm_segments``): what an activated LV would have written there. Thin pools and snapshots
@@ -33,8 +35,10 @@ MiB = 1 << 20
 
 def lvm(devices: Sequence[str], program: str, *args: str) -> str:
     """Run an lvm2 program that may only see ``devices``."""
-    argv = [program, "--devices", ",".join(devices), "--config", CONFIG, *args]
-    return output(argv, env=ENV)
+    accept = ", ".join(f'"a|^{re.escape(dev)}$|"' for dev in devices)
+    only = f'[{accept}, "r|.*|"]'
+    config = f"{CONFIG} devices {{ use_devicesfile = 0 filter = {only} global_filter = {only} }}"
+    return output([program, "--config", config, *args], env=ENV)
 
 
 def report(devices: Sequence[str], program: str, fields: str, *args: str) -> list[dict[str, str]]:

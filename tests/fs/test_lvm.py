@@ -189,8 +189,9 @@ def test_copy_of_used_runs_is_the_same_pv(built: Built, tmp_path: Path) -> None:
     copy = tmp_path / "copy.img"
     copy_extents(built.pv, copy, built.volume.used)
     with loops(copy) as devices:
-        lvm(devices, "pvck", devices[0])
+        checked = lvm(devices, "pvck", devices[0])
         reports = lvm_reports(devices)
+    assert "Found text metadata area: offset=4096" in checked
     assert reports == built.reports
     ext_copy = read_lv(copy, built.segments, "lvext", tmp_path / "lvext.img")
     extdisk.fsck(ext_copy)
@@ -201,6 +202,32 @@ def test_copy_of_used_runs_is_the_same_pv(built: Built, tmp_path: Path) -> None:
     with FileSource(str(swap_copy)) as src:
         assert swapfs.probe(src).label == "lvswap"
     assert probe_file(copy) == built.volume
+
+
+def _metadata_areas(pvck: str) -> tuple[Extent, ...]:
+    found = re.findall(r"Found text metadata area: offset=(\d+), size=(\d+)", pvck)
+    return tuple(Extent(int(offset), int(size)) for offset, size in found)
+
+
+def test_second_metadata_area_at_the_end_is_copied(tmp_path: Path) -> None:
+    """pvcreate --pvmetadatacopies 2 puts a metadata area at the end of the PV, past the
+    extents: the copy carries it, and pvck finds both on the copy."""
+    pv, copy = tmp_path / "pv.img", tmp_path / "copy.img"
+    with open(pv, "wb") as f:
+        f.truncate(PV_SIZE)
+    with loops(pv) as devices:
+        lvm(devices, "pvcreate", "-q", "-ff", "-y", "--pvmetadatacopies", "2", devices[0])
+        lvm(devices, "vgcreate", "-q", VG, devices[0])
+        lvm(devices, "lvcreate", "-q", "-an", "-Zn", "-L", "8m", "-n", "small", VG)
+        areas = _metadata_areas(lvm(devices, "pvck", devices[0]))
+        vg_uuid = report(devices, "vgs", "vg_uuid", VG)[0]["vg_uuid"]
+    assert len(areas) == 2 and areas[1].end == PV_SIZE
+    volume = probe_file(pv)
+    assert volume.copy is CopyMethod.NATIVE and extents.contains(volume.used, areas)
+    copy_extents(pv, copy, volume.used)
+    with loops(copy) as devices:
+        assert _metadata_areas(lvm(devices, "pvck", devices[0])) == areas
+        assert report(devices, "vgs", "vg_uuid", VG)[0]["vg_uuid"] == vg_uuid
 
 
 def _refused(volume: Volume, *words: str) -> None:

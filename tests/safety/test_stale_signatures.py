@@ -2,8 +2,8 @@
 restore (directory, stream, TCP and multicast receive all wiped only the disk's first and last
 MiB, and a native copy writes only used blocks), so blkid called the restored ext4 a RAID member.
 
-The target here is a used disk: random bytes, with a valid md 1.0 superblock (linux/raid/md_p.h,
-checksum as the kernel's calc_sb_1_csum) where blkid looks for one at the end of p1. blkid must
+The target here is a used disk: random bytes, with a valid md 1.0 superblock (tests/fs/raidmeta.py,
+as mdadm writes it) where blkid looks for one at the end of p1. blkid must
 see it before the restore (the test cannot pass vacuously) and only ext4 after each route."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 import random
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from clonebay.testdisks import ext
 from clonebay.testdisks.fat import hash_folder
 from tests.diskcheck import extract
 from tests.edgedisks import CLONEBAY, MIB, clonebay, gpt_disk, layout, loop, mkext, sha256
+from tests.fs.raidmeta import Array, md1_superblock
 from tests.net import session
 from tests.net.netns import lan
 
@@ -34,50 +34,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices and netn
 SIZE = 96 * MIB
 KEY = "stale-signatures"
 
-# linux/raid/md_p.h, struct mdp_superblock_1 (the 256 bytes before dev_roles[]):
-MD_MAGIC = 0xA92B4EFC
-MD_SB = struct.Struct(
-    "<IIII16s32s"  # magic, major_version, feature_map, pad0, set_uuid, set_name
-    "QIIQ"  # ctime, level, layout, size
-    "IIIIQIIII"  # chunksize, raid_disks, bitmap_offset, new_level, reshape_position,
-    # delta_disks, new_layout, new_chunk, new_offset
-    "QQQQII16sBBHi"  # data_offset, data_size, super_offset, recovery_offset, dev_number,
-    # cnt_corrected_read, device_uuid, devflags, bblog_shift, bblog_size, bblog_offset
-    "QQQII32x"  # utime, events, resync_offset, sb_csum, max_dev, pad3
-)
-SB_CSUM_AT = 216  # offsetof(struct mdp_superblock_1, sb_csum)
-assert MD_SB.size == 256
-
-
-def md10_superblock(part_size: int) -> tuple[int, bytes]:
-    """(byte offset in the partition, bytes) of an md 1.0 superblock of a 2-disk RAID 1 member,
-    where the kernel and blkid look for one: 8 KiB before the end, rounded down to 4 KiB."""
-    sector = ((part_size // 512) - 16) & ~7
-    max_dev = 2
-    fields = [
-        MD_MAGIC, 1, 0, 0, b"\x11" * 16, b"oldhost:oldraid1".ljust(32, b"\0"),
-        1_700_000_000, 1, 0, sector,
-        0, 2, 0, 0, 0, 0, 0, 0, 0,
-        0, sector, sector, 0, 0, 0, b"\x22" * 16, 0, 0, 0, 0,
-        1_700_000_000, 42, 2**64 - 1, 0, max_dev,
-    ]  # fmt: skip
-    sb = bytearray(MD_SB.pack(*fields) + struct.pack("<2H", 0, 1))  # dev_roles[max_dev]
-    sb[SB_CSUM_AT : SB_CSUM_AT + 4] = struct.pack("<I", calc_sb_1_csum(bytes(sb)))
-    return sector * 512, bytes(sb)
-
-
-def calc_sb_1_csum(sb: bytes) -> int:
-    """The kernel's calc_sb_1_csum (drivers/md/md.c): le32 words up to dev_roles[max_dev] with
-    sb_csum taken as zero, the carry folded back in once."""
-    max_dev: int = struct.unpack_from("<I", sb, 220)[0]
-    size = 256 + max_dev * 2
-    data = bytearray(sb[:size])
-    data[SB_CSUM_AT : SB_CSUM_AT + 4] = bytes(4)
-    words = size // 4
-    total: int = sum(struct.unpack_from(f"<{words}I", data))
-    if size % 4 == 2:
-        total += struct.unpack_from("<H", data, words * 4)[0]
-    return ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF
+# the stale member: a 2-disk RAID 1 array's first device, with a 1.0 superblock
+STALE = Array("oldhost:oldraid1", b"\x11" * 16, level=1, raid_disks=2, role=0)
 
 
 @dataclass(frozen=True)
@@ -127,7 +85,7 @@ def used_disk(path: Path, p1: tuple[int, int]) -> Path:
     with open(path, "wb") as f:
         for _ in range(SIZE // MIB):
             f.write(rng.randbytes(MIB))
-        at, sb = md10_superblock(p1[1])
+        at, sb = md1_superblock(STALE, "1.0", p1[1])
         os.pwrite(f.fileno(), sb, p1[0] + at)
     assert _blkid(path, p1).get("TYPE") == "linux_raid_member"  # it is really there
     return path
