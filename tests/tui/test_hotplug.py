@@ -64,6 +64,27 @@ def test_picker_follows_hotplug(loop_file: Path, attached_loops: list[str]) -> N
     assert seen["changes"] >= 1  # the watcher told the app; nobody pressed r
 
 
+def test_news_before_the_picker_is_composed_is_not_an_error() -> None:
+    """The watcher's first listing can reach a picker the app has pushed but not yet composed
+    (seen in CI: an error dialog ate the technician's Enter); the picker lists the disks itself
+    once mounted."""
+    services = Services(())
+    app = ClonebayApp(services)
+    seen: dict[str, Any] = {}
+
+    async def script(pilot: Pilot[Any]) -> None:
+        await screen_of(pilot, HomeScreen)
+        picker = DiskPickerScreen(services, Role.BROWSE)
+        pushed = pilot.app.push_screen(picker)
+        app.disks_changed(DiskChange(tuple(services.disks()), added=()))  # before compose
+        await pushed
+        await until(pilot, "the picker's own listing", lambda: bool(picker.disks))
+        seen["screen"] = type(pilot.app.screen).__name__
+
+    run_app(app, script)
+    assert seen["screen"] == "DiskPickerScreen"  # no ErrorModal on top
+
+
 def test_watcher_polls_without_a_monitor(loop_file: Path, attached_loops: list[str]) -> None:
     """The fallback when no uevent socket opens: the disk list every ``poll_interval``."""
     changes: list[DiskChange] = []

@@ -86,6 +86,8 @@ class DiskPickerScreen(BaseScreen[Disk | None]):
 
     def disks_changed(self, disks: list[Disk]) -> None:
         """New list of disks (from load, or from the app's hotplug watcher)."""
+        if not self.is_mounted:  # the watcher's news came before this screen was composed:
+            return  # its own load() lists the disks once it is
         old = {d.path: d for d in self.disks}
         self.disks = disks
         for disk in disks:
