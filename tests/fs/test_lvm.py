@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from clonebay.fs import extents, lvm_map, lvm_probe
 from clonebay.fs import swap as swapfs
 from clonebay.fs.ext import probe as ext_probe
-from clonebay.fs.lvm_label import lvm_crc
-from clonebay.fs.lvm_text import MDA_HEADER_SIZE
+from clonebay.fs.lvm_label import LvmError, lvm_crc
+from clonebay.fs.lvm_text import MDA_HEADER_SIZE, parse_config
 from clonebay.fs.pieced import Piece
 from clonebay.fs.probe import probe_volume
 from clonebay.model import CopyMethod, Extent, Volume
@@ -400,6 +400,21 @@ def test_random_damage_never_crashes(built: Built, flips: list[tuple[int, int]])
     assert all(e.start >= 0 and e.end <= PV_SIZE for e in volume.used)
     if volume.copy is CopyMethod.NATIVE and volume.fstype == "lvm2-pv":
         assert extents.contains(volume.used, (Extent(0, built.pe_start),))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[FIXTURE_HEALTH])
+@given(st.data())
+def test_edited_metadata_text_parses_or_says_where(built: Built, data: st.DataObject) -> None:
+    """Any edit of a real VG text either parses into a VG or raises LvmError, nothing else."""
+    text = _text(_head(built)).rstrip(b"\0").decode()
+    start = data.draw(st.integers(0, len(text)))
+    cut = data.draw(st.integers(start, min(len(text), start + 40)))
+    insert = data.draw(st.text(alphabet='{}[]=,"#\\ \n09-xa.', max_size=12))
+    edited = text[:start] + insert + text[cut:]
+    try:
+        lvm_map.build(parse_config(edited))
+    except LvmError as exc:
+        assert exc.message.startswith("LVM metadata")
 
 
 def test_lvm_partition_type_without_label_stays_a_container() -> None:
