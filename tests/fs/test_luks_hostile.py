@@ -276,6 +276,17 @@ def test_reencryption_in_progress(tmp_path: Path, key_file: Path) -> None:
     assert_whole(volume, "a LUKS2 reencryption is in progress (requirement online-reencrypt")
 
 
+def read_or_refuse(data: bytes) -> None:
+    """The header in ``data`` is read, described and judged readable, or refused: nothing else."""
+    source = BytesSource(data, "fuzzed")
+    try:
+        header = read_header(source)
+        header.notes()
+        readable(header, source.size, "fuzzed")
+    except LuksError:
+        pass
+
+
 def _leaves(node: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     if isinstance(node, dict):
         return [p for k, v in node.items() for p in _leaves(v, (*path, k))] or [path]
@@ -304,13 +315,7 @@ def test_fuzzed_luks2_json_is_read_or_refused(luks2: bytes, data: st.DataObject)
         node = node[key]
     node[path[-1]] = value
     forged = with_json_text(luks2[: 16 * MiB], json.dumps(tree).encode())
-    source = BytesSource(forged, "fuzzed")
-    try:
-        header = read_header(source)
-        header.notes()
-        readable(header, source.size, "fuzzed")
-    except LuksError:
-        pass
+    read_or_refuse(forged)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -320,10 +325,4 @@ def test_fuzzed_luks1_header_is_read_or_refused(luks1: bytes, flips: list[tuple[
     for offset, mask in flips:
         if offset >= 6:  # keep the magic: the prober sends anything else elsewhere
             data[offset] ^= mask
-    source = BytesSource(bytes(data), "fuzzed")
-    try:
-        header = read_header(source)
-        header.notes()
-        readable(header, source.size, "fuzzed")
-    except LuksError:
-        pass
+    read_or_refuse(bytes(data))
