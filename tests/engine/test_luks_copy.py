@@ -1,0 +1,145 @@
+"""A LUKS2 volume copied by the used blocks of its ext4, still encrypted, from the CLI.
+
+The source disk: GPT, p1 a LUKS2 volume (aes-xts-plain64, PBKDF2 key slot) that cryptsetup made
+by encrypting an ext4 in place (tests/luks_volumes.py). With the passphrase typed on standard
+input (``--key``) or a key file (``--key-file``), clone and save/restore carry only the LUKS
+header and keyslot areas and the ciphertext under the ext4's used blocks. The oracles: cryptsetup
+accepts the passphrase on the target's p1, and the target's p1, decrypted, is an ext4 that
+e2fsck passes holding every file as built (debugfs rdump). A wrong passphrase is refused before
+anything is written; no secret is in the CLI's output or the image's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clonebay.fs.luks_header import read_header
+from clonebay.fs.luks_keys import unlock
+from clonebay.fs.luks_view import UnlockedLuks
+from clonebay.fs.probe import probe_volume
+from clonebay.system.blockdev import FileSource
+from clonebay.testdisks import ext as extdisk
+from clonebay.testdisks.tree import Tree, small_tree
+from tests.edgedisks import CLONEBAY, gpt_disk, layout
+from tests.luks_volumes import CASES, PASSPHRASE, encrypt_in_place, opens_with, secret_file
+
+MiB = 1 << 20
+VOLUME = 48 * MiB
+EXT = 32 * MiB  # the ext4 inside: what reencrypt --reduce-device-size 16M leaves encrypted
+DATA_OFFSET = 8 * MiB
+
+
+@dataclass(frozen=True)
+class Source:
+    disk: Path
+    key_file: Path
+    tree: Tree
+    used: int  # the bytes p1's copy must carry: header area + the ext4's used blocks
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    work = tmp_path_factory.mktemp("luks-copy")
+    tree = small_tree(work / "tree", files=40, big_file=2 * MiB)
+    volume = extdisk.build_ext(work / "p1.img", EXT, tree, "ext4", label="secret-home")
+    with FileSource(str(volume)) as src:
+        ext_used = probe_volume(src).used_bytes
+    with open(volume, "r+b") as f:
+        f.truncate(VOLUME)
+    key_file = secret_file(work, PASSPHRASE.encode())
+    encrypt_in_place(volume, CASES[0], key_file)
+    disk = gpt_disk(work / "disk.img", 64 * MiB, "1:2048:+48M", typecodes=["1:8309"])
+    with open(volume, "rb") as fin, open(disk, "r+b") as fout:
+        os.copy_file_range(fin.fileno(), fout.fileno(), VOLUME, 0, MiB)
+    return Source(disk, key_file, tree, DATA_OFFSET + ext_used)
+
+
+def cli(*args: str, secrets: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LC_ALL": "C"}
+    return subprocess.run(
+        [str(CLONEBAY), *args], input=secrets, capture_output=True, text=True, env=env, check=False
+    )
+
+
+def result_of(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert PASSPHRASE not in done.stdout + done.stderr
+    last = [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
+    result: dict[str, object] = json.loads(last)
+    return result
+
+
+def check_target(target: Path, source: Source, work: Path) -> None:
+    """The target's p1 opens with the passphrase and holds the ext4 with every file as built."""
+    start, _ = layout(target)[1]
+    p1 = work / "p1-of-target.img"
+    with open(target, "rb") as fin, open(p1, "wb") as fout:
+        os.copy_file_range(fin.fileno(), fout.fileno(), VOLUME, start * 512, 0)
+    assert opens_with(p1, source.key_file), "cryptsetup does not open the target's p1"
+    decrypted = work / "p1-decrypted.img"
+    with FileSource(str(p1)) as src, open(decrypted, "wb") as out:
+        header = read_header(src)
+        view = UnlockedLuks(src, header, unlock(src, header, PASSPHRASE.encode(), "passphrase"))
+        out.write(view.pread(EXT, 0))
+    extdisk.fsck(decrypted)
+    extdisk.check_tree(decrypted, source.tree)
+
+
+def test_probe_maps_with_the_passphrase(source: Source) -> None:
+    done = cli("probe", "--json", "--key", str(source.disk), secrets=PASSPHRASE + "\n")
+    assert done.returncode == 0 and PASSPHRASE not in done.stdout + done.stderr, done.stderr
+    (p1,) = json.loads(done.stdout)["partitions"]
+    volume = p1["volume"]
+    assert (volume["fstype"], volume["copy"], volume["state"]) == ("luks", "native", "encrypted")
+    assert volume["used_bytes"] == source.used
+    assert volume["label"] == "secret-home"
+
+
+def test_clone_with_the_passphrase_copies_only_the_used_blocks(
+    source: Source, tmp_path: Path
+) -> None:
+    keyed = result_of(
+        cli("clone", "--json", "--yes", "--key", str(source.disk), str(tmp_path / "t.img"),
+            secrets=PASSPHRASE + "\n")
+    )  # fmt: skip
+    check_target(tmp_path / "t.img", source, tmp_path)
+    whole = result_of(cli("clone", "--json", "--yes", str(source.disk), str(tmp_path / "w.img")))
+    check_target(tmp_path / "w.img", source, tmp_path)
+    assert isinstance(keyed["copied_bytes"], int) and isinstance(whole["copied_bytes"], int)
+    # the whole copy reads p1's 48 MiB; the keyed one its ~15 MiB map, in 4 MiB chunks
+    assert whole["copied_bytes"] - keyed["copied_bytes"] >= VOLUME - source.used - 8 * MiB
+
+
+def test_save_and_restore_with_a_key_file(source: Source, tmp_path: Path) -> None:
+    image = tmp_path / "luks.image"
+    result_of(
+        cli("save", "--json", "--key-file", str(source.key_file), str(source.disk), str(image))
+    )
+    manifest = json.loads((image / "manifest.json").read_text())
+    (p1,) = [r for r in manifest["regions"] if r["name"] == "p1"]
+    assert (p1["fstype"], p1["copy"]) == ("luks", "native")
+    for path in image.rglob("*"):
+        if path.is_file():
+            assert PASSPHRASE.encode() not in path.read_bytes(), path
+    target = tmp_path / "restored.img"
+    result_of(cli("restore", "--json", "--yes", str(image), str(target)))
+    check_target(target, source, tmp_path)
+
+
+def test_a_wrong_passphrase_is_refused_before_anything_is_written(
+    source: Source, tmp_path: Path
+) -> None:
+    target = tmp_path / "never.img"
+    wrong = "Tr0ub4dor&3"
+    done = cli("clone", "--yes", "--key", str(source.disk), str(target), secrets=wrong + "\n")
+    assert done.returncode == 5, done.stderr
+    assert "none of the keys given opens" in done.stderr and "nothing was written" in done.stderr
+    assert "passphrase 1 does not open key slot 0" in done.stderr
+    assert wrong not in done.stderr + done.stdout
+    assert not target.exists()
