@@ -1,9 +1,10 @@
 """A LUKS2 volume copied by the used blocks of its ext4, still encrypted, from the CLI.
 
 The source disk: GPT, p1 a LUKS2 volume (aes-xts-plain64, PBKDF2 key slot) that cryptsetup made
-by encrypting an ext4 in place (tests/luks_volumes.py). With the passphrase typed on standard
-input (``--key``) or a key file (``--key-file``), clone and save/restore carry only the LUKS
-header and keyslot areas and the ciphertext under the ext4's used blocks. The oracles: cryptsetup
+by encrypting an ext4 in place (tests/luks_volumes.py). With a key file holding the passphrase
+(``--key-file``; ``--key`` reads the same secret from the terminal and is tested with the
+BitLocker volumes), clone and save/restore carry only the LUKS header and keyslot areas and the
+ciphertext under the ext4's used blocks. The oracles: cryptsetup
 accepts the passphrase on the target's p1, and the target's p1, decrypted, is an ext4 that
 e2fsck passes holding every file as built (debugfs rdump). A wrong passphrase is refused before
 anything is written; no secret is in the CLI's output or the image's files.
@@ -26,7 +27,7 @@ from clonebay.fs.probe import probe_volume
 from clonebay.system.blockdev import FileSource
 from clonebay.testdisks import ext as extdisk
 from clonebay.testdisks.tree import Tree, small_tree
-from tests.edgedisks import CLONEBAY, gpt_disk, layout
+from tests.edgedisks import clonebay, gpt_disk, layout, put
 from tests.luks_volumes import CASES, PASSPHRASE, encrypt_in_place, opens_with, secret_file
 
 MiB = 1 << 20
@@ -55,16 +56,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     key_file = secret_file(work, PASSPHRASE.encode())
     encrypt_in_place(volume, CASES[0], key_file)
     disk = gpt_disk(work / "disk.img", 64 * MiB, "1:2048:+48M", typecodes=["1:8309"])
-    with open(volume, "rb") as fin, open(disk, "r+b") as fout:
-        os.copy_file_range(fin.fileno(), fout.fileno(), VOLUME, 0, MiB)
+    put(disk, volume, MiB)
     return Source(disk, key_file, tree, DATA_OFFSET + ext_used)
-
-
-def cli(*args: str, secrets: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LC_ALL": "C"}
-    return subprocess.run(
-        [str(CLONEBAY), *args], input=secrets, capture_output=True, text=True, env=env, check=False
-    )
 
 
 def result_of(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
@@ -91,8 +84,8 @@ def check_target(target: Path, source: Source, work: Path) -> None:
     extdisk.check_tree(decrypted, source.tree)
 
 
-def test_probe_maps_with_the_passphrase(source: Source) -> None:
-    done = cli("probe", "--json", "--key", str(source.disk), secrets=PASSPHRASE + "\n")
+def test_probe_maps_with_the_key_file(source: Source) -> None:
+    done = clonebay("probe", "--json", "--key-file", str(source.key_file), str(source.disk))
     assert done.returncode == 0 and PASSPHRASE not in done.stdout + done.stderr, done.stderr
     (p1,) = json.loads(done.stdout)["partitions"]
     volume = p1["volume"]
@@ -101,25 +94,27 @@ def test_probe_maps_with_the_passphrase(source: Source) -> None:
     assert volume["label"] == "secret-home"
 
 
-def test_clone_with_the_passphrase_copies_only_the_used_blocks(
+def test_clone_with_the_key_file_copies_only_the_used_blocks(
     source: Source, tmp_path: Path
 ) -> None:
     keyed = result_of(
-        cli("clone", "--json", "--yes", "--key", str(source.disk), str(tmp_path / "t.img"),
-            secrets=PASSPHRASE + "\n")
+        clonebay("clone", "--json", "--yes", "--key-file", str(source.key_file),
+                 str(source.disk), str(tmp_path / "t.img"))
     )  # fmt: skip
     check_target(tmp_path / "t.img", source, tmp_path)
-    whole = result_of(cli("clone", "--json", "--yes", str(source.disk), str(tmp_path / "w.img")))
+    whole = result_of(
+        clonebay("clone", "--json", "--yes", str(source.disk), str(tmp_path / "w.img"))
+    )
     check_target(tmp_path / "w.img", source, tmp_path)
     assert isinstance(keyed["copied_bytes"], int) and isinstance(whole["copied_bytes"], int)
     # the whole copy reads p1's 48 MiB; the keyed one its ~15 MiB map, in 4 MiB chunks
     assert whole["copied_bytes"] - keyed["copied_bytes"] >= VOLUME - source.used - 8 * MiB
 
 
-def test_save_and_restore_with_a_key_file(source: Source, tmp_path: Path) -> None:
+def test_save_and_restore_keep_the_encryption(source: Source, tmp_path: Path) -> None:
     image = tmp_path / "luks.image"
     result_of(
-        cli("save", "--json", "--key-file", str(source.key_file), str(source.disk), str(image))
+        clonebay("save", "--json", "--key-file", str(source.key_file), str(source.disk), str(image))
     )
     manifest = json.loads((image / "manifest.json").read_text())
     (p1,) = [r for r in manifest["regions"] if r["name"] == "p1"]
@@ -128,18 +123,19 @@ def test_save_and_restore_with_a_key_file(source: Source, tmp_path: Path) -> Non
         if path.is_file():
             assert PASSPHRASE.encode() not in path.read_bytes(), path
     target = tmp_path / "restored.img"
-    result_of(cli("restore", "--json", "--yes", str(image), str(target)))
+    result_of(clonebay("restore", "--json", "--yes", str(image), str(target)))
     check_target(target, source, tmp_path)
 
 
-def test_a_wrong_passphrase_is_refused_before_anything_is_written(
+def test_a_wrong_key_file_is_refused_before_anything_is_written(
     source: Source, tmp_path: Path
 ) -> None:
     target = tmp_path / "never.img"
     wrong = "Tr0ub4dor&3"
-    done = cli("clone", "--yes", "--key", str(source.disk), str(target), secrets=wrong + "\n")
+    key_file = secret_file(tmp_path, wrong.encode())
+    done = clonebay("clone", "--yes", "--key-file", str(key_file), str(source.disk), str(target))
     assert done.returncode == 5, done.stderr
     assert "none of the keys given opens" in done.stderr and "nothing was written" in done.stderr
-    assert "passphrase 1 does not open key slot 0" in done.stderr
+    assert "key file 1 does not open key slot 0" in done.stderr
     assert wrong not in done.stderr + done.stdout
     assert not target.exists()
