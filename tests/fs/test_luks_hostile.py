@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clonebay.errors import LuksError
+from clonebay.errors import LuksError, LuksKeyError
 from clonebay.fs.keyring import Keyring
 from clonebay.fs.luks_header import LUKS1, LUKS1_SLOT, read_header
 from clonebay.fs.luks_keys import unlock
@@ -224,6 +224,15 @@ def test_forged_header_refused_when_opened(luks2: bytes, name: str) -> None:
     assert words in caught.value.message
     assert_whole(probe_with_key(data), words)
     assert time.monotonic() - started < 5, "a forged KDF setting ran instead of being refused"
+
+
+def test_slots_set_to_be_ignored_are_not_tried(luks2: bytes) -> None:
+    data = with_json(luks2, _set("keyslots.0.priority", 0))
+    words = "this LUKS volume sets all its key slots to priority 'ignore': none is tried"
+    with pytest.raises(LuksKeyError, match=words):
+        source = BytesSource(data, "ignored")
+        unlock(source, read_header(source), PASSPHRASE.encode(), "passphrase 1")
+    assert_whole(probe_with_key(data), "not unlocked: this LUKS volume sets all its key slots")
 
 
 def test_forged_luks1_slots(luks1: bytes) -> None:

@@ -184,7 +184,10 @@ def unlock(src: ByteSource, header: LuksHeader, secret: bytes, what: str) -> Vol
     opens no slot, LuksError when no slot could even be tried (damaged, forged, unsupported)."""
     slots = usable_slots(header)
     if not slots:
-        raise LuksKeyError(f"{src.name}: this LUKS volume has no active key slot to open")
+        why = (
+            "sets all its key slots to priority 'ignore'" if header.keyslots else "has no key slot"
+        )
+        raise LuksKeyError(f"{src.name}: this LUKS volume {why}: none is tried")
     wrong: list[int] = []
     problems: list[str] = []
     for slot in slots:
