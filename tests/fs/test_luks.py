@@ -35,6 +35,7 @@ from clonebay.system.blockdev import FileSource
 from clonebay.system.run import output
 from clonebay.testdisks import ext as extdisk
 from clonebay.testdisks.tree import Tree, small_tree
+from tests.fs.lvmdisks import loops, lvm, lvm_segments, read_lv, write_lv
 from tests.fs.test_ext import dumpe2fs_used
 from tests.luks_volumes import (
     CASES,
@@ -284,3 +285,42 @@ def test_a_key_file_opens_its_own_slot(
     opened = keys.opened[f"luks:{volume.uuid}"]
     assert getattr(opened, "key", b"") == volume_key(image, key_file, built.case.version)
     os.unlink(image)
+
+
+def test_lvm_inside_luks_is_mapped_lv_by_lv(work: Path, plain: Plain, key_file: Path) -> None:
+    """LUKS holding an LVM PV whose LV holds the ext4 (Debian's and Ubuntu's encrypted install):
+    the map is the header area plus the PV's own map shifted, and a copy of only those runs
+    decrypts to a PV whose LV is the ext4 with every file as built."""
+    pv = work / "pv.img"
+    pv_size = EXT_SIZE + 8 * MiB  # the LV, the PV's metadata, rounding to 4 MiB extents
+    with open(pv, "wb") as f:
+        f.truncate(pv_size)
+    with loops(pv) as devices:
+        (dev,) = devices
+        lvm(devices, "pvcreate", "-q", "-ff", "-y", dev)
+        lvm(devices, "vgcreate", "-q", "-s", "4m", "luksvg", dev)
+        lvm(devices, "lvcreate", "-q", "-an", "-Zn", "-L", "32m", "-n", "root", "luksvg")
+        segments = lvm_segments(devices, "luksvg")
+    write_lv(pv, segments, "root", plain.image)  # the ext4: its 32 MiB, ~10 of them used
+    with FileSource(str(pv)) as src:
+        pv_map = probe_volume(src)
+    assert (pv_map.fstype, pv_map.copy) == ("lvm2-pv", CopyMethod.NATIVE), pv_map.reason
+    image = copy_of(pv, work / "lvm-in-luks.img")
+    with open(image, "r+b") as f:
+        f.truncate(pv_size + 16 * MiB)  # reencrypt's --reduce-device-size
+    encrypt_in_place(image, CASES[0], key_file)
+    with FileSource(str(image)) as src:
+        volume = probe_volume(src, keys=Keyring(key_files=[PASSPHRASE.encode()]))
+    assert volume.copy is CopyMethod.NATIVE, volume.reason
+    assert volume.notes[-1] == "unlocked with key slot 0; inside: lvm2-pv 'luksvg'"
+    assert volume.used == expected_runs(DATA_OFFSET, pv_map.used)
+    copy = work / "lvm-in-luks-copy.img"
+    copy_extents(image, copy, volume.used)
+    decrypted = work / "lvm-in-luks-decrypted.img"
+    with FileSource(str(copy)) as src, open(decrypted, "wb") as out:
+        header = read_header(src)
+        view = UnlockedLuks(src, header, unlock(src, header, PASSPHRASE.encode(), "passphrase"))
+        out.write(view.pread(pv_size, 0))
+    root = read_lv(decrypted, segments, "root", work / "root.img")
+    extdisk.fsck(root)
+    extdisk.check_tree(root, plain.tree)

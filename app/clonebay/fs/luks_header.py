@@ -39,6 +39,7 @@ SLOT_ENABLED, SLOT_DISABLED = 0x00AC71F3, 0x0000DEAD
 LUKS2 = struct.Struct(">6sHQQ48s32s64s40s48sQ184s64s")  # 512 bytes
 LUKS2_BINARY = 4096
 CSUM_OFFSET = 448
+DETACHED_HINT = " (truncated, or a detached header whose data is on another device)"
 HDR_SIZES = tuple(0x4000 << i for i in range(9))  # 16 KiB .. 4 MiB: the sizes cryptsetup writes
 
 
@@ -107,15 +108,15 @@ def _luks1(src: ByteSource) -> LuksHeader:
     numbers = tuple(s.number for s in slots)
     digest = Digest(numbers, (0,), hash_name, mk_iter, mk_salt, mk_digest)
     segment = Segment(0, "crypt", payload * SECTOR, None, spec)
-    _inside(src, Extent(segment.offset, 0), "data offset")
+    _inside(src, Extent(segment.offset, 0), "data offset", DETACHED_HINT)
     return LuksHeader(1, _text(uuid), tuple(slots), (segment,), (digest,), areas_end)
 
 
-def _inside(src: ByteSource, area: Extent, what: str) -> None:
+def _inside(src: ByteSource, area: Extent, what: str, hint: str = "") -> None:
     if area.start < 0 or area.end > src.size or (area.length == 0 and area.start >= src.size):
         raise LuksError(
             f"{src.name}: the LUKS header puts the {what} at bytes {area.start}-{area.end},"
-            f" past the end of the {src.size}-byte volume"
+            f" past the end of the {src.size}-byte volume{hint}"
         )
 
 
@@ -196,7 +197,8 @@ def _luks2(src: ByteSource) -> LuksHeader:
     for slot in header.keyslots:
         _inside(src, slot.area, f"key slot {slot.number}'s area")
     for segment in header.segments:
-        _inside(src, Extent(segment.offset, segment.size or 0), f"data segment {segment.number}")
+        place = Extent(segment.offset, segment.size or 0)
+        _inside(src, place, f"data segment {segment.number}", DETACHED_HINT)
     _inside(src, Extent(0, header.areas_end), "keyslot areas")
     return replace(
         header,
