@@ -305,13 +305,17 @@ def _leaves(node: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     return [path]
 
 
+def _containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner)
+
+
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(1 << 70), max_value=1 << 70)
     | st.text(max_size=12)
     | st.sampled_from(["0", "dynamic", "18446744073709551616", "pbkdf2", "argon2i", "luks2"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    _containers,
     max_leaves=6,
 )
 
