@@ -61,6 +61,7 @@ class Volume:
     block_size: int = 512
     reason: str = ""
     notes: tuple[str, ...] = ()
+    decrypted: bool = False  # read through its unlocked view: the copy is plaintext (--decrypt)
 
     @property
     def used_bytes(self) -> int:

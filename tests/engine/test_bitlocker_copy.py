@@ -27,7 +27,7 @@ from clonebay.fs.bitlocker_meta import read_metadata
 from clonebay.model import Extent
 from clonebay.system.blockdev import FileSource
 from clonebay.system.run import output, run
-from tests.bitlocker_disks import NTFS_BYTES, Source, bitlocker_disk, read_tree
+from tests.bitlocker_disks import NTFS_BYTES, TREE, Source, bitlocker_disk, mounted_ntfs, read_tree
 from tests.edgedisks import CLONEBAY, layout
 
 pytestmark = [
@@ -235,3 +235,44 @@ def test_no_secret_in_the_process_list(source: Source, tmp_path: Path) -> None:
     out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 0, err
     assert not _leaks(out + err, source)
+
+
+def _plain_tree(target: Path, tmp_path: Path) -> dict[str, str]:
+    """The target's p1 read as a plain NTFS (no key): ntfsfix -n clean, each file's SHA-256."""
+    start, _ = layout(target)[1]
+    alone = tmp_path / "p1.ntfs"
+    with target.open("rb") as fin, alone.open("wb") as fout:
+        fin.seek(start * 512)
+        fout.write(fin.read(NTFS_BYTES))
+    run(["ntfsfix", "-n", str(alone)])
+    with mounted_ntfs(alone) as root:
+        return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in TREE}
+
+
+def test_decrypt_writes_a_plain_ntfs(source: Source, tmp_path: Path) -> None:
+    target = tmp_path / "plain.img"
+    done = cli("clone", "--json", "--yes", "--key", "--decrypt", str(source.disk), str(target),
+               secrets=source.volume.password + "\n")  # fmt: skip
+    result = _result(done)
+    assert "UNENCRYPTED" in done.stderr
+    assert isinstance(result["copied_bytes"], int) and result["copied_bytes"] < 60 * MIB
+    probe = json.loads(cli("probe", "--json", str(target)).stdout)
+    assert probe["partitions"][0]["volume"]["fstype"] == "ntfs"
+    assert _plain_tree(target, tmp_path) == source.sums
+    image = tmp_path / "plain.image"
+    _result(cli("save", "--json", "--recovery-password", "--decrypt", str(source.disk),
+                str(image), secrets=source.recovery + "\n"))  # fmt: skip
+    restored = tmp_path / "restored.img"
+    _result(cli("restore", "--json", "--yes", str(image), str(restored)))
+    (tmp_path / "r").mkdir()
+    assert _plain_tree(restored, tmp_path / "r") == source.sums
+
+
+def test_decrypt_needs_a_key_and_no_rescue(source: Source, tmp_path: Path) -> None:
+    target = tmp_path / "never.img"
+    alone = cli("clone", "--yes", "--decrypt", str(source.disk), str(target))
+    assert alone.returncode == 2 and "--decrypt needs the volume's key" in alone.stderr
+    rescue = cli("clone", "--yes", "--key", "--decrypt", "--rescue", str(source.disk), str(target),
+                 secrets=source.volume.password + "\n")  # fmt: skip
+    assert rescue.returncode == 2 and "--rescue" in rescue.stderr, rescue.stderr
+    assert not target.exists() or target.stat().st_size == 0

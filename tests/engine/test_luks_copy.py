@@ -12,6 +12,7 @@ anything is written; no secret is in the CLI's output or the image's files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -139,3 +140,22 @@ def test_a_wrong_key_file_is_refused_before_anything_is_written(
     assert "key file 1 does not open key slot 0" in done.stderr
     assert wrong not in done.stderr + done.stdout
     assert not target.exists()
+
+
+def test_extract_from_the_image_with_the_key_file(source: Source, tmp_path: Path) -> None:
+    """The files of the LUKS volume in an image, read with its key file (browse: an unlocked
+    view of the image's ciphertext, mounted read-only by the kernel's ext4)."""
+    image = tmp_path / "browse.image"
+    key = ["--key-file", str(source.key_file)]
+    result_of(clonebay("save", "--json", *key, str(source.disk), str(image)))
+    bare = clonebay("ls", f"{image}:p1")
+    assert bare.returncode == 5 and "--key-file" in bare.stderr, bare.stderr
+    listing = result_of(clonebay("ls", "--json", "-R", *key, f"{image}:p1"))
+    entries = listing["entries"]
+    assert isinstance(entries, list)
+    files = {e["path"] for e in entries if e["kind"] == "file"}
+    assert set(source.tree.files) <= files | {"lost+found"}
+    dest = tmp_path / "out"
+    result_of(clonebay("extract", "--json", *key, f"{image}:p1", ".", str(dest)))
+    got = {rel: hashlib.sha256((dest / rel).read_bytes()).hexdigest() for rel in source.tree.files}
+    assert got == source.tree.files

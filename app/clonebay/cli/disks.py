@@ -219,7 +219,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_postcopy_options(p)
     add_rescue_options(p, "/var/lib/clonebay/rescue/SOURCE-SERIAL.map")
     add_resume_option(p, "clone")
-    add_key_options(p)
+    add_key_options(p, decrypt=True)
     add_yes(p)
     p.add_argument("--json", action="store_true", help="JSON-lines progress and result")
     p.set_defaults(func=_cmd_clone)

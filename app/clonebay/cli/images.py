@@ -285,7 +285,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_rescue_options(p, "IMAGE.map, beside the image")
     add_resume_option(p, "save")
-    add_key_options(p)
+    add_key_options(p, decrypt=True)
     no_space_check(p)
     add_store_options(p)
     p.set_defaults(func=_cmd_save)

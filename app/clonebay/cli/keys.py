@@ -18,8 +18,9 @@ from clonebay.fs.bitlocker_keys import read_startup_key
 from clonebay.fs.keyring import Keyring, read_key_file
 
 
-def add_key_options(p: argparse.ArgumentParser) -> None:
-    """``--key``, ``--recovery-password``, ``--startup-key FILE``, ``--key-file FILE``."""
+def add_key_options(p: argparse.ArgumentParser, *, decrypt: bool = False) -> None:
+    """``--key``, ``--recovery-password``, ``--startup-key FILE``, ``--key-file FILE``; and
+    ``--decrypt`` for the jobs that write a copy (``decrypt``)."""
     group = p.add_argument_group("locked volumes (BitLocker, LUKS): copy only their used blocks")
     group.add_argument(
         "--key",
@@ -49,6 +50,13 @@ def add_key_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a LUKS key file",
     )
+    if decrypt:
+        group.add_argument(
+            "--decrypt",
+            action="store_true",
+            help="write the BitLocker volumes the keys open DECRYPTED (a plain NTFS that opens"
+            " without a key, for a machine without BitLocker); default: kept encrypted",
+        )
 
 
 def _ask(prompt: str) -> str:
@@ -73,4 +81,15 @@ def keyring(args: argparse.Namespace) -> Keyring | None:
         keys.startup_keys.append(read_startup_key(read_key_file(path, "startup key"), path))
     for path in getattr(args, "key_file", []):
         keys.key_files.append(read_key_file(path, "key file"))
+    keys.decrypt = getattr(args, "decrypt", False)
+    if keys.decrypt and not keys:
+        raise UsageError(
+            "--decrypt needs the volume's key: --key, --recovery-password or --startup-key"
+        )
+    if keys.decrypt:
+        print(
+            "warning: --decrypt: the copy of each BitLocker volume the keys open is written"
+            " UNENCRYPTED; anyone with the target can read it",
+            file=sys.stderr,
+        )
     return keys if keys else None

@@ -23,6 +23,7 @@ from typing import Any
 
 import xxhash
 
+from clonebay.engine.decrypted import decrypted_views
 from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
 from clonebay.engine.layout.plan import (
     Grow,
@@ -57,7 +58,7 @@ from clonebay.fs import extents
 from clonebay.fs.keyring import Keyring
 from clonebay.imaging.codec import is_zero_chunk
 from clonebay.model import CopyMethod, Extent, Partition, Progress, VolumeState
-from clonebay.system.blockdev import SourceDevice, is_block_device
+from clonebay.system.blockdev import ByteSource, SourceDevice, is_block_device
 from clonebay.system.directio import DirectFile
 from clonebay.system.run import run
 
@@ -191,15 +192,22 @@ def _area(area: Extent) -> str:
 
 
 def _tasks(
-    plan: Plan, fd: DirectFile | int, overlays: dict[str, steps.Overlay]
+    plan: Plan,
+    fd: DirectFile | int,
+    overlays: dict[str, steps.Overlay],
+    views: dict[str, ByteSource],
 ) -> Iterator[ReadTask]:
-    """The reads: each move's used extents; a shrunk move's changed ranges from its overlay."""
+    """The reads: each move's used extents; a shrunk move's changed ranges from its overlay;
+    a decrypted move's from its plaintext view (engine/decrypted.py)."""
     for move in plan.moves:
-        if move.volume is not None:
-            overlay = overlays.get(move.name)
-            yield from steps.read_tasks(
-                move.name, _used(move), fd, move.source.start, overlay, CHUNK
-            )
+        if move.volume is None:
+            continue
+        view = views.get(move.name)
+        if view is not None:
+            yield from steps.read_tasks(move.name, _used(move), view, 0, None, CHUNK)
+            continue
+        overlay = overlays.get(move.name)
+        yield from steps.read_tasks(move.name, _used(move), fd, move.source.start, overlay, CHUNK)
 
 
 class _Sink:
@@ -418,6 +426,9 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
         jobs = [clone_job(report, plans[t], source, t, options) for t in targets]
         journals = [clone_journal(src, job, plans[job.target], options) for job in jobs]
         state = journals[0].state if options.resume else {}
+        parts = [(m.name, m.source.start, m.source.size, m.volume) for m in first.moves]
+        rescue = options.rescue is not None
+        views = bound.enter_context(decrypted_views(source, parts, options.keys, rescue=rescue))
         rescuer = _rescuer(src, source, targets, options, cancel)
         if rescuer is not None:
             bound.callback(rescuer.close)  # the disk's command timeout as it was, at the end
@@ -442,7 +453,7 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
                 stage = state.get("stage", "copy")
                 if stage == "copy":
                     _copy_pass(src, plans, jobs, fan, options, rescuer, overlays, state,
-                               progress, cancel, checkpoint)  # fmt: skip
+                               progress, cancel, checkpoint, views)  # fmt: skip
                     checkpoint(stage="rescue" if rescuer is not None else "finish")
                 if rescuer is not None and options.rescue is not None and stage != "finish":
                     rescue_rest(rescuer, plans, fan, options.rescue.retries)
@@ -472,6 +483,7 @@ def _copy_pass(  # noqa: PLR0917 (the pipeline's parts, from _copy)
     progress: Callable[[Progress], None] | None,
     cancel: threading.Event,
     checkpoint: Callable[..., None],
+    views: dict[str, ByteSource],
 ) -> None:
     """Pass 1: every used chunk read once and handed to every target (after a resume's
     checkpoint only)."""
@@ -487,7 +499,7 @@ def _copy_pass(  # noqa: PLR0917 (the pipeline's parts, from _copy)
         rescue=rescuer.read if rescuer is not None else None,
     )
     # the reads are the same for every target: only where they land differs
-    tasks: Iterable[ReadTask] = _tasks(plan, src.io, overlays)
+    tasks: Iterable[ReadTask] = _tasks(plan, src.io, overlays, views)
     totals = {r.name: r.planned_bytes for r in jobs[0].regions if not r.held}
     if state:
         left = list(tasks_after(tasks, state, [m.name for m in plan.moves]))

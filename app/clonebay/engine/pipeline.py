@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 
 from clonebay.errors import CancelledError, DeviceError
 from clonebay.model import Progress
+from clonebay.system.blockdev import ByteSource
 from clonebay.system.directio import DirectFile, pread_all
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ class ReadTask:
 
     region: str
     offset: int
-    fd: DirectFile | int
+    fd: DirectFile | int | ByteSource  # a ByteSource: a decrypted view (engine/decrypted.py)
     source_offset: int
     length: int
 
@@ -226,8 +227,12 @@ class Pipeline(Generic[T]):
         try:
             if isinstance(task.fd, DirectFile):
                 got = task.fd.read_into(view, task.source_offset)
-            else:
+            elif isinstance(task.fd, int):
                 got = pread_all(task.fd, view, task.source_offset)
+            else:
+                data = task.fd.pread(task.length, task.source_offset)
+                view[: len(data)] = data
+                got = len(data)
         except OSError as exc:
             at = task.offset + _first_bad(task)
             raise DeviceError(
@@ -319,6 +324,8 @@ def _first_bad(task: ReadTask, piece: int = 4096) -> int:
     """Where in ``task`` the first unreadable piece is (a failed transfer of 4 MiB says only
     that some sector in it failed): read again ``piece`` bytes at a time, at most 1,024 reads.
     The task's length when every piece reads now (a transient error)."""
+    if not isinstance(task.fd, DirectFile | int):
+        return 0  # a view: its source's error is the one to show
     fd = task.fd.fd if isinstance(task.fd, DirectFile) else task.fd
     for pos in range(0, task.length, piece):
         try:

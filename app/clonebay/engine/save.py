@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
+from clonebay.engine.decrypted import decrypted_views
 from clonebay.engine.inspect import DiskReport, inspect_disk
 from clonebay.engine.locked import check_keys
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
@@ -57,7 +58,7 @@ from clonebay.imaging.spec import DEFAULT_CHUNK_SIZE, DEFAULT_PACK_LIMIT
 from clonebay.imaging.stream_write import StreamWriter
 from clonebay.imaging.writer import ImageWriter
 from clonebay.model import Progress
-from clonebay.system.blockdev import SourceDevice, sector_sizes
+from clonebay.system.blockdev import ByteSource, SourceDevice, sector_sizes
 from clonebay.system.directio import DirectFile
 from clonebay.units import human_size
 
@@ -80,14 +81,21 @@ class SaveOptions:
 
 
 def chunk_tasks(
-    regions: list[SourceRegion], fd: DirectFile | int, chunk: int
+    regions: list[SourceRegion],
+    fd: DirectFile | int,
+    chunk: int,
+    views: dict[str, ByteSource] | None = None,
 ) -> Iterator[ReadTask]:
-    """Read tasks for every run of every region, cut at chunk-aligned boundaries."""
+    """Read tasks for every run of every region, cut at chunk-aligned boundaries; a decrypted
+    region's from its plaintext view (engine/decrypted.py)."""
     for region in regions:
+        view = (views or {}).get(region.name)
         for piece in extents.split(region.runs, chunk):
-            yield ReadTask(
-                region.name, piece.start, fd, region.disk_offset + piece.start, piece.length
-            )
+            if view is not None:
+                yield ReadTask(region.name, piece.start, view, piece.start, piece.length)
+            else:
+                at = region.disk_offset + piece.start
+                yield ReadTask(region.name, piece.start, fd, at, piece.length)
 
 
 def _source_info(path: str, size: int, fd: int, partition: int | None) -> SourceInfo:
@@ -222,6 +230,9 @@ def save(
             job = _job_record(src, image, regions, options)
             if point is not None:
                 check_resumable(point, job, src, regions)
+            parts = [(r.name, r.disk_offset, r.size, r.volume) for r in regions]
+            rescue = options.rescue is not None
+            views = stack.enter_context(decrypted_views(source, parts, options.keys, rescue=rescue))
             rescuer = save_rescuer(src, image, options, cancel)
             if rescuer is not None:
                 stack.callback(rescuer.close)
@@ -232,7 +243,7 @@ def save(
                 tasks = (
                     compacted.tasks(src.io, options.chunk_size)
                     if compacted is not None
-                    else chunk_tasks(regions, src.io, options.chunk_size)
+                    else chunk_tasks(regions, src.io, options.chunk_size, views)
                 )
                 manifest = _save_into(
                     writer,

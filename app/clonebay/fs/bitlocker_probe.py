@@ -119,6 +119,14 @@ def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], V
     except BitlockerError as exc:
         return locked_volume(src, f"{LOCKED_REASON}; {opened}, but {exc.message}")
     notes = (*probe_notes(src), f"BitLocker {opened}; inside: {found.fstype} {found.label!r}")
+    if keys.decrypt:
+        return replace(
+            found,
+            decrypted=True,
+            notes=notes,
+            reason=f"BitLocker {opened}, written DECRYPTED (--decrypt): the copy is a plain"
+            f" {found.fstype} that opens without a key; {found.reason}".rstrip("; "),
+        )
     if found.copy is not CopyMethod.NATIVE:
         why = found.reason or f"{found.fstype} is copied whole"
         volume = locked_volume(src, f"{LOCKED_REASON}; {opened}; inside, {why}")

@@ -10,10 +10,13 @@ opens it.
 from __future__ import annotations
 
 from clonebay.errors import InputError
+from clonebay.fs import luks_probe
 from clonebay.fs.bitlocker_meta import is_bitlocker, read_metadata
 from clonebay.fs.bitlocker_probe import KEY_ID, open_key
 from clonebay.fs.bitlocker_view import UnlockedVolume
 from clonebay.fs.keyring import Keyring
+from clonebay.fs.luks_header import is_luks, read_header
+from clonebay.fs.luks_view import UnlockedLuks
 from clonebay.system.blockdev import ByteSource
 
 LOCKED_TYPES = ("bitlocker", "luks")  # fstypes whose files are read through open_view
@@ -29,8 +32,10 @@ class LockedError(InputError):
 def open_view(src: ByteSource, keys: Keyring | None) -> ByteSource:
     """The plaintext of the locked volume in ``src``."""
     head = src.pread(min(HEAD, src.size), 0)
+    if is_luks(head):
+        return _open_luks(src, keys)
     if not is_bitlocker(head):
-        raise LockedError(f"{src.name}: not a BitLocker volume this version can open for reading")
+        raise LockedError(f"{src.name}: neither BitLocker nor LUKS: nothing to unlock")
     meta = read_metadata(src)
     ids = ", ".join(meta.recovery_key_ids) or "none"
     if not keys:
@@ -43,3 +48,16 @@ def open_view(src: ByteSource, keys: Keyring | None) -> ByteSource:
         why = keys.refused.get(KEY_ID + meta.volume_guid, "no key given fits it")
         raise LockedError(f"{src.name}: BitLocker not unlocked: {why} (recovery key ID {ids})")
     return UnlockedVolume(src, meta, key)
+
+
+def _open_luks(src: ByteSource, keys: Keyring | None) -> ByteSource:
+    header = read_header(src)
+    if not keys:
+        raise LockedError(
+            f"{src.name} is LUKS{header.version}-encrypted (UUID {header.uuid}): give its"
+            " passphrase (--key) or key file (--key-file)"
+        )
+    key = luks_probe.open_or_refuse(src, header, keys)
+    if isinstance(key, str):
+        raise LockedError(f"{src.name}: LUKS {key}")
+    return UnlockedLuks(src, header, key)

@@ -53,6 +53,8 @@ def why_fixed(part: Partition, volume: Volume | None, fixed_types: set[str]) -> 
         )
     if volume.state is VolumeState.ENCRYPTED:
         return f"encrypted ({volume.reason or fs}): copied whole, never resized"
+    if volume.decrypted:
+        return "decrypted while it is copied (--decrypt): never resized in the same job"
     if volume.state in (VolumeState.DIRTY, VolumeState.NEEDS_RECOVERY, VolumeState.ERRORS):
         fix = (
             "start Windows and shut it down cleanly (or run chkdsk)"

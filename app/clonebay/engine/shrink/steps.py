@@ -29,6 +29,7 @@ from clonebay.engine.stores.space import free_bytes
 from clonebay.errors import SafetyError, UsageError
 from clonebay.fs import extents
 from clonebay.model import Extent, Volume
+from clonebay.system.blockdev import ByteSource
 from clonebay.system.directio import DirectFile
 from clonebay.units import human_size
 
@@ -144,7 +145,7 @@ Overlay = tuple[int, Changes]  # an open overlay file and what its resizer chang
 def read_tasks(  # noqa: PLR0917 (one read plan, named as the pipeline names it)
     region: str,
     used: tuple[Extent, ...],
-    src: DirectFile | int,
+    src: DirectFile | int | ByteSource,
     source_start: int,
     overlay: Overlay | None,
     chunk: int,
