@@ -6,44 +6,27 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import stat
-import time
 from collections.abc import Callable
-from typing import Any
 
 import mfusepy
 
-from clonebay.browse.cowfile import FILE, BlockOverlay
+from clonebay.browse.cowfile import BlockOverlay
+from clonebay.browse.onefile import OneFileFS
 
 log = logging.getLogger(__name__)
 
 
-class CowFileFS(mfusepy.Operations):  # type: ignore[misc]
+class CowFileFS(OneFileFS):
     """mfusepy operations: one writable file, ``/volume``, over a BlockOverlay."""
 
-    use_ns = True
-
     def __init__(self, overlay: BlockOverlay, close_base: Callable[[], None]) -> None:
+        super().__init__()
         self.overlay = overlay
         self.close_base = close_base
-        self._time = time.time_ns()
 
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-        times = {"st_atime": self._time, "st_mtime": self._time, "st_ctime": self._time}
-        if path == "/":
-            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, **times}
-        if path != "/" + FILE:
-            raise mfusepy.FuseOSError(errno.ENOENT)
-        size = self.overlay.size
-        return {"st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": size, **times}
-
-    def readdir(self, path: str, fh: int) -> list[str]:
-        return [".", "..", FILE]
-
-    def open(self, path: str, flags: int) -> int:
-        if path != "/" + FILE:
-            raise mfusepy.FuseOSError(errno.ENOENT)
-        return 0
+    @property
+    def file_size(self) -> int:
+        return self.overlay.size
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         try:

@@ -9,46 +9,30 @@ from __future__ import annotations
 
 import errno
 import logging
-import stat
-import time
-from typing import Any
 
 import mfusepy
 
+from clonebay.browse.onefile import OneFileFS
 from clonebay.fs.keyring import Keyring
 from clonebay.fs.unlock import open_view
 from clonebay.system.blockdev import ByteSource, FileSource
 
-FILE = "volume"
 log = logging.getLogger(__name__)
 
 
-class UnlockedFS(mfusepy.Operations):  # type: ignore[misc]
+class UnlockedFS(OneFileFS):
     """mfusepy operations: ``/volume``, read-only, the plaintext ``view``."""
 
-    use_ns = True
+    mode = 0o400
 
     def __init__(self, view: ByteSource, source: FileSource) -> None:
+        super().__init__()
         self.view = view
         self.source = source
-        self._time = time.time_ns()
 
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-        times = {"st_atime": self._time, "st_mtime": self._time, "st_ctime": self._time}
-        if path == "/":
-            return {"st_mode": stat.S_IFDIR | 0o500, "st_nlink": 2, **times}
-        if path != "/" + FILE:
-            raise mfusepy.FuseOSError(errno.ENOENT)
-        size = self.view.size
-        return {"st_mode": stat.S_IFREG | 0o400, "st_nlink": 1, "st_size": size, **times}
-
-    def readdir(self, path: str, fh: int) -> list[str]:
-        return [".", "..", FILE]
-
-    def open(self, path: str, flags: int) -> int:
-        if path != "/" + FILE:
-            raise mfusepy.FuseOSError(errno.ENOENT)
-        return 0
+    @property
+    def file_size(self) -> int:
+        return self.view.size
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         size = max(0, min(size, self.view.size - offset))
