@@ -48,6 +48,19 @@ def our_mounts() -> list[str]:
     return found
 
 
+async def browse_image(pilot: Pilot[Any], image: Path) -> BrowsePartsScreen:
+    """Home → Browse → the store (the app's image folder) → ``image``: its partitions, read."""
+    await screen_of(pilot, HomeScreen)
+    await pilot.press("b")
+    await pick_folder_store(pilot)
+    picker = await screen_of(pilot, ImagePickerScreen)
+    await until(pilot, "the image list", lambda: str(image) in picker.entries)
+    await pilot.press("enter")
+    parts = await screen_of(pilot, BrowsePartsScreen)
+    await until(pilot, "the partitions", lambda: bool(parts.parts))
+    return parts
+
+
 def test_browse_extract_marked(
     demo_disk: disks.BuiltDisk, demo_image: Path, tmp_path: Path
 ) -> None:
@@ -64,15 +77,7 @@ def test_browse_extract_marked(
     seen: dict[str, Any] = {}
 
     async def script(pilot: Pilot[Any]) -> None:
-        await screen_of(pilot, HomeScreen)
-        await pilot.press("b")
-        await pick_folder_store(pilot)
-        picker = await screen_of(pilot, ImagePickerScreen)
-        await until(pilot, "the image list", lambda: str(demo_image) in picker.entries)
-        await pilot.press("enter")
-
-        parts = await screen_of(pilot, BrowsePartsScreen)
-        await until(pilot, "the partitions", lambda: bool(parts.parts))
+        parts = await browse_image(pilot, demo_image)
         seen["greyed"] = {p.fstype for p in parts.parts.values() if not p.mountable}
         region = next(p.region for p in parts.parts.values() if p.fstype == "ext4")
         for _ in range(len(parts.parts)):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from clonebay.engine.inspect import DiskReport, inspect_disk
     from clonebay.engine.jobs import JobPlan
     from clonebay.engine.layout.plan import Grow, Plan
+    from clonebay.engine.layout.states import state_note
     from clonebay.engine.locked import check_keys
     from clonebay.engine.multicast import unicast
     from clonebay.engine.restore.placements import RestoreOptions
@@ -47,6 +48,7 @@ _NAMES = {
     "JobPlan": "clonebay.engine.jobs",
     "Grow": "clonebay.engine.layout.plan",
     "Plan": "clonebay.engine.layout.plan",
+    "state_note": "clonebay.engine.layout.states",
     "Partition": "clonebay.engine.browse_jobs",
     "RestoreOptions": "clonebay.engine.restore.placements",
 }
@@ -77,6 +79,7 @@ __all__ = [
     "inspect_disk",
     "jobs",
     "multicast",
+    "state_note",
     "stores",
     "unicast",
 ]

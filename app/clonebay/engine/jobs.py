@@ -407,6 +407,7 @@ def _info(image: str, m: Manifest) -> dict[str, Any]:
                 "used_bytes": r.used_bytes,
                 "stored_bytes": r.stats.stored_bytes,
                 "reason": r.reason,
+                "notes": list(r.notes),
             }
             for r in m.regions
         ],

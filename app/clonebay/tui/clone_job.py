@@ -33,6 +33,7 @@ def run_clone(request: JobRequest, sink: TickSink, cancel: threading.Event) -> O
         verify=request.verify,
         rescue=jobs.RescueOptions() if request.rescue else None,
         resume=request.resume,
+        keys=request.keys,
     )
     before = jobs.clone_journal(request.source, request.target) if request.resume else None
     copying = PerRegionMeter("Copying", dict(request.totals), sink)

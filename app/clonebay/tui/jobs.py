@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from clonebay.engine import Grow, jobs
 from clonebay.engine.postcopy.options import PostcopyOptions
 from clonebay.errors import ClonebayError, DeviceError
+from clonebay.fs.keyring import Keyring
 from clonebay.model import Progress
 from clonebay.units import human_size
 
@@ -61,6 +62,7 @@ class JobRequest:
     rescue: bool = False  # clone, save: read a failing source (docs/cli.md, Failing disks)
     resume: bool = False  # save, clone: go on from the interrupted job's checkpoint (--resume)
     overwrite: bool = False  # save: ``target`` holds an interrupted save; start it again
+    keys: Keyring | None = field(default=None, repr=False, compare=False)  # Services.run's
 
     @property
     def targets(self) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clonebay.engine import DiskReport, JobPlan, Plan
-from clonebay.model import Volume
+from clonebay.model import Volume, VolumeState
 from clonebay.system.parttypes import type_name
 from clonebay.units import human_size
 
@@ -34,9 +34,23 @@ class Layout:
     notes: tuple[str, ...] = ()
 
 
+ENCRYPTED = ("bitlocker", "luks")
+
+
+def told_below(volume: Volume | None) -> bool:
+    """An encrypted volume or a hibernated Windows: the Plan and the disk details say what it
+    means in full below the layouts (widgets/locked_panel.py), the tables only name it."""
+    return volume is not None and (
+        volume.fstype in ENCRYPTED or volume.state is VolumeState.HIBERNATED
+    )
+
+
 def _copy(volume: Volume | None) -> tuple[str, str]:
     if volume is None:
         return "", "container"
+    if told_below(volume):
+        whole = "copied whole" if volume.copy.value == "raw" else "used blocks"
+        return volume.copy.value, f"{volume.state.value}, {whole}"
     note = volume.reason if volume.copy.value == "raw" else ""
     if volume.state.value not in ("clean", "unknown"):
         note = f"{volume.state.value}; {note}" if note else volume.state.value
@@ -83,7 +97,7 @@ def clone_layouts(plan: Plan, source: str, target: str) -> tuple[Layout, Layout]
     for m in plan.moves:
         vol = m.volume
         copy, note = _copy(vol)
-        if note:
+        if note and not told_below(vol):
             how = "is copied raw" if copy == "raw" else "is"
             why.append(f"p{m.number} {how}: {note}")
         fs, label = (vol.fstype, vol.label) if vol else ("", "")
@@ -119,7 +133,11 @@ def save_layouts(source: str, plan: JobPlan, image: str) -> tuple[Layout, Layout
     for ln in plan.lines:
         dst.append(LayoutRow(ln.name, at, ln.bytes_to_copy, ln.fstype, "", None, ln.copy))
         at += ln.bytes_to_copy
-    why = tuple(f"{ln.name} is copied raw: {ln.note}" for ln in plan.lines if ln.note)
+    why = tuple(
+        f"{ln.name} is copied raw: {ln.note}"
+        for ln in plan.lines
+        if ln.note and ln.fstype not in ENCRYPTED
+    )
     return (
         Layout(f"Source {source}: {human_size(disk_size)}", disk_size, src),
         Layout(f"Image: {human_size(at)} to read, into {image}", at, tuple(dst), plan.notes + why),

@@ -42,7 +42,9 @@ def run_many(
         def meter(p: Progress) -> None:
             (verifying if p.region == "verify" else copying)(p)
 
-        options = CloneOptions(grow=request.grow, fit=request.grow, verify=request.verify)
+        options = CloneOptions(
+            grow=request.grow, fit=request.grow, verify=request.verify, keys=request.keys
+        )
         outcomes = clone_many(
             request.source, targets, options, progress=meter, cancel=cancel, on_state=on_state
         )

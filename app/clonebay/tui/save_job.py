@@ -72,11 +72,13 @@ def save_options(request: JobRequest, before: jobs.InterruptedSave | None) -> jo
     if request.rescue or (before is not None and before.rescue):  # a resume keeps its map
         rescue = jobs.RescueOptions(map_path=before.rescue_map if before is not None else "")
     if request.resume:
-        return jobs.SaveOptions(rescue=rescue, resume=True)
+        return jobs.SaveOptions(rescue=rescue, resume=True, keys=request.keys)
     # a rescue run again after a save that stopped on a read error: its incomplete image goes
     left = os.path.isdir(request.target) and not os.path.exists(f"{request.target}/manifest.json")
     return jobs.SaveOptions(
-        rescue=rescue, overwrite=request.overwrite or (rescue is not None and left)
+        rescue=rescue,
+        overwrite=request.overwrite or (rescue is not None and left),
+        keys=request.keys,
     )
 
 

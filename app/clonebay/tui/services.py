@@ -14,10 +14,16 @@ machine's disks are (``list_stores``): listing mounts each partition read-only f
 and a Services over a few named files (the tests) has no business with the machine's other
 disks. The store chosen stays mounted until another is chosen or ``close_store`` (tui/
 store_session.py).
+
+Locked volumes (BitLocker, LUKS): the session keeps one Keyring, and every inspect, plan and job
+started here gets it, so a volume unlocked once is copied by its used blocks in every job that
+follows. A secret joins it only after it opened a volume (``unlock``; tui/unlocking.py), and
+the cached reports are dropped then: they were read without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import shutil
@@ -43,7 +49,9 @@ from clonebay.engine import (
     jobs,
 )
 from clonebay.engine import stores as store_api
-from clonebay.errors import CancelledError, ClonebayError, SafetyError
+from clonebay.errors import CancelledError, ClonebayError, SafetyError, UsageError
+from clonebay.fs.keyring import Keyring
+from clonebay.fs.unlock import LockedError
 from clonebay.imaging.stream_convert import is_stream_file
 from clonebay.model import Disk
 from clonebay.system import guard, hotplug, smart, udev
@@ -60,13 +68,15 @@ from clonebay.tui.jobs import (
 )
 from clonebay.tui.store_choice import AcceptKey, StoreChoice
 from clonebay.tui.store_session import StoreSession
+from clonebay.tui.unlocking import Secret, copy_of, find, keep, trial_keyring
 
 MANIFEST = "manifest.json"
 POWER_OFF = ("systemctl", "poweroff")  # what "power off when done" runs
 
 # Reading a partition table goes through pyparted, which must not run in two threads at once:
 # everything that reads one runs under this lock, jobs included (they inspect their source
-# first). And system/parttable.read_table leaves pyparted's exception handler registered when
+# first); so does everything that uses the session's Keyring (the probers record in it the keys
+# they opened). And system/parttable.read_table leaves pyparted's exception handler registered when
 # the device cannot be opened; pyparted drops a reference to the handler on every new
 # registration, so the third unreadable disk in a row frees it and the process dies (SIGSEGV,
 # measured with /dev/vda opened without permission). Until parttable clears the handler on that
@@ -166,6 +176,12 @@ class Services:
         self.store_session = StoreSession()
         self._reports: dict[str, DiskReport] = {}
         self._lock = threading.Lock()
+        self.keyring = Keyring()  # secrets that opened a locked volume (see the docstring)
+
+    @property
+    def keys(self) -> Keyring | None:
+        """The session's Keyring, None while it holds no secret (the CLI without --key)."""
+        return self.keyring if self.keyring else None
 
     # --- disks ---------------------------------------------------------------------------
 
@@ -191,10 +207,30 @@ class Services:
             return cached
         with PARTED:
             _readable(path)
-            report = inspect_disk(path)
+            report = inspect_disk(path, self.keys)
         with self._lock:
             self._reports[path] = report
         return report
+
+    def unlock(self, path: str, number: int, secret: Secret) -> str:
+        """Try ``secret`` on the encrypted volume ``number`` (0: the whole disk) of ``path``, in
+        a worker (BitLocker stretches a key for about 0.5 s): "" when it opens it, and it is
+        kept for the session; else why not, in the prober's words (it is not kept)."""
+        volume = find(self.inspect(path), number)
+        if volume is None:
+            raise UsageError(f"{path} has no BitLocker or LUKS volume numbered {number}")
+        trial = trial_keyring(secret, volume.volume.fstype)
+        with PARTED:
+            _readable(path)
+            tried = find(inspect_disk(path, trial), number)
+            opened = tried is not None and not tried.locked
+            if opened:
+                keep(self.keyring, trial)
+        if not opened:
+            said = tried.refusal if tried is not None else ""
+            return said or f"the {secret.kind(volume.volume.fstype)} does not open it"
+        self.forget()
+        return ""
 
     def health(self, path: str) -> smart.Health:
         """What SMART says of a disk (smartctl, up to smart.TIMEOUT s the first time: call it
@@ -348,8 +384,33 @@ class Services:
 
     def list_dir(self, image: str, region: str, path: str) -> list[FileEntry]:
         """The entries of the folder ``path`` ("" for the root) of partition ``region``."""
-        listing = browse_jobs.ls(image, region, path)
+        listing = browse_jobs.ls(image, region, path, keys=self._keys_copy())
         return [] if listing is None else listing.entries
+
+    def unlock_partition(
+        self, image: str, part: ImagePartition, secret: Secret | None = None
+    ) -> str:
+        """Whether the locked partition ``part`` of ``image`` opens for browsing: with the
+        session's keys (no ``secret``) or with ``secret``, which the session then keeps. ""
+        when it opens (its root was listed), else why not in the engine's words."""
+        keys = self._keys_copy() if secret is None else trial_keyring(secret, part.fstype)
+        if keys is None:
+            return "no key given yet"
+        try:
+            browse_jobs.ls(image, part.region, "", keys=keys)
+        except LockedError as exc:
+            return exc.message
+        if secret is not None:
+            with PARTED:
+                keep(self.keyring, keys)
+            self.forget()
+        return ""
+
+    def _keys_copy(self) -> Keyring | None:
+        """The session's keys for a browse, which does not hold PARTED: a copy, so its probes
+        never change the Keyring an inspect may be reading."""
+        with PARTED:
+            return copy_of(self.keyring) if self.keyring else None
 
     def extract(
         self,
@@ -377,7 +438,9 @@ class Services:
                 )
             )
 
-        done = browse_jobs.extract(image, region, list(paths), dest, progress)
+        done = browse_jobs.extract(
+            image, region, list(paths), dest, progress, keys=self._keys_copy()
+        )
         r = done.report
         return ExtractSummary(
             dest, r.files, r.folders, r.links, r.bytes, tuple(r.failed), tuple(done.errors)
@@ -388,7 +451,7 @@ class Services:
     def clone_plan(self, source: str, target: str, grow: Grow) -> Plan:
         with PARTED:
             _readable(source)
-            return clone_plan(source, target, CloneOptions(grow=grow, fit=grow))
+            return clone_plan(source, target, CloneOptions(grow=grow, fit=grow, keys=self.keys))
 
     def windows_facts(self, source: str) -> list[str]:
         """Each Windows of a source disk: computer name, sysprep state, machine SID, and a
@@ -397,7 +460,7 @@ class Services:
 
         try:
             with PARTED:
-                report = inspect_disk(source)
+                report = inspect_disk(source, self.keys)
             return facts_lines(report)
         except ClonebayError:
             return []
@@ -405,7 +468,7 @@ class Services:
     def save_plan(self, source: str) -> JobPlan:
         with PARTED:
             _readable(source)
-            return jobs.save_plan(source)
+            return jobs.save_plan(source, None, self.keys)
 
     def restore_plan(self, image: str, target: str, grow: Grow) -> JobPlan:
         with PARTED:
@@ -428,7 +491,9 @@ class Services:
         on_state: StateSink | None = None,
     ) -> Outcome:
         """Run the job (in a worker thread); nothing else reads a partition table meanwhile.
-        A job with several targets tells each target's state to ``on_state``."""
+        A job with several targets tells each target's state to ``on_state``. It gets the
+        session's keys (locked volumes unlocked in the Plan are copied by their used blocks)."""
+        request = dataclasses.replace(request, keys=self.keys)
         try:
             with PARTED:
                 if request.kind is not JobKind.RESTORE:

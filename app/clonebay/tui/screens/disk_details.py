@@ -1,6 +1,8 @@
 """Disk details (Home → Disks → a disk): everything the host says about a disk and everything
 the prober found on it: identity (model, serial, WWN, by-id names), geometry, where it is
-mounted, and each partition's filesystem, state and how it would be copied and why."""
+mounted, and each partition's filesystem, state and how it would be copied and why. A locked
+BitLocker or LUKS volume is named with what would open it, and Unlock (key u) takes its key as
+the Plan's does; the disk is read again with it."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from textual.widgets import Footer, Header, Label, Static
 from clonebay.engine import DiskReport
 from clonebay.model import Disk
 from clonebay.tui.layouts import disk_layout
-from clonebay.tui.screens.base import BaseScreen
+from clonebay.tui.screens.unlock import UnlockingScreen
 from clonebay.tui.services import Services
 from clonebay.tui.text import disk_name, status_words
+from clonebay.tui.unlocking import hibernated_notes, locked_volumes
 from clonebay.tui.widgets.layout_view import LayoutView
+from clonebay.tui.widgets.locked_panel import LockedPanel
 from clonebay.units import human_size
 
 
@@ -41,7 +45,7 @@ def facts(disk: Disk) -> list[tuple[str, str]]:
     ]
 
 
-class DiskDetailsScreen(BaseScreen[None]):
+class DiskDetailsScreen(UnlockingScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
 
     def __init__(self, services: Services, disk: Disk) -> None:
@@ -60,6 +64,7 @@ class DiskDetailsScreen(BaseScreen[None]):
                 text.append(value.replace("\n", "\n" + " " * 9) + "\n")
             yield Static(text, id="disk-facts")
             yield LayoutView(id="details-layout")
+            yield LockedPanel(id="details-locked")
             yield Static("", id="disk-notes")
         yield Footer()
 
@@ -75,15 +80,23 @@ class DiskDetailsScreen(BaseScreen[None]):
     def _show(self, report: DiskReport) -> None:
         self.report = report
         self.query_one(LayoutView).show(disk_layout(self.disk.path, report))
+        locked = locked_volumes(report)
+        self.query_one(LockedPanel).show(locked, hibernated_notes(report))
+        told = {v.number for v in locked}  # their notes are in the panel
         notes = [
             f"p{pr.partition.number}: {note}"
             for pr in report.partitions
-            if pr.volume is not None
+            if pr.volume is not None and pr.partition.number not in told
             for note in pr.volume.notes
         ]
-        if report.whole_disk is not None:
+        if report.whole_disk is not None and 0 not in told:
             notes.extend(report.whole_disk.notes)
         self.query_one("#disk-notes", Static).update(Text("\n".join(notes)))
+        self.refresh_bindings()
+
+    def unlocked(self) -> None:
+        self.query_one(LayoutView).show(None, "reading…")
+        self.inspect()
 
     def action_back(self) -> None:
         self.dismiss(None)

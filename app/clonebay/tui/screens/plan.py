@@ -8,10 +8,17 @@ verify, and power off when done; a new grow mode makes a new plan. A plan the en
 (target too small, a guard) shows the refusal in the error modal and cannot be started. A
 source disk whose SMART says it is worn or failing gets its warning above the buttons: it can
 still be copied (it should be, at once), but the technician knows why reads may fail.
+
+A locked BitLocker or LUKS volume of the source is named below the layouts with what would open
+it (its protectors, the recovery key ID): it is copied whole. Unlock (key u) asks for its key
+(screens/unlock.py); once a key opens it the plan is made again, and the volume is copied by the
+used blocks of the filesystem inside, still encrypted. A hibernated Windows' note is there too,
+in full.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,10 +48,12 @@ from clonebay.model import Disk
 from clonebay.system.udev import LIVE_MEDIUM_MOUNTS
 from clonebay.tui.jobs import VERBS, JobKind, JobRequest
 from clonebay.tui.layouts import Layout, clone_layouts, restore_layouts, save_layouts
-from clonebay.tui.screens.base import BaseScreen
 from clonebay.tui.screens.confirm import ConfirmModal
+from clonebay.tui.screens.unlock import UnlockingScreen
 from clonebay.tui.services import Services
+from clonebay.tui.unlocking import LockedVolume, hibernated_notes, locked_volumes
 from clonebay.tui.widgets.layout_view import SOURCE, TARGET, LayoutView
+from clonebay.tui.widgets.locked_panel import LockedPanel
 
 GROW_LABELS = (
     (Grow.PROPORTIONAL, "Share the extra space among the partitions"),
@@ -61,6 +70,8 @@ class PlanView:
     volumes: tuple[Any, ...] = ()  # the source's SourceVolumes, for what the post-copy pass does
     facts: tuple[str, ...] = ()  # the source's Windows: name, sysprep state, machine SID
     health: tuple[str, ...] = ()  # the source disk's SMART warning (system/smart.job_warning)
+    locked: tuple[LockedVolume, ...] = ()  # the source's BitLocker and LUKS volumes
+    hibernated: tuple[str, ...] = ()  # what each hibernated Windows of the source means
 
 
 def make_view(
@@ -92,19 +103,30 @@ def make_view(
         parts = [(f"p{m.number}", m.source.type_id, m.volume) for m in plan.moves]
         facts = tuple(services.windows_facts(source))
         health = tuple(services.health_warning(source))
-        return PlanView(left, right, totals, tuple(from_volumes(parts)), facts, health)
+        view = PlanView(left, right, totals, tuple(from_volumes(parts)), facts, health)
+        return with_volumes(services, source, view)
     if kind is JobKind.SAVE:
         job = services.save_plan(source)
         left, right = save_layouts(source, job, target)
         totals = tuple((ln.name, ln.bytes_to_copy) for ln in job.lines)
-        return PlanView(left, right, totals, health=tuple(services.health_warning(source)))
+        view = PlanView(left, right, totals, health=tuple(services.health_warning(source)))
+        return with_volumes(services, source, view)
     info = services.image_info(source)
     job = services.restore_plan(source, target, grow)
     left, right = restore_layouts(info, job, target, target_size)
     return PlanView(left, right, (), tuple(from_info(info)))
 
 
-class PlanScreen(BaseScreen[JobRequest | None]):
+def with_volumes(services: Services, source: str, view: PlanView) -> PlanView:
+    """``view`` with the source's encrypted volumes and hibernated Windows (the report the plan
+    was made from: Services caches it, read with the session's keys)."""
+    report = services.inspect(source)
+    return dataclasses.replace(
+        view, locked=locked_volumes(report), hibernated=tuple(hibernated_notes(report))
+    )
+
+
+class PlanScreen(UnlockingScreen[JobRequest | None]):
     """Dismisses with the JobRequest to run, or None (Back). With ``confirm`` (the target disk
     of a clone or restore), Start first asks the Confirm modal, over this plan."""
 
@@ -154,6 +176,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
             yield LayoutView(columns=SOURCE, id="plan-left")
             right = ("#", "Size", "FS", "Copy") if self.kind is JobKind.SAVE else TARGET
             yield LayoutView(columns=right, id="plan-right")
+        yield LockedPanel(id="plan-locked")
         with Horizontal(id="plan-options"):
             if self.kind is not JobKind.SAVE:
                 with RadioSet(id="grow"):
@@ -263,6 +286,7 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         self.query_one("#plan-right", LayoutView).show(view.right)
         self.query_one("#plan-status", Static).update("")
         health = self.query_one("#plan-health", Static)
+        self.query_one(LockedPanel).show(view.locked, view.hibernated)
         health.update(Text("\n".join(view.health)))
         health.display = bool(view.health)
         if view.health and self.kind is not JobKind.RESTORE:
@@ -271,16 +295,28 @@ class PlanScreen(BaseScreen[JobRequest | None]):
         start = self.query_one("#start", Button)
         start.disabled = False
         start.focus()
+        self.refresh_bindings()
 
     def _refused(self) -> None:
         self.view = None
         self.query_one("#plan-health", Static).display = False
+        self.query_one(LockedPanel).show(())
         self.query_one("#start", Button).disabled = True
         for view in self.query(LayoutView):
             view.show(None, "")
         self.query_one("#plan-status", Static).update(
             Text("This job cannot run as planned (see the message). Go back and pick again.")
         )
+
+    def unlocked(self) -> None:
+        """A key opened a volume of the source: the plan is made again with it."""
+        self.query_one("#start", Button).disabled = True
+        self.view = None
+        self.query_one(LockedPanel).show(())
+        self.refresh_bindings()
+        for view in self.query(LayoutView):
+            view.show(None, "planning…")
+        self.plan(self.grow())
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         self.query_one("#start", Button).disabled = True
