@@ -251,6 +251,9 @@ def _plain_tree(target: Path, tmp_path: Path) -> dict[str, str]:
 
 def test_decrypt_writes_a_plain_ntfs(source: Source, tmp_path: Path) -> None:
     target = tmp_path / "plain.img"
+    plan = cli("clone", "--dry-run", "--key", "--decrypt", str(source.disk), str(target),
+               secrets=source.volume.password + "\n")  # fmt: skip
+    assert plan.returncode == 0 and "written DECRYPTED" in plan.stdout, plan.stderr
     done = cli("clone", "--json", "--yes", "--key", "--decrypt", str(source.disk), str(target),
                secrets=source.volume.password + "\n")  # fmt: skip
     result = _result(done)

@@ -43,6 +43,8 @@ def state_note(name: str, volume: Volume | None) -> str:
     if volume is None:
         return ""
     state, fs = volume.state, volume.fstype
+    if volume.decrypted:  # the technician must see, in the Plan, that the copy is plaintext
+        return f"{name}: {volume.reason}"
     if state is VolumeState.HIBERNATED:
         also = " It is also BitLocker-encrypted: the copy keeps that." if fs == "bitlocker" else ""
         return f"{name}: {HIBERNATED_WORDS}{also}"
