@@ -18,13 +18,14 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from clonebay.fs import extents
+from clonebay.fs.bitlocker_protectors import ProtectorKind
 from clonebay.system.procs import holders
 from clonebay.system.run import run
-from tests.bitlocker_data import Shipped, load_shipped
+from tests.bitlocker_data import BEK, Shipped, load_shipped
 from tests.edgedisks import gpt_disk, layout, mkext, put
 from tests.oracles import partclone_used
 
@@ -49,13 +50,26 @@ def _wait_released(path: Path) -> None:
         time.sleep(0.1)
 
 
+def method_of(volume: Shipped) -> list[str]:
+    """dislocker's options for the first secret ``volume`` has: password, recovery password,
+    startup key (.BEK), or its clear key (protection suspended)."""
+    if volume.password:
+        return [f"-u{volume.password}"]
+    if ProtectorKind.STARTUP_KEY in volume.protectors.values():
+        return ["-f", str(volume.path.parent / BEK)]
+    if volume.recovery:
+        return [f"-p{next(iter(volume.recovery))}"]
+    return ["-c"]
+
+
 @contextlib.contextmanager
-def unlocked(volume: Path, secret: str, *, offset: int = 0, writable: bool = False,
-             recovery: bool = False) -> Iterator[Path]:  # fmt: skip
-    """The decrypted file dislocker-fuse serves for the BitLocker volume at ``offset``."""
+def unlocked(volume: Path, secret: str = "", *, offset: int = 0, writable: bool = False,
+             recovery: bool = False, method: Sequence[str] = ()) -> Iterator[Path]:  # fmt: skip
+    """The decrypted file dislocker-fuse serves for the BitLocker volume at ``offset``, opened
+    with ``secret`` (a password, or the recovery password) or dislocker's options ``method``."""
     point = Path(tempfile.mkdtemp(prefix="clonebay-dislocker-"))
-    how = f"-p{secret}" if recovery else f"-u{secret}"
-    argv = ["dislocker-fuse", "-V", str(volume), "-O", str(offset), how]
+    how = list(method) or [f"-p{secret}" if recovery else f"-u{secret}"]
+    argv = ["dislocker-fuse", "-V", str(volume), "-O", str(offset), *how]
     run([*argv, *([] if writable else ["-r"]), "--", str(point)])
     try:
         yield point / "dislocker-file"
@@ -77,12 +91,14 @@ def mounted_ntfs(file: Path, *, writable: bool = False) -> Iterator[Path]:
         point.rmdir()
 
 
-def fill_volume(volume: Path, password: str, ntfs_bytes: int, seed: int = 7) -> dict[str, str]:
-    """Format the NTFS inside BitLocker ``volume`` (``ntfs_bytes`` long) and write TREE into
-    it; returns each file's SHA-256."""
+def fill_volume(
+    volume: Path, method: Sequence[str], ntfs_bytes: int, seed: int = 7
+) -> dict[str, str]:
+    """Format the NTFS inside BitLocker ``volume`` (``ntfs_bytes`` long; opened with dislocker's
+    ``method``) and write TREE into it; returns each file's SHA-256."""
     rng = random.Random(seed)
     sums = {}
-    with unlocked(volume, password, writable=True) as plain:
+    with unlocked(volume, method=method, writable=True) as plain:
         run(["mkntfs", "-F", "-Q", "-L", "Windows", str(plain), str(ntfs_bytes // 512)])
         with mounted_ntfs(plain, writable=True) as root:
             for rel, size in TREE.items():
@@ -95,11 +111,17 @@ def fill_volume(volume: Path, password: str, ntfs_bytes: int, seed: int = 7) -> 
 
 
 def read_tree(
-    volume: Path, secret: str, ntfs_bytes: int, *, offset: int = 0, recovery: bool = False
+    volume: Path,
+    secret: str,
+    ntfs_bytes: int,
+    *,
+    offset: int = 0,
+    recovery: bool = False,
+    method: Sequence[str] = (),
 ) -> dict[str, str]:
     """Each TREE file's SHA-256 as dislocker and ntfs-3g read it, once ``ntfsfix -n`` passed on
     the NTFS's ``ntfs_bytes`` (ntfsfix looks for the backup boot sector at the file's end)."""
-    with unlocked(volume, secret, offset=offset, recovery=recovery) as plain:
+    with unlocked(volume, secret, offset=offset, recovery=recovery, method=method) as plain:
         with tempfile.TemporaryDirectory() as tmp:
             alone = Path(tmp) / "ntfs.img"
             with plain.open("rb") as fin, alone.open("wb") as fout:
@@ -129,13 +151,16 @@ class Source:
         return next(iter(self.volume.recovery))
 
 
-def bitlocker_disk(work: Path) -> Source:
-    """Build the Source disk in ``work`` (about 10 s)."""
-    volume = load_shipped(work)[VOLUME]
-    sums = fill_volume(volume.path, volume.password, NTFS_BYTES)
-    with unlocked(volume.path, volume.password) as plain:
+def bitlocker_disk(work: Path, name: str = VOLUME) -> Source:
+    """Build the Source disk in ``work`` with the shipped volume ``name`` as p1 (about 10 s)."""
+    volume = load_shipped(work)[name]
+    method = method_of(volume)
+    sums = fill_volume(volume.path, method, NTFS_BYTES)
+    with unlocked(volume.path, method=method) as plain:
         used = extents.total(partclone_used(plain, "ntfs"))
-    disk = gpt_disk(work / "disk.img", 160 * MIB, "1:2048:+100M", "2:0:+40M", typecodes=["1:0700"])
+    mib = volume.path.stat().st_size // MIB
+    specs = (f"1:2048:+{mib}M", "2:0:+40M")
+    disk = gpt_disk(work / "disk.img", (mib + 60) * MIB, *specs, typecodes=["1:0700"])
     parts = layout(disk)
     assert parts[1][1] * 512 == volume.path.stat().st_size
     put(disk, volume.path, parts[1][0] * 512)

@@ -27,7 +27,16 @@ from clonebay.fs.bitlocker_meta import read_metadata
 from clonebay.model import Extent
 from clonebay.system.blockdev import FileSource
 from clonebay.system.run import output, run
-from tests.bitlocker_disks import NTFS_BYTES, TREE, Source, bitlocker_disk, mounted_ntfs, read_tree
+from tests.bitlocker_data import BEK
+from tests.bitlocker_disks import (
+    NTFS_BYTES,
+    TREE,
+    Source,
+    bitlocker_disk,
+    method_of,
+    mounted_ntfs,
+    read_tree,
+)
 from tests.edgedisks import CLONEBAY, layout
 
 pytestmark = [
@@ -279,3 +288,33 @@ def test_decrypt_needs_a_key_and_no_rescue(source: Source, tmp_path: Path) -> No
                  secrets=source.volume.password + "\n")  # fmt: skip
     assert rescue.returncode == 2 and "--rescue" in rescue.stderr, rescue.stderr
     assert not target.exists() or target.stat().st_size == 0
+
+
+OTHERS = {  # shipped volume -> how the technician opens it (clonebay's options)
+    "bitlk-aes-cbc-128": ["--key"],
+    "bitlk-aes-cbc-elephant-128": ["--key"],
+    "bitlk-aes-xts-256": ["--recovery-password"],
+    "bitlk-aes-xts-128-startup-key": ["--startup-key", BEK],
+    "bitlk-aes-xts-128-clearkey-only": [],  # suspended: opens with no key at all
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHERS))
+def test_every_kind_of_volume_is_copied_by_its_used_clusters(
+    name: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """AES-CBC, the Elephant diffuser, AES-XTS 256, a startup key, a clear key: each cloned by
+    its used clusters, the target opened by dislocker with the same protector."""
+    work = tmp_path_factory.mktemp(name)
+    source = bitlocker_disk(work, name)
+    volume = source.volume
+    options = [work / o if o == BEK else o for o in OTHERS[name]]
+    secret = volume.password if "--key" in options else next(iter(volume.recovery), "")
+    target = work / "target.img"
+    done = cli("clone", "--json", "--yes", *map(str, options), str(source.disk), str(target),
+               secrets=secret + "\n")  # fmt: skip
+    result = _result(done)
+    assert isinstance(result["copied_bytes"], int) and result["copied_bytes"] < 70 * MIB
+    start = layout(target)[1][0] * 512
+    how = method_of(volume)
+    assert read_tree(target, "", NTFS_BYTES, offset=start, method=how) == source.sums

@@ -99,9 +99,9 @@ def encrypted_runs(meta: FveMetadata, size: int, inner: tuple[Extent, ...]) -> t
 
 
 def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], Volume]) -> Volume:
-    """The BitLocker volume in ``src``; ``inner`` probes the unlocked view (fs.probe)."""
-    if keys is None:
-        return locked_volume(src)
+    """The BitLocker volume in ``src``; ``inner`` probes the unlocked view (fs.probe). A
+    volume whose protection is suspended opens with its clear key, keys given or not."""
+    keys = Keyring() if keys is None else keys
     try:
         meta = read_metadata(src)
         key = open_key(meta, keys)
