@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from clonebay.browse.mounts import load_state
 from clonebay.fs import extents
 from clonebay.fs.bitlocker_meta import read_metadata
 from clonebay.model import Extent
@@ -177,7 +178,7 @@ def test_browse_without_the_right_key_says_which_key(source: Source, saved: Path
 
 def test_mount_shows_the_files_read_only(source: Source, saved: Path, tmp_path: Path) -> None:
     point = tmp_path / "mnt"
-    done = cli("mount", "--json", "--key", str(saved), str(point),
+    done = cli("-v", "mount", "--json", "--key", str(saved), str(point),
                secrets=source.volume.password + "\n")  # fmt: skip
     result = _result(done)
     try:
@@ -186,6 +187,8 @@ def test_mount_shows_the_files_read_only(source: Source, saved: Path, tmp_path: 
         (p1,) = [m for m in mounts if m["region"] == "p1"]
         assert p1["fstype"] == "ntfs"
         root = Path(p1["path"])
+        log = load_state(point).log  # the view daemons' log, --verbose: every command run
+        assert log.exists() and not _leaks(log.read_bytes(), source)
         data = (root / "Users/tech/Pictures/site.jpg").read_bytes()
         assert hashlib.sha256(data).hexdigest() == source.sums["Users/tech/Pictures/site.jpg"]
         with pytest.raises(OSError):
@@ -222,7 +225,7 @@ def test_a_wrong_key_is_refused_before_anything_is_written(source: Source, tmp_p
 def test_no_secret_in_the_process_list(source: Source, tmp_path: Path) -> None:
     """While the CLI waits for the key and while it copies, ``ps`` shows no secret."""
     target = tmp_path / "ps.img"
-    argv = [str(CLONEBAY), "clone", "--yes", "--key", str(source.disk), str(target)]
+    argv = [str(CLONEBAY), "-v", "clone", "--yes", "--key", str(source.disk), str(target)]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
