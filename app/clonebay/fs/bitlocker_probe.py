@@ -35,10 +35,14 @@ from clonebay.model import CopyMethod, Extent, Volume, VolumeState
 from clonebay.system.blockdev import ByteSource
 
 LOCKED_REASON = "BitLocker: the copy keeps its encryption and key protectors"
+NO_KEY = (
+    f"{LOCKED_REASON} (with its password, recovery password or startup key: --key,"
+    " --recovery-password, --startup-key, only the used clusters are copied)"
+)
 KEY_ID = "bitlocker:"  # Keyring.opened's key prefix: the volume GUID follows
 
 
-def locked_volume(src: ByteSource, reason: str = LOCKED_REASON) -> Volume:
+def locked_volume(src: ByteSource, reason: str = NO_KEY) -> Volume:
     """The volume copied whole (zero chunks skipped), with its protectors in the notes."""
     used = (Extent(0, src.size),) if src.size else ()
     return Volume(
