@@ -39,5 +39,6 @@ def check_keys(report: DiskReport, keys: Keyring | None) -> None:
     said = "; ".join(f"{name}: {v.reason}" for name, v in locked)
     raise KeyRefusedError(
         f"none of the keys given opens a locked volume of {report.path} ({said}); check the key"
-        " and the recovery key ID shown by `clonebay probe`; nothing was written"
+        " (for BitLocker, against the recovery key ID `clonebay probe` shows); nothing was"
+        " written"
     )
