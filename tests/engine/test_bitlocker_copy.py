@@ -321,3 +321,13 @@ def test_every_kind_of_volume_is_copied_by_its_used_clusters(
     start = layout(target)[1][0] * 512
     how = method_of(volume)
     assert read_tree(target, "", NTFS_BYTES, offset=start, method=how) == source.sums
+
+
+def test_the_plan_shows_what_opens_a_locked_volume(source: Source, tmp_path: Path) -> None:
+    plan = cli("clone", "--dry-run", str(source.disk), str(tmp_path / "t.img"))
+    ident = next(iter(source.volume.recovery.values()))
+    assert plan.returncode == 0, plan.stderr
+    assert (
+        f"BitLocker recovery key ID: {ident}" in plan.stdout
+        and "--recovery-password" in plan.stdout
+    )

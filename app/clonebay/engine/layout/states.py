@@ -12,6 +12,7 @@ from __future__ import annotations
 from clonebay.model import CopyMethod, Volume, VolumeState
 
 NOT_EDITED = (VolumeState.HIBERNATED, VolumeState.ENCRYPTED)
+KEY_NOTES = ("BitLocker protectors:", "BitLocker recovery key ID:", "LUKS", "active key slots:")
 HIBERNATED_WORDS = (
     "Windows was not shut down: it hibernated, or shut down with Fast Startup (on by default),"
     " which saves the running system into hiberfil.sys and leaves the volume as if still in"
@@ -38,6 +39,13 @@ def editable(volume: Volume | None) -> bool:
     return volume is not None and volume.state in EDITABLE
 
 
+def _keys_of(volume: Volume) -> str:
+    """What opens an encrypted volume, from the prober's notes: its protectors and recovery key
+    ID (BitLocker: the ID to look the recovery password up by)."""
+    said = [n for n in volume.notes if n.startswith(KEY_NOTES)]
+    return "".join(f"; {n}" for n in said)
+
+
 def state_note(name: str, volume: Volume | None) -> str:
     """What a technician must know about a volume's state or copy method ("" when clean)."""
     if volume is None:
@@ -49,9 +57,9 @@ def state_note(name: str, volume: Volume | None) -> str:
         also = " It is also BitLocker-encrypted: the copy keeps that." if fs == "bitlocker" else ""
         return f"{name}: {HIBERNATED_WORDS}{also}"
     if state is VolumeState.ENCRYPTED and volume.copy is CopyMethod.NATIVE:
-        return f"{name}: {volume.reason}"
+        return f"{name}: {volume.reason}{_keys_of(volume)}"
     if state is VolumeState.ENCRYPTED:
-        return f"{name}: encrypted ({volume.reason}): copied raw, never edited"
+        return f"{name}: encrypted ({volume.reason}): copied raw, never edited{_keys_of(volume)}"
     if volume.copy is CopyMethod.RAW:
         said = f" ({state.value})" if state not in (VolumeState.CLEAN, VolumeState.UNKNOWN) else ""
         return f"{name}: {fs}{said} copied raw: {volume.reason or 'no reason given'}"
