@@ -283,14 +283,20 @@ def test_decrypt_writes_a_plain_ntfs(source: Source, tmp_path: Path) -> None:
     assert _plain_tree(restored, tmp_path / "r") == source.sums
 
 
-def test_decrypt_needs_a_key_and_no_rescue(source: Source, tmp_path: Path) -> None:
+def test_decrypt_needs_a_key_and_no_rescue(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"  # where a clone's journal would go
+    monkeypatch.setenv("CLONEBAY_STATE", str(state))
     target = tmp_path / "never.img"
     alone = cli("clone", "--yes", "--decrypt", str(source.disk), str(target))
     assert alone.returncode == 2 and "--decrypt needs the volume's key" in alone.stderr
     rescue = cli("clone", "--yes", "--key", "--decrypt", "--rescue", str(source.disk), str(target),
                  secrets=source.volume.password + "\n")  # fmt: skip
     assert rescue.returncode == 2 and "--rescue" in rescue.stderr, rescue.stderr
-    assert not target.exists() or target.stat().st_size == 0
+    assert not target.exists()
+    assert not state.exists() or not any(state.rglob("*")), "a journal was left behind"
+    assert not (tmp_path / "rescue").exists()
 
 
 OTHERS = {  # shipped volume -> how the technician opens it (clonebay's options)

@@ -23,7 +23,7 @@ from typing import Any
 
 import xxhash
 
-from clonebay.engine.decrypted import decrypted_views
+from clonebay.engine.decrypted import check_rescue, decrypted_views
 from clonebay.engine.inspect import DiskReport, inspect_disk, outside_partitions
 from clonebay.engine.layout.plan import (
     Grow,
@@ -33,7 +33,7 @@ from clonebay.engine.layout.plan import (
     make_plan,
     volume_plan,
 )
-from clonebay.engine.locked import check_keys
+from clonebay.engine.locked import check_keys, volumes_of
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.rescue.clone import default_map, domain, rescue_rest, rescued
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
@@ -340,6 +340,7 @@ def clone_plans(
         checks.preflight(source, target, options.allow_mounted_source)
     report = inspect_disk(source, options.keys)
     check_keys(report, options.keys)
+    check_rescue(volumes_of(report), options.rescue is not None)
     minimums: dict[int, int] = {}
     plans = {target: _plan(report, target, options, minimums) for target in targets}
     shrinking = {p.moves for p in plans.values() if p.shrinks}

@@ -22,17 +22,22 @@ from clonebay.system.blockdev import ByteSource, FileSource
 Part = tuple[str, int, int, Volume | None]  # region name, offset on the source, size, volume
 
 
+def check_rescue(volumes: Sequence[Volume | None], rescue: bool) -> None:
+    """Refuse ``--decrypt`` with ``--rescue`` before anything is opened or written."""
+    if rescue and any(v is not None and v.decrypted for v in volumes):
+        raise UsageError(
+            "--decrypt reads through the unlocked volume and --rescue reads the failing disk"
+            " itself: rescue into an image first (keeping the encryption), then decrypt from it"
+        )
+
+
 @contextlib.contextmanager
 def decrypted_views(
     source: str, parts: Sequence[Part], keys: Keyring | None, *, rescue: bool = False
 ) -> Iterator[dict[str, ByteSource]]:
     """The plaintext view of each decrypted part, by region name, open for the ``with``."""
+    check_rescue([p[3] for p in parts], rescue)
     wanted = [p for p in parts if p[3] is not None and p[3].decrypted]
-    if wanted and rescue:
-        raise UsageError(
-            "--decrypt reads through the unlocked volume and --rescue reads the failing disk"
-            " itself: rescue into an image first (keeping the encryption), then decrypt from it"
-        )
     with contextlib.ExitStack() as stack:
         views: dict[str, ByteSource] = {}
         for name, offset, size, _ in wanted:

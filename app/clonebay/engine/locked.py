@@ -20,6 +20,11 @@ class KeyRefusedError(InputError):
     title = "Key refused"
 
 
+def volumes_of(report: DiskReport) -> list[Volume]:
+    """Every volume of ``report``'s disk."""
+    return [v for _, v in _volumes(report)]
+
+
 def _volumes(report: DiskReport) -> list[tuple[str, Volume]]:
     if report.whole_disk is not None:
         return [("volume", report.whole_disk)]

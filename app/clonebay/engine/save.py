@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
-from clonebay.engine.decrypted import decrypted_views
+from clonebay.engine.decrypted import check_rescue, decrypted_views
 from clonebay.engine.inspect import DiskReport, inspect_disk
-from clonebay.engine.locked import check_keys
+from clonebay.engine.locked import check_keys, volumes_of
 from clonebay.engine.pipeline import Chunk, Pipeline, ReadTask
 from clonebay.engine.regions import SourceRegion, source_regions, table_as_data
 from clonebay.engine.rescue.reader import RescueOptions, Rescuer
@@ -215,6 +215,7 @@ def save(
             check_resumable(point, None, src, None)
     report = inspect_disk(source, options.keys)
     check_keys(report, options.keys)
+    check_rescue(volumes_of(report), options.rescue is not None)
     with _compacted(report, options) as compacted:
         if compacted is not None:
             report = compacted.report
