@@ -131,7 +131,12 @@ class SshServer:
         binds = " && ".join(
             f"mount --bind {self.work / name} /etc/{name}" for name in ("passwd", "shadow", "group")
         )
-        script = f"{binds} && exec /usr/sbin/sshd -D -f {config} -E {self.work / 'sshd.log'}"
+        # sshd refuses to start without its privilege-separation folder, which the package's
+        # tmpfiles rule makes at boot: a machine that got openssh-server before its last boot
+        # (not through make apt since) has none in its /run
+        privsep = "mkdir -p -m 0755 /run/sshd"
+        daemon = f"exec /usr/sbin/sshd -D -f {config} -E {self.work / 'sshd.log'}"
+        script = f"{binds} && {privsep} && {daemon}"
         self.process = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace, "unshare", "-m", "sh", "-c", script],
             stdin=subprocess.DEVNULL,
