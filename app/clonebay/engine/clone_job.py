@@ -428,8 +428,7 @@ def _copy(  # noqa: PLR0917 (the steps of _clone, split for the shrink's set-up)
         journals = [clone_journal(src, job, plans[job.target], options) for job in jobs]
         state = journals[0].state if options.resume else {}
         parts = [(m.name, m.source.start, m.source.size, m.volume) for m in first.moves]
-        rescue = options.rescue is not None
-        views = bound.enter_context(decrypted_views(source, parts, options.keys, rescue=rescue))
+        views = bound.enter_context(decrypted_views(source, parts, options.keys))
         rescuer = _rescuer(src, source, targets, options, cancel)
         if rescuer is not None:
             bound.callback(rescuer.close)  # the disk's command timeout as it was, at the end

@@ -33,10 +33,10 @@ def check_rescue(volumes: Sequence[Volume | None], rescue: bool) -> None:
 
 @contextlib.contextmanager
 def decrypted_views(
-    source: str, parts: Sequence[Part], keys: Keyring | None, *, rescue: bool = False
+    source: str, parts: Sequence[Part], keys: Keyring | None
 ) -> Iterator[dict[str, ByteSource]]:
-    """The plaintext view of each decrypted part, by region name, open for the ``with``."""
-    check_rescue([p[3] for p in parts], rescue)
+    """The plaintext view of each decrypted part, by region name, open for the ``with``
+    (the job was planned with ``check_rescue`` first)."""
     wanted = [p for p in parts if p[3] is not None and p[3].decrypted]
     with contextlib.ExitStack() as stack:
         views: dict[str, ByteSource] = {}

@@ -232,8 +232,7 @@ def save(
             if point is not None:
                 check_resumable(point, job, src, regions)
             parts = [(r.name, r.disk_offset, r.size, r.volume) for r in regions]
-            rescue = options.rescue is not None
-            views = stack.enter_context(decrypted_views(source, parts, options.keys, rescue=rescue))
+            views = stack.enter_context(decrypted_views(source, parts, options.keys))
             rescuer = save_rescuer(src, image, options, cancel)
             if rescuer is not None:
                 stack.callback(rescuer.close)

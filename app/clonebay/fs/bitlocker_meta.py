@@ -313,6 +313,11 @@ def probe_notes(src: ByteSource) -> tuple[str, ...]:
         meta = read_metadata(src)
     except InputError as exc:
         return (f"BitLocker metadata not readable: {exc}",)
+    return metadata_notes(meta)
+
+
+def metadata_notes(meta: FveMetadata) -> tuple[str, ...]:
+    """``probe_notes`` of metadata already read."""
     created = f", created {meta.created:%Y-%m-%d}" if meta.created else ""
     label = f", description {meta.description!r}" if meta.description else ""
     notes = [

@@ -27,7 +27,7 @@ from clonebay.errors import InputError
 from clonebay.fs import extents
 from clonebay.fs.bitlocker_entries import BitlockerError
 from clonebay.fs.bitlocker_keys import BitlockerKeyError, VolumeKey, unlock
-from clonebay.fs.bitlocker_meta import FveMetadata, probe_notes, read_metadata
+from clonebay.fs.bitlocker_meta import FveMetadata, metadata_notes, probe_notes, read_metadata
 from clonebay.fs.bitlocker_protectors import ProtectorKind
 from clonebay.fs.bitlocker_view import UnlockedVolume
 from clonebay.fs.keyring import Keyring
@@ -42,8 +42,11 @@ NO_KEY = (
 KEY_ID = "bitlocker:"  # Keyring.opened's key prefix: the volume GUID follows
 
 
-def locked_volume(src: ByteSource, reason: str = NO_KEY) -> Volume:
-    """The volume copied whole (zero chunks skipped), with its protectors in the notes."""
+def locked_volume(
+    src: ByteSource, reason: str = NO_KEY, notes: tuple[str, ...] | None = None
+) -> Volume:
+    """The volume copied whole (zero chunks skipped), with its protectors in the notes (read
+    from ``src`` unless given)."""
     used = (Extent(0, src.size),) if src.size else ()
     return Volume(
         "bitlocker",
@@ -52,7 +55,7 @@ def locked_volume(src: ByteSource, reason: str = NO_KEY) -> Volume:
         CopyMethod.RAW,
         VolumeState.ENCRYPTED,
         reason=reason,
-        notes=probe_notes(src),
+        notes=probe_notes(src) if notes is None else notes,
     )
 
 
@@ -111,18 +114,19 @@ def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], V
         key = open_key(meta, keys)
     except InputError:  # damaged metadata: probe_notes says what
         return locked_volume(src)
+    said = metadata_notes(meta)
     if key is None:
         refused = keys.refused.get(KEY_ID + meta.volume_guid, "")
         if not refused:
-            return locked_volume(src)
-        return locked_volume(src, f"{LOCKED_REASON}; not unlocked: {refused}")
+            return locked_volume(src, notes=said)
+        return locked_volume(src, f"{LOCKED_REASON}; not unlocked: {refused}", said)
     opened = f"unlocked with its {key.protector}"
     try:
         view = UnlockedVolume(src, meta, key)
         found = inner(view)
     except BitlockerError as exc:
-        return locked_volume(src, f"{LOCKED_REASON}; {opened}, but {exc.message}")
-    notes = (*probe_notes(src), f"BitLocker {opened}; inside: {found.fstype} {found.label!r}")
+        return locked_volume(src, f"{LOCKED_REASON}; {opened}, but {exc.message}", said)
+    notes = (*said, f"BitLocker {opened}; inside: {found.fstype} {found.label!r}")
     if keys.decrypt:
         return replace(
             found,
@@ -133,9 +137,9 @@ def probe(src: ByteSource, keys: Keyring | None, inner: Callable[[ByteSource], V
         )
     if found.copy is not CopyMethod.NATIVE:
         why = found.reason or f"{found.fstype} is copied whole"
-        volume = locked_volume(src, f"{LOCKED_REASON}; {opened}; inside, {why}")
+        volume = locked_volume(src, f"{LOCKED_REASON}; {opened}; inside, {why}", notes)
         state = VolumeState.HIBERNATED if found.state is VolumeState.HIBERNATED else volume.state
-        return replace(volume, state=state, label=found.label, notes=notes)
+        return replace(volume, state=state, label=found.label)
     runs = encrypted_runs(meta, src.size, extents.clip(found.used, src.size))
     return Volume(
         "bitlocker",
