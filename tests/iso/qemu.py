@@ -72,6 +72,14 @@ class Disk:
     write_bps: int = 0  # QEMU throttling of writes (bytes/s): a slow target
 
 
+def direct_kernel(iso: Path, extra: str = "") -> tuple[Path, Path, str]:
+    """``Guest.kernel`` for booting ``iso``'s own kernel and initrd directly (its ``.boot``
+    folder, written by the ISO build), with its kernel command line plus ``extra``."""
+    boot = Path(f"{iso}.boot")
+    cmdline = (boot / "cmdline").read_text(encoding="utf-8").strip()
+    return boot / "vmlinuz", boot / "initrd.img", f"{cmdline} {extra}".rstrip()
+
+
 @dataclass
 class Guest:
     """One running QEMU; ``start`` boots it, ``close`` always kills it."""

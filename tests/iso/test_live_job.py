@@ -12,7 +12,7 @@ from clonebay.engine.inspect import inspect_disk
 from clonebay.testdisks import disks
 from tests.diskcheck import assert_disk_matches
 from tests.iso.conftest import blank
-from tests.iso.qemu import Disk, Guest
+from tests.iso.qemu import Disk, Guest, direct_kernel
 
 MIB = 1 << 20
 JOB = """\
@@ -42,14 +42,12 @@ def test_job_from_the_kernel_command_line_runs_and_powers_off(
     live_iso: Path, iso_disks: dict[str, disks.BuiltDisk], tmp_path: Path
 ) -> None:
     gpt = iso_disks["gpt"]
-    boot = Path(f"{live_iso}.boot")
-    cmdline = (boot / "cmdline").read_text(encoding="utf-8").strip()
-    cmdline += " clonebay.job=LABEL=CBJOB:/job.toml clonebay.after=poweroff"
+    kernel = direct_kernel(live_iso, "clonebay.job=LABEL=CBJOB:/job.toml clonebay.after=poweroff")
     target = blank(tmp_path / "target.img", gpt.size + 128 * MIB)
     vm = Guest(
         workdir=tmp_path / "vm",
         iso=live_iso,
-        kernel=(boot / "vmlinuz", boot / "initrd.img", cmdline),
+        kernel=kernel,
         disks=[
             Disk(gpt.path, "virtio", "SRC-GPT", readonly=True),
             Disk(target, "sata", "JOB-TARGET"),

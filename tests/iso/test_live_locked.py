@@ -37,7 +37,7 @@ import pytest
 
 from clonebay.errors import InputError
 from tests.iso.conftest import BOOT_TIMES, blank, record_boot
-from tests.iso.qemu import Disk, Guest
+from tests.iso.qemu import Disk, Guest, direct_kernel
 
 MIB = 1 << 20
 DISK = 512 * MIB
@@ -149,12 +149,10 @@ def _lv_uuids(vm: Guest, options: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def locked(live_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locked]:
     work = tmp_path_factory.mktemp("locked")
-    boot = Path(f"{live_iso}.boot")
-    cmdline = (boot / "cmdline").read_text(encoding="utf-8").strip()
     vm = Guest(
         workdir=work,
         iso=live_iso,
-        kernel=(boot / "vmlinuz", boot / "initrd.img", cmdline),
+        kernel=direct_kernel(live_iso),
         disks=[
             Disk(blank(work / "src.img", DISK), "virtio", "LCK-SRC"),
             Disk(blank(work / "dst.img", DISK), "virtio", "LCK-DST"),

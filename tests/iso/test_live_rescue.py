@@ -24,7 +24,7 @@ import pytest
 
 from tests.engine.test_rescue import Source, assert_files_but_bad, build_source, disk_files
 from tests.iso.conftest import blank
-from tests.iso.qemu import Disk, Guest
+from tests.iso.qemu import Disk, Guest, direct_kernel
 
 MIB = 1 << 20
 SECTOR, BLOCK = 512, 4096
@@ -63,12 +63,10 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Bad:
 @pytest.fixture(scope="module")
 def guest(live_iso: Path, bad: Bad, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     work = tmp_path_factory.mktemp("rescue-vm")
-    boot = Path(f"{live_iso}.boot")
-    cmdline = (boot / "cmdline").read_text(encoding="utf-8").strip()
     vm = Guest(
         workdir=work,
         iso=live_iso,
-        kernel=(boot / "vmlinuz", boot / "initrd.img", cmdline),
+        kernel=direct_kernel(live_iso),
         disks=[
             Disk(bad.disk, "virtio", "SRC-BAD", readonly=True, blkdebug=bad.rules(work / "bad")),
             Disk(blank(work / "sata.img", 128 * MIB), "sata", "DST-RESCUE"),
