@@ -43,7 +43,7 @@ demo: setup ## build demo disks, tour the commands on them, then start the TUI o
 	$(PY) -m clonebay.demo
 
 test: setup lint typecheck ## the gates (lint, typecheck), then the whole test suite (root tests run when root)
-	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 lint: setup ## ruff and import-linter
 	$(VENV)/bin/ruff check app tests bench

@@ -162,9 +162,9 @@ class Guest:
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - it only calls prctl()
         )
-        self._serial = _connect(self.workdir / "serial.sock", self.process)
+        serial = self._serial = _connect(self.workdir / "serial.sock", self.process)
         events = _connect(self.workdir / "events.sock", self.process)
-        self._spawn(self._read_serial)
+        self._spawn(lambda: self._read_serial(serial))
         self._spawn(lambda: self._read_events(events))
 
     def _spawn(self, target: object) -> None:
@@ -172,10 +172,13 @@ class Guest:
         thread.start()
         self._threads.append(thread)
 
-    def _read_serial(self) -> None:
-        assert self._serial is not None
+    def _read_serial(self, sock: socket.socket) -> None:
+        """Copy one QEMU's serial socket into ``output`` until it closes. The socket is this
+        thread's own: after ``_restart`` a reader still waiting for the lock must not go on
+        reading the new QEMU's socket beside the new reader (two readers interleave the bytes,
+        and ``__RC_0__`` arrives as ``_RC_0__`` + ``_``: seen in CI)."""
         with open(self.workdir / "serial.log", "ab") as log:
-            while data := _recv(self._serial):
+            while data := _recv(sock):
                 log.write(data)
                 log.flush()
                 with self._lock:
