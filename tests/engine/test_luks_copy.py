@@ -28,7 +28,9 @@ from clonebay.fs.probe import probe_volume
 from clonebay.system.blockdev import FileSource
 from clonebay.testdisks import ext as extdisk
 from clonebay.testdisks.tree import Tree, small_tree
-from tests.edgedisks import clonebay, gpt_disk, layout, put
+from tests.edgedisks import clonebay, gpt_disk, layout, put, sha256
+from tests.faultfile import failing
+from tests.killed import clone_reached, kill_when, run_job
 from tests.luks_volumes import CASES, PASSPHRASE, encrypt_in_place, opens_with, secret_file
 
 MiB = 1 << 20
@@ -159,3 +161,64 @@ def test_extract_from_the_image_with_the_key_file(source: Source, tmp_path: Path
     result_of(clonebay("extract", "--json", *key, f"{image}:p1", ".", str(dest)))
     got = {rel: hashlib.sha256((dest / rel).read_bytes()).hexdigest() for rel in source.tree.files}
     assert got == source.tree.files
+
+
+def test_a_keyed_clone_killed_resumes_only_with_the_same_key(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone with the key file, read through a slow FUSE file and killed (-9) once the
+    target's journal holds written runs: resumed without the key, it is refused with the key
+    named as the cause (the target untouched); resumed with it, the target is byte for byte
+    what an uninterrupted clone gives, and opens with every file."""
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("CLONEBAY_STATE", str(state))
+    key = ["--key-file", str(source.key_file)]
+    whole, cut = tmp_path / "whole.img", tmp_path / "cut.img"
+    end = source.disk.stat().st_size
+    with failing(source.disk, tmp_path / "mnt", end, 1, slow=[(MiB, VOLUME)]) as disk:
+        first = clonebay("clone", *key, str(disk), str(whole), "--yes")
+        assert first.returncode == 0, first.stderr
+        proc = run_job("clone", *key, str(disk), str(cut), "--yes")
+        kill_when(proc, lambda: clone_reached(state, 2), "two runs written on the target")
+        before = sha256(cut)
+        keyless = clonebay("clone", "--resume", str(disk), str(cut), "--yes")
+        assert keyless.returncode == 2, keyless.stderr
+        assert "opened p1" in keyless.stderr and "--key-file" in keyless.stderr, keyless.stderr
+        assert sha256(cut) == before
+        again = clonebay("clone", "--resume", *key, str(disk), str(cut), "--yes")
+    assert again.returncode == 0, again.stderr
+    assert PASSPHRASE not in again.stdout + again.stderr + keyless.stderr
+    assert sha256(cut) == sha256(whole)
+    assert not list(state.glob("clone-*"))  # done: nothing left to resume
+    check_target(cut, source, tmp_path)
+
+
+def test_a_keyed_save_killed_resumes_only_with_the_same_key(source: Source, tmp_path: Path) -> None:
+    """The same for a save: killed after its first checkpoint, refused without the key (the
+    checkpoint unchanged), and resumed with it into an image that restores to the very bytes an
+    uninterrupted save's image restores to."""
+    key = ["--key-file", str(source.key_file)]
+    whole, cut = tmp_path / "whole.image", tmp_path / "cut.image"
+    checkpoint = cut / "resume" / "checkpoint.json"
+    end = source.disk.stat().st_size
+    with failing(source.disk, tmp_path / "mnt", end, 1, slow=[(MiB, VOLUME)]) as disk:
+        first = clonebay("save", *key, str(disk), str(whole))
+        assert first.returncode == 0, first.stderr
+        proc = run_job("save", *key, str(disk), str(cut))
+        kill_when(proc, checkpoint.exists, "a checkpoint")
+        before = checkpoint.read_bytes()
+        keyless = clonebay("save", "--resume", str(disk), str(cut))
+        assert keyless.returncode == 2, keyless.stderr
+        assert "opened p1" in keyless.stderr and "--key-file" in keyless.stderr, keyless.stderr
+        assert checkpoint.read_bytes() == before
+        again = clonebay("save", "--resume", *key, str(disk), str(cut))
+    assert again.returncode == 0, again.stderr
+    assert PASSPHRASE not in again.stdout + again.stderr + keyless.stderr
+    restored = []
+    for image in (whole, cut):
+        target = tmp_path / f"{image.stem}.disk"
+        result_of(clonebay("restore", "--json", "--yes", str(image), str(target)))
+        restored.append(sha256(target))
+    assert restored[0] == restored[1]
+    check_target(target, source, tmp_path)

@@ -16,17 +16,15 @@ import hashlib
 import json
 import os
 import random
-import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.edgedisks import CLONEBAY, MIB, clonebay
+from tests.edgedisks import MIB, clonebay, sha256
 from tests.engine.test_rescue import BLOCK, SECTOR, Source, build_source, read_map
 from tests.faultfile import failing
+from tests.killed import clone_reached, kill_when, run_job
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/dev/fuse"), reason="FUSE mounts need root"
@@ -61,13 +59,6 @@ def _reached(image: Path, records: int) -> bool:
     return int(opened["records"]["length"]) >= records * 48  # spec.RECORD.size
 
 
-def _run(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "LC_ALL": "C", "CLONEBAY_CHECKPOINT_EVERY": "0"}
-    return subprocess.Popen(
-        [str(CLONEBAY), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-
-
 def _checkpoint(image: Path) -> dict[str, object] | None:
     try:
         return json.loads((image / "resume" / "checkpoint.json").read_bytes())  # type: ignore[no-any-return]
@@ -82,16 +73,6 @@ def _phase(mapfile: Path) -> str:
     except OSError:
         return ""
     return lines[0].split()[1] if lines else ""
-
-
-def _kill_when(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 120
-    while not ready():
-        assert proc.poll() is None, f"the job ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"no {what} in 120 s"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
 
 def _progress(image: Path) -> int:
@@ -152,8 +133,8 @@ def test_a_save_killed_at_any_point_resumes_to_the_same_image(
     image = tmp_path / "img"
     with failing(source.disk, tmp_path / "mnt", source.disk.stat().st_size, 1,
                  slow=_slow(source)) as disk:  # fmt: skip
-        proc = _run("save", str(disk), str(image))
-        _kill_when(proc, lambda: _reached(image, at), f"a checkpoint of {at} records")
+        proc = run_job("save", str(disk), str(image))
+        kill_when(proc, lambda: _reached(image, at), f"a checkpoint of {at} records")
         assert not (image / "manifest.json").exists()
         again = clonebay("save", "--resume", str(disk), str(image))
     assert again.returncode == 0, again.stderr
@@ -173,8 +154,8 @@ def test_a_rescue_killed_in_any_pass_resumes_to_the_same_image(
     with failing(source.disk, tmp_path / "mnt", *bad[0], more=bad[1:],
                  slow=_slow(source)) as disk:  # fmt: skip
         # many retries: the later passes take seconds (a bad sector read is slow here too)
-        proc = _run("save", "--rescue", "--retries", "30", str(disk), str(image))
-        _kill_when(
+        proc = run_job("save", "--rescue", "--retries", "30", str(disk), str(image))
+        kill_when(
             proc,
             (lambda: _reached(image, 3)) if at == "pass 1" else (lambda: _phase(mapfile) == "-"),
             at,
@@ -192,8 +173,8 @@ def test_resume_refuses_another_disk_a_changed_source_and_a_complete_image(
     image = tmp_path / "img"
     with failing(source.disk, tmp_path / "mnt", source.disk.stat().st_size, 1,
                  slow=_slow(source)) as disk:  # fmt: skip
-        proc = _run("save", str(disk), str(image))
-        _kill_when(proc, lambda: _progress(image) > 0, "a checkpoint")
+        proc = run_job("save", str(disk), str(image))
+        kill_when(proc, lambda: _progress(image) > 0, "a checkpoint")
     other = tmp_path / "other.img"
     other.write_bytes(source.disk.read_bytes()[: 64 * MIB])
     refused = clonebay("save", "--resume", str(other), str(image))
@@ -221,34 +202,6 @@ def test_resume_refuses_another_disk_a_changed_source_and_a_complete_image(
     assert fresh.returncode == 2 and "no checkpoint" in fresh.stderr
 
 
-def _journal_state(folder: Path) -> dict[str, object]:
-    for path in folder.glob("clone-*.json"):
-        try:
-            return json.loads(path.read_bytes())["state"]  # type: ignore[no-any-return]
-        except (OSError, ValueError, KeyError):
-            return {}
-    return {}
-
-
-def _clone_reached(folder: Path, src: Source, runs: int | str) -> bool:
-    """Whether the target's journal holds ``runs`` written runs (or is at that stage)."""
-    state = _journal_state(folder)
-    if isinstance(runs, str):
-        return state.get("stage") == runs
-    written = list(folder.glob("clone-*.written"))
-    return (
-        state.get("stage") == "copy"
-        and bool(written)
-        and (
-            written[0].stat().st_size >= runs * 35  # journal.RECORD.size
-        )
-    )
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.mark.parametrize(("rescue", "at"), [(False, 1), (False, 3), (True, 2), (True, "rescue")])
 def test_a_clone_killed_at_any_point_resumes_to_the_same_target(
     source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rescue: bool, at: int | str
@@ -271,9 +224,9 @@ def test_a_clone_killed_at_any_point_resumes_to_the_same_target(
         assert first.returncode == (DONE_WITH_ERRORS if rescue else 0), first.stderr
         for old in (tmp_path / "maps").iterdir():
             old.rename(tmp_path / f"whole-{old.name}")
-        proc = _run("clone", *flags, str(disk), str(cut), "--yes")
-        _kill_when(proc, lambda: _clone_reached(state, source, at), f"a checkpoint at {at}")
+        proc = run_job("clone", *flags, str(disk), str(cut), "--yes")
+        kill_when(proc, lambda: clone_reached(state, at), f"a checkpoint at {at}")
         again = clonebay("clone", "--resume", *flags[:1], str(disk), str(cut), "--yes")
     assert again.returncode == (DONE_WITH_ERRORS if rescue else 0), again.stderr
-    assert _sha(cut) == _sha(whole)
+    assert sha256(cut) == sha256(whole)
     assert not list(state.glob("clone-*"))  # done: nothing left to resume

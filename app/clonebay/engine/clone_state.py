@@ -38,7 +38,7 @@ from clonebay.engine.clone_job import CloneOptions, clone_plan
 from clonebay.engine.layout.plan import Grow, Plan
 from clonebay.engine.rescue.clone import default_map
 from clonebay.engine.rescue.reader import RescueOptions
-from clonebay.engine.resume.clone import STAGES, journal_path, plan_fingerprint
+from clonebay.engine.resume.clone import STAGES, journal_path, plan_fingerprint, plan_opened
 from clonebay.engine.resume.identity import check_disk, check_fingerprint
 from clonebay.engine.target.journal import Journal
 from clonebay.errors import ClonebayError
@@ -145,7 +145,8 @@ def interrupted_clone(source: str, target: str) -> InterruptedClone | None:
         except ClonebayError as exc:
             return dataclasses.replace(found, problem=_unsaid(exc.message))
         try:
-            check_fingerprint(recorded, plan_fingerprint(plan), source)
+            opened = (state.get("opened"), plan_opened(plan))
+            check_fingerprint(recorded, plan_fingerprint(plan), source, opened)
         except ClonebayError as exc:
             mismatch = mismatch or _unsaid(exc.message)
             continue  # another grow mode places the partitions elsewhere: try it

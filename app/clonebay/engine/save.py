@@ -33,7 +33,7 @@ from clonebay.engine.rescue.save import (
     save_rescuer,
 )
 from clonebay.engine.resume.checkpoints import CHECKPOINT_EVERY
-from clonebay.engine.resume.identity import disk_record, fingerprint
+from clonebay.engine.resume.identity import disk_record, fingerprint, opened_by_key
 from clonebay.engine.resume.save import (
     check_resumable,
     remaining_domain,
@@ -278,6 +278,7 @@ def _job_record(
         "fingerprint": fingerprint(
             (r.name, r.disk_offset, r.size, ((e.start, e.length) for e in r.runs)) for r in regions
         ),
+        "opened": opened_by_key((r.name, r.volume) for r in regions),
         "rescue_map": (
             str(rescue_map_path(image, rescue)) if rescue and isinstance(image, str) else ""
         ),

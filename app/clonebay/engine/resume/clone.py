@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from clonebay.engine.layout.plan import Plan
 from clonebay.engine.pipeline import ReadTask
 from clonebay.engine.resume.checkpoints import reads_after
-from clonebay.engine.resume.identity import check_disk, check_fingerprint, disk_record, fingerprint
+from clonebay.engine.resume.identity import (
+    check_disk,
+    check_fingerprint,
+    disk_record,
+    fingerprint,
+    opened_by_key,
+)
 from clonebay.engine.target.fanout import TargetOutcome
 from clonebay.engine.target.job import TargetJob
 from clonebay.engine.target.journal import Journal, state_folder
@@ -61,12 +67,18 @@ def plan_fingerprint(plan: Plan) -> str:
     )
 
 
+def plan_opened(plan: Plan) -> list[str]:
+    """The moves whose encrypted volume a key opened (``opened_by_key``)."""
+    return opened_by_key((m.name, m.volume) for m in plan.moves)
+
+
 def job_state(src: SourceDevice, target: str, size: int, plan: Plan) -> dict[str, Any]:
     return {
         "kind": "clone",
         "source": disk_record(src.path, src.size),
         "target": disk_record(target, size),
         "fingerprint": plan_fingerprint(plan),
+        "opened": plan_opened(plan),
         "stage": "copy",
         "move": "",
         "next": 0,
@@ -80,7 +92,12 @@ def check_journal(journal: Journal, src: SourceDevice, target: str, size: int, p
         raise UsageError(f"{journal.path} is not the journal of a clone")
     check_disk(state["source"], src.path, src.size, "source")
     check_disk(state["target"], target, size, "target")
-    check_fingerprint(str(state.get("fingerprint")), plan_fingerprint(plan), src.path)
+    check_fingerprint(
+        str(state.get("fingerprint")),
+        plan_fingerprint(plan),
+        src.path,
+        (state.get("opened"), plan_opened(plan)),
+    )
 
 
 def tasks_after(

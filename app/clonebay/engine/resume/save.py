@@ -90,7 +90,12 @@ def check_resumable(
     check_disk(source, src.path, src.size, "source")
     if job is None or regions is None:
         return
-    check_fingerprint(str(recorded.get("fingerprint", "")), str(job["fingerprint"]), src.path)
+    check_fingerprint(
+        str(recorded.get("fingerprint", "")),
+        str(job["fingerprint"]),
+        src.path,
+        (recorded.get("opened"), list(job.get("opened", []))),
+    )
     names = {r.name for r in regions}
     for entry in [*point.regions, *([point.open.entry] if point.open else [])]:
         if entry.name not in names:  # (the fingerprint covers this; a hand-edited checkpoint)
