@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from clonebay.engine.clone_state import interrupted_clone
+from clonebay.fs.keyring import Keyring
 from clonebay.fs.luks_header import read_header
 from clonebay.fs.luks_keys import unlock
 from clonebay.fs.luks_view import UnlockedLuks
@@ -167,9 +169,10 @@ def test_a_keyed_clone_killed_resumes_only_with_the_same_key(
     source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A clone with the key file, read through a slow FUSE file and killed (-9) once the
-    target's journal holds written runs: resumed without the key, it is refused with the key
-    named as the cause (the target untouched); resumed with it, the target is byte for byte
-    what an uninterrupted clone gives, and opens with every file."""
+    target's journal holds written runs: resumed without the key (or asked about as the TUI
+    asks, without the session's keys), it is refused with the key named as the cause (the
+    target untouched); resumed with it, the target is byte for byte what an uninterrupted
+    clone gives, and opens with every file."""
     state = tmp_path / "state"
     state.mkdir()
     monkeypatch.setenv("CLONEBAY_STATE", str(state))
@@ -182,6 +185,11 @@ def test_a_keyed_clone_killed_resumes_only_with_the_same_key(
         proc = run_job("clone", *key, str(disk), str(cut), "--yes")
         kill_when(proc, lambda: clone_reached(state, 2), "two runs written on the target")
         before = sha256(cut)
+        # what the TUI asks before it offers Resume: with its session's keys, and without
+        keyless_state = interrupted_clone(str(disk), str(cut))
+        assert keyless_state is not None and "opened p1" in keyless_state.problem
+        keyed = interrupted_clone(str(disk), str(cut), Keyring(key_files=[PASSPHRASE.encode()]))
+        assert keyed is not None and keyed.problem == "" and keyed.written_bytes > 0, keyed
         keyless = clonebay("clone", "--resume", str(disk), str(cut), "--yes")
         assert keyless.returncode == 2, keyless.stderr
         assert "opened p1" in keyless.stderr and "--key-file" in keyless.stderr, keyless.stderr

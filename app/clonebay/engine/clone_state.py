@@ -43,6 +43,7 @@ from clonebay.engine.resume.identity import check_disk, check_fingerprint
 from clonebay.engine.target.journal import Journal
 from clonebay.errors import ClonebayError
 from clonebay.fs import extents
+from clonebay.fs.keyring import Keyring
 
 AREA = "area@"  # the regions of the areas outside the partitions (clone_job._area): held, not data
 COMMAND = "# Command line: "  # the rescue map's header line naming the job (rescue/mapfile.py)
@@ -126,10 +127,13 @@ def clone_journal(source: str, target: str) -> InterruptedClone | None:
     return found
 
 
-def interrupted_clone(source: str, target: str) -> InterruptedClone | None:
+def interrupted_clone(
+    source: str, target: str, keys: Keyring | None = None
+) -> InterruptedClone | None:
     """``clone_journal``, and whether ``clone --resume`` will take it: the clone planned again
-    (with the grow mode whose plan the journal was made for), both disks and the fingerprint
-    checked as the resume checks them. Writes nothing."""
+    (with the grow mode whose plan the journal was made for, and ``keys``, those the resume
+    will have), both disks and the fingerprint checked as the resume checks them. Writes
+    nothing."""
     found = clone_journal(source, target)
     if found is None or not found.resumable:
         return found
@@ -138,8 +142,9 @@ def interrupted_clone(source: str, target: str) -> InterruptedClone | None:
     rescue = RescueOptions() if found.rescue else None
     mismatch = ""
     for grow in Grow:
+        options = CloneOptions(grow=grow, fit=grow, rescue=rescue, keys=keys)
         try:
-            plan = clone_plan(source, target, CloneOptions(grow=grow, fit=grow, rescue=rescue))
+            plan = clone_plan(source, target, options)
             check_disk(state["source"], source, plan.source_size, "source")
             check_disk(state["target"], target, plan.target_size, "target")
         except ClonebayError as exc:

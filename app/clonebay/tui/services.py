@@ -329,10 +329,10 @@ class Services:
 
     def interrupted_clone(self, source: str, target: str) -> jobs.InterruptedClone | None:
         """That journal, and whether the clone can be resumed: planned again and checked as
-        ``clone --resume`` does (it reads the partition table)."""
+        ``clone --resume`` does (it reads the partition table), with the session's keys."""
         with PARTED:
             _readable(source)
-            return jobs.interrupted_clone(source, target)
+            return jobs.interrupted_clone(source, target, self.keys)
 
     def free_space(self, folder: str) -> int:
         return shutil.disk_usage(folder).free
