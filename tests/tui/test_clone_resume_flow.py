@@ -225,7 +225,9 @@ def assert_whole(target: Path, whole: str, state: Path) -> None:
     assert sha256(target) == whole
     name = f"clone-disk_img-to-{target.name.replace('.', '_')}"
     assert not list(state.glob(f"{name}.*"))  # done: nothing left to resume
-    assert len(list(state.iterdir())) == 4  # the other killed clones' journals, as they were
+    # the other killed clones' journals, as they were (and the temporary state file of one
+    # that the kill -9 caught between its write and its rename)
+    assert len([p for p in state.iterdir() if p.suffix != ".tmp"]) == 4
 
 
 def test_resume_goes_on_from_the_checkpoint(
