@@ -158,7 +158,10 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Interrupted:
     for folder in ("state", "maps"):
         (work / folder).mkdir()
     rng = random.Random(2020)
-    files = {"big.bin": rng.randbytes(8 * MIB), "same.bin": b"\x5a" * MIB}
+    # p1's used blocks (~33 MiB) are twice what a killed clone has written (it commits the 4 MiB
+    # runs its readers had in flight: 2 to 4 of them), so that a resumed clone still reads for
+    # seconds (0.4 s per MiB) when a test cancels it
+    files = {"big.bin": rng.randbytes(24 * MIB), "same.bin": b"\x5a" * MIB}
     files |= {f"docs/n{i}.bin": rng.randbytes(rng.randrange(1, 200_000)) for i in range(12)}
     made = Interrupted(build_source(work, files), work)
     whole, kept = work / "whole.img", work / "kept.img"
