@@ -87,22 +87,23 @@ def fingerprint(regions: Iterable[tuple[str, int, int, Iterable[tuple[int, int]]
 
 
 def check_fingerprint(
-    recorded: str, now: str, source: str, opened: tuple[object, list[str]] = (None, [])
+    recorded: str, now: str, source: str, opened: tuple[object, list[str]]
 ) -> None:
     """UsageError unless the plan's fingerprint is the recorded one. ``opened``: the volumes
     the interrupted job opened with a key (as recorded: None in a record made before it was
     kept) and those this job opens; when they differ, the keys are named as the cause."""
+    if recorded == now:
+        return
     was, now_opened = opened
-    if recorded != now and isinstance(was, list) and was != now_opened:
+    if isinstance(was, list) and was != now_opened:
         said = ", ".join(str(name) for name in was) or "no encrypted volume"
         raise UsageError(
             f"the interrupted job opened {said} of {source} with a key, and this one opens"
             f" {', '.join(now_opened) or 'none'}: the used blocks differ, so resume it with the"
             f" key options it had ({KEY_OPTIONS}; --decrypt if it had it); nothing was written"
         )
-    if recorded != now:
-        raise UsageError(
-            f"the used blocks of {source} are not those the interrupted job was copying (was"
-            " it mounted and written to, or repaired, since?): it cannot be resumed; start"
-            " the job again; nothing was written"
-        )
+    raise UsageError(
+        f"the used blocks of {source} are not those the interrupted job was copying (was"
+        " it mounted and written to, or repaired, since?): it cannot be resumed; start"
+        " the job again; nothing was written"
+    )
