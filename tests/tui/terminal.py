@@ -65,15 +65,18 @@ class Terminal:
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", self.name, *keys)
 
-    def wait_for(self, text: str) -> str:
-        """The screen once it shows ``text`` (polled; fails after DEADLINE seconds)."""
+    def wait_for(self, *texts: str) -> str:
+        """The screen once it shows every one of ``texts`` at once (polled; fails after DEADLINE
+        seconds). Ask for all that one screen must show in one call: a capture can catch a frame
+        half drawn (the top of the new screen over the bottom of the old one), so what one
+        capture lacks a later one may show."""
         end = time.monotonic() + DEADLINE
         while True:
             shown = self.screen()
-            if text in shown:
+            if all(text in shown for text in texts):
                 return shown
             if time.monotonic() > end:
-                raise AssertionError(f"{text!r} never appeared; the screen shows:\n{shown}")
+                raise AssertionError(f"{texts!r} never all appeared; the screen shows:\n{shown}")
             time.sleep(0.1)  # polling a terminal that another process draws
 
     def alive(self) -> bool:

@@ -65,8 +65,7 @@ def test_demo_attaches_loop_devices_and_detaches_them(
     gpt_dev = devices[0][0]
     # the TUI lists the loop devices, with the partitions the demo made visible
     term.keys("d")
-    shown = term.wait_for(gpt_dev)
-    assert "loop" in shown
+    term.wait_for(gpt_dev, "loop")
     parts = sorted(p.name for p in Path("/sys/block", Path(gpt_dev).name).glob("loop*p*"))
     assert len(parts) == len(demo_disk.partitions), parts
     term.keys("Escape")

@@ -30,19 +30,16 @@ def test_save_flow_in_tmux(
 
     term.wait_for("Save image")
     term.keys("s")
-    picker = term.wait_for(str(demo_disk.path))
-    assert "Pick the disk to copy FROM" in picker
+    term.wait_for(str(demo_disk.path), "Pick the disk to copy FROM")
     term.wait_for("free")  # the guard has judged the first row: the demo disk
     term.keys("Enter")
     term.wait_for("Where are the images?")
     term.keys("Enter")  # the first row: the folder given with --image-dir
     term.wait_for("Where should the image go?")
     term.keys("Enter")  # the proposed name
-    plan = term.wait_for("to read")
-    assert "Start save" in plan and "ntfs" in plan
+    term.wait_for("to read", "Start save", "ntfs")
     term.keys("Enter")
-    result = term.wait_for("was saved into the image")
-    assert "Verified" in result
+    term.wait_for("was saved into the image", "Verified")
     term.keys("Enter")
     term.wait_for("Clone disk")
     term.keys("q")
