@@ -283,10 +283,14 @@ class Guest:
         self.run("stty -echo cols 200 rows 50; dmesg -n 1; export PS1='' PS2='' TERM=dumb", 60)
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, str]:
-        """Run ``command`` in the serial shell; its exit code and output (CR removed)."""
+        """Run ``command`` in the serial shell; its exit code and output (CR removed). Each
+        command's seconds go to commands.log beside the serial log: where a guest's time goes."""
         start = len(self.output)
+        began = time.monotonic()
         self.send(f"{command}; echo __RC_$?__\n")
         match = self.wait_output(_RC.pattern, timeout, start)
+        with open(self.workdir / "commands.log", "a") as log:
+            log.write(f"{time.monotonic() - began:7.1f}s  {command}\n")
         text = self.output[start : match.start()].decode(errors="replace").replace("\r", "")
         lines = text.split("\n")
         if lines and command.strip() in lines[0]:
