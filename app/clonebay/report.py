@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clonebay.engine.inspect import DiskReport
-from clonebay.model import Disk, Volume
 from clonebay.system.parttypes import type_name
-from clonebay.system.smart import Health
-from clonebay.system.tape import TapeDrive
 from clonebay.units import human_size
+
+if TYPE_CHECKING:  # types only: `clonebay list` needs none of the probe's code
+    from clonebay.engine.inspect import DiskReport
+    from clonebay.model import Disk, Volume
+    from clonebay.system.smart import Health
+    from clonebay.system.tape import TapeDrive
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

@@ -2,7 +2,8 @@
 
 Every subcommand returns an exit code; every ClonebayError becomes its message on stderr (or a
 JSON object with ``--json``) and its exit code, so scripts can tell a refusal from a failure.
-Each module of this package registers a group of subcommands (``register(sub)``).
+Each module of this package registers a group of subcommands (``register(sub)``); a command
+imports its own group only (``GROUPS``).
 
 ``clonebay`` alone goes straight to the TUI without importing the command groups: tty1 of the
 live system starts it so at boot, where every module imported before the first screen costs
@@ -12,6 +13,7 @@ time (docs/live.md, Boot time).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -21,10 +23,25 @@ from clonebay import __version__
 from clonebay.cli.common import as_given
 from clonebay.errors import ClonebayError, UsageError
 
+# The module of this package that registers each command. A command imports its own group
+# only: on a slow machine (a live USB stick, an emulated guest) every module imported costs
+# time, and `clonebay list` needs none of the image engine. tests/unit/test_cli_groups.py
+# checks this table against what each module registers.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "disks": ("list", "probe", "clone"),
+    "images": ("save", "restore", "verify", "convert", "info"),
+    "job": ("job",),
+    "net": ("send", "receive"),
+    "browse": ("mount", "edit", "umount", "ls", "extract"),
+    "stores": ("stores",),
+    "stick": ("make-stick",),
+    "fixup": ("fixup",),
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    from clonebay.cli import browse, disks, fixup, images, job, net, stick, stores
 
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: with only the group of its command when it names one, with
+    every command otherwise (no argv, --help, a command that does not exist)."""
     parser = argparse.ArgumentParser(
         prog="clonebay",
         description="Clone disks, save and restore images, copying only the blocks in use.",
@@ -32,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clonebay {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (disks, images, job, net, browse, stores, stick, fixup):
-        group.register(sub)
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    groups = [g for g, commands in GROUPS.items() if command in commands] or list(GROUPS)
+    for group in groups:
+        importlib.import_module(f"clonebay.cli.{group}").register(sub)
     return parser
 
 
@@ -42,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _tui()
     from clonebay.cli.stores import run_command
 
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = build_parser(given).parse_args(given)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -6,7 +6,6 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from clonebay.cli import many
 from clonebay.cli.common import add_shrink_options, emit_result
 from clonebay.cli.confirm import add_yes, confirm, confirm_many
 from clonebay.cli.fixup import (
@@ -140,6 +139,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
 
 def _clone_many(args: argparse.Namespace, options: CloneOptions) -> int:
     """One read of the source onto every target (engine/target/fanout.py)."""
+    from clonebay.cli import many
     from clonebay.engine import clone_many, clone_plans
 
     targets: list[str] = args.target

@@ -67,7 +67,7 @@ def _cmd_job(args: argparse.Namespace) -> int:
         lines += [f"    {line}" for line in describe_target(target)]
     lines.append(f"  running: clonebay {' '.join(argv)}")
     print("\n".join(lines), file=sys.stderr, flush=True)
-    inner = build_parser().parse_args(argv)
+    inner = build_parser(argv).parse_args(argv)
     return run_command(inner)
 
 

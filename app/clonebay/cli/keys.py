@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from clonebay.errors import UsageError
-from clonebay.fs.bitlocker_keys import read_startup_key
-from clonebay.fs.keyring import Keyring, read_key_file
+
+if TYPE_CHECKING:
+    from clonebay.fs.keyring import Keyring
 
 
 def add_key_options(p: argparse.ArgumentParser, *, decrypt: bool = False) -> None:
@@ -70,6 +72,9 @@ def _ask(prompt: str) -> str:
 
 def keyring(args: argparse.Namespace) -> Keyring | None:
     """The secrets the options ask for (None when no option gives one)."""
+    from clonebay.fs.bitlocker_keys import read_startup_key  # the ciphers: only when asked
+    from clonebay.fs.keyring import Keyring, read_key_file
+
     keys = Keyring()
     for n in range(getattr(args, "key", 0)):
         which = f" {n + 1}" if args.key > 1 else ""
