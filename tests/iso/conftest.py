@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from clonebay.testdisks import disks
+from tests.iso.live_stick import make_stick
 from tests.iso.qemu import Guest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +61,13 @@ def iso_disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, disks.Built
         "gpt": disks.gpt_disk(work / "gpt.img", disks.QUICK, work=work),
         "mbr": disks.mbr_disk(work / "mbr.img", disks.QUICK, work=work),
     }
+
+
+@pytest.fixture(scope="session")
+def live_stick(live_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2 GiB sparse stick made by make-stick from the ISO (tests/iso/live_stick.py). The
+    guests that boot it run one after the other; the stores guest adds images to it."""
+    return make_stick(live_iso, tmp_path_factory.mktemp("live-stick"))
 
 
 def blank(path: Path, size: int) -> Path:

@@ -1,16 +1,20 @@
-"""Image stores from the live system, with the kernel's own SMB and NFS clients and a USB stick:
-one guest (SeaBIOS, CD boot) on QEMU's user-mode network inside the NAS's network namespace
-(tests/iso/nas.py: Samba and NFS-Ganesha at 10.0.2.2), checked in order:
+"""Image stores from the live system, with the kernel's own SMB and NFS clients and the USB stick
+it booted from: one guest (SeaBIOS, booted from a stick made by make-stick, tests/iso/
+live_stick.py) on QEMU's user-mode network inside the NAS's network namespace (tests/iso/nas.py:
+Samba and NFS-Ganesha at 10.0.2.2), checked in order:
 
+- the stick: booted under SeaBIOS, the live medium, its images partition found by label and read
+  by the live kernel's exFAT driver;
 - SMB with a user: save, verify, ls and restore through smb:// URLs; the host then verifies the
   image on the share's disk and restores it, and every file matches the disk factory's record;
   a wrong password, a missing share, the guest share, a full share (refused before, and stopped
   cleanly during a save), an SMB1-only NAS (refused naming the dialects tried; --smb1 works);
 - NFS: v4 round trip, a v3-only server (the fallback), an export that is not there;
-- a USB stick with an exFAT images partition labelled as make-stick labels it (the live kernel's
-  driver): listed by ``clonebay stores`` with its free space, a save into it by label, and in the
-  TUI on the serial console: Save, the source, "Where are the images?" offering the stick first,
-  the proposed name, Start; the image is then verified from the command line;
+- that stick's exFAT images partition, written while the system runs from the same stick (the
+  live kernel's driver): listed by ``clonebay stores`` with its free space, a save into it by
+  label, and in the TUI on the serial console: Save, the source, "Where are the images?"
+  offering the stick first, the proposed name, Start; the image is then verified from the
+  command line;
 - the SMB server killed in the middle of a save: an error, not a hang, naming what is incomplete.
 """
 
@@ -30,6 +34,7 @@ from clonebay.system.stick import IMAGES_LABEL
 from clonebay.testdisks import disks
 from tests.diskcheck import assert_disk_matches
 from tests.iso.conftest import blank
+from tests.iso.live_stick import offers_its_images_partition
 from tests.iso.nas import GUEST_HOST, PASSWORD, USER, Nas
 from tests.iso.qemu import Disk, Guest
 from tests.iso.serial_tui import SerialScreen
@@ -55,29 +60,22 @@ def nas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nas]:
 
 
 @pytest.fixture(scope="module")
-def stick(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = blank(tmp_path_factory.mktemp("stick") / "stick.img", 1024 * MIB)
-    subprocess.run(["mkfs.exfat", "-L", IMAGES_LABEL, str(path)], check=True, capture_output=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def guest(
-    live_iso: Path,
     iso_disks: dict[str, disks.BuiltDisk],
     nas: Nas,
-    stick: Path,
+    live_stick: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Guest]:
     work = tmp_path_factory.mktemp("stores-guest")
     gpt = iso_disks["gpt"]
     vm = Guest(
         workdir=work,
-        iso=live_iso,
+        iso=live_stick,
+        boot="usb",
+        live_writable=True,  # its images partition is a store
         disks=[
             Disk(gpt.path, "virtio", "SRC-GPT", readonly=True),
             Disk(blank(work / "dst.img", gpt.size), "sata", "DST-SATA"),
-            Disk(stick, "usb", "STORE-USB"),
         ],
         netns=nas.namespace,
         network=True,
@@ -107,6 +105,11 @@ def _host_restore_matches(image: Path, built: disks.BuiltDisk, work: Path) -> No
     target = blank(work / "host-restore.img", built.size)
     assert cli.main(["restore", "--yes", str(image), str(target)]) == 0
     assert_disk_matches(target, built, work)
+
+
+def test_the_stick_boots_under_bios_and_offers_its_images_partition(guest: Guest) -> None:
+    assert guest.run("test -d /sys/firmware/efi")[0] != 0
+    offers_its_images_partition(guest)
 
 
 def test_smb_round_trip(
