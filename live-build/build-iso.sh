@@ -10,7 +10,9 @@
 #   CLONEBAY_ISO_FORCE=1 build even when the ISO is up to date with its inputs
 #   CLONEBAY_DIST, CLONEBAY_MIRROR, CLONEBAY_SQUASHFS: see live-build/auto/config
 # The ISO is up to date when live-build/, overlay/, app/ and pyproject.toml hash as they did
-# for the last build (OUTPUT.inputs): then nothing is rebuilt.
+# for the last build (OUTPUT.inputs): then nothing is rebuilt. Left out: bytecode, tool caches
+# and app/*.egg-info (pip install -e writes it, with README.md inside: a checkout that ran
+# `make setup` at another time would otherwise rebuild an ISO whose contents are the same).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -34,7 +36,8 @@ done
 
 inputs_hash() {
 	(cd "$REPO" && find live-build overlay app pyproject.toml -type f \
-		! -path '*/__pycache__/*' ! -path '*/.*_cache/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum |
+		! -path '*/__pycache__/*' ! -path '*/.*_cache/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
+		sort -z | xargs -0 sha256sum |
 		sha256sum | cut -d' ' -f1)
 	echo "${CLONEBAY_DIST:-trixie} ${CLONEBAY_SQUASHFS:-zstd}"
 }
