@@ -67,7 +67,8 @@ def iso_disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, disks.Built
 def live_stick(live_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2 GiB sparse stick made by make-stick from the ISO (tests/iso/live_stick.py). The
     guests that boot it run one after the other; the stores guest adds images to it."""
-    return make_stick(live_iso, tmp_path_factory.mktemp("live-stick"))
+    image = blank(tmp_path_factory.mktemp("live-stick") / "stick.img", 2 * 1024**3)
+    return make_stick(live_iso, image)
 
 
 def blank(path: Path, size: int) -> Path:

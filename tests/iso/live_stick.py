@@ -14,22 +14,18 @@ from pathlib import Path
 from clonebay.system.stick import IMAGES_LABEL
 from tests.iso.qemu import Guest
 
-GIB = 1 << 30
 # a file put into the images partition on the host (exfat-fuse), read back by the live system
 NOTE = b"made on the host, read by the live system\n"
 
 
-def make_stick(iso: Path, work: Path, size: int = 2 * GIB) -> Path:
-    """``work``/stick.img: make-stick of ``iso`` through a loop device, plus NOTE in the images
-    partition (written with exfat-fuse: the host kernel may have no exFAT driver). Beside it,
-    stick.img.boot is the ISO's .boot folder: the stick boots the ISO's own kernel, which is
-    what the QEMU harness tries KVM with."""
-    image = work / "stick.img"
-    with open(image, "wb") as f:
-        f.truncate(size)
-    (work / "stick.img.boot").symlink_to(Path(f"{iso}.boot").resolve())
+def make_stick(iso: Path, image: Path) -> Path:
+    """``image`` (a blank file, the stick's size) made a stick: make-stick of ``iso`` through a
+    loop device, plus NOTE in the images partition (written with exfat-fuse: the host kernel
+    may have no exFAT driver). Beside it, IMAGE.boot is the ISO's .boot folder: the stick boots
+    the ISO's own kernel, which is what the QEMU harness tries KVM with."""
+    Path(f"{image}.boot").symlink_to(Path(f"{iso}.boot").resolve())
     dev = subprocess.check_output(["losetup", "-f", "--show", str(image)], text=True).strip()
-    mnt = work / "mnt"
+    mnt = image.parent / "mnt"
     mnt.mkdir()
     try:
         done = subprocess.run(

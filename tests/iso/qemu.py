@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import os
 import re
 import shutil
@@ -28,6 +27,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.edgedisks import sha256
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -300,16 +301,13 @@ class Guest:
             lines = lines[1:]  # the echoed command line (before stty -echo took effect)
         return int(match.group(1)), "\n".join(lines).strip()
 
-    def digest(self, path: Path) -> str:
-        """sha256 of one of this guest's disks as the guest left it: the guest syncs (nothing
-        waits in its caches), then the host hashes the image file, which QEMU writes straight
-        into (raw). Under TCG, sha256sum of a 512 MiB disk in the guest took 45 s."""
+    def digests(self) -> dict[str, str]:
+        """sha256 of each of this guest's disks (by serial) as the guest left them: the guest
+        syncs once (nothing waits in its caches), then the host hashes the image files, which
+        QEMU writes straight into (raw). Under TCG, sha256sum of a 512 MiB disk in the guest
+        took 45 s."""
         self.check("sync", timeout=300)
-        sha = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                sha.update(chunk)
-        return sha.hexdigest()
+        return {disk.serial: sha256(disk.path) for disk in self.disks}
 
     def check(self, command: str, timeout: float = 120) -> str:
         code, out = self.run(command, timeout)

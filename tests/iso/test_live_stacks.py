@@ -1,8 +1,8 @@
 """The guard against dm, md and LVM stacks, in the live system (the test machine's kernel has
 neither dm nor md). One guest, booted once, builds each stack with the real tools and runs
 `clonebay clone` onto and through it; every clone is refused (exit 6, with the guard's words)
-and neither disk changed: the guest syncs, then the host hashes the disks' image files before
-and after (QEMU writes a guest's writes straight into them; hashing in the guest under TCG cost
+and no disk changed: the guest syncs, then the host hashes the disks' image files before and
+after (QEMU writes a guest's writes straight into them; hashing in the guest under TCG cost
 seconds per disk and per refusal):
 
   - dm-linear over the source disk (a kpartx or dm-crypt mapping behaves the same): as the
@@ -18,7 +18,6 @@ seconds per disk and per refusal):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,14 +34,8 @@ REFUSED = SafetyError.exit_code
 MKFS = "mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0"
 
 
-@dataclass
-class Stacks:
-    vm: Guest
-    files: dict[str, Path]  # the guest's $SRC and $DST: their image files on the host
-
-
 @pytest.fixture(scope="module")
-def guest(live_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+def guest(live_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     work = tmp_path_factory.mktemp("stacks")
     source = gpt_disk(work / "src.img", 128 * MIB, "1:2048:+40M", "2:0:+64M")
     mkext(source, MIB, 40 * MIB)
@@ -62,50 +55,46 @@ def guest(live_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         for name, serial in (("SRC", "STK-SRC"), ("DST", "STK-DST"), ("MIR", "STK-MIRROR")):
             vm.check(f"{name}=$(readlink -f /dev/disk/by-id/virtio-{serial}); echo ${name}")
         vm.check("mkdir -p /mnt/t")
-        yield Stacks(vm, {"$SRC": source, "$DST": work / "dst.img"})
+        yield vm
     finally:
         vm.close()
 
 
-def digests(stacks: Stacks) -> dict[str, str]:
-    return {dev: stacks.vm.digest(path) for dev, path in stacks.files.items()}
-
-
-def refused(stacks: Stacks, source: str, target: str, words: str) -> None:
-    """`clonebay clone` exits 6 with the guard's words, and neither disk changed."""
-    before = digests(stacks)
+def refused(vm: Guest, source: str, target: str, words: str) -> None:
+    """`clonebay clone` exits 6 with the guard's words, and no disk changed."""
+    before = vm.digests()
     argv = f"clonebay clone {source} {target} --no-verify --grow none --yes"
-    code, out = stacks.vm.run(f"{argv} 2>&1", timeout=600)
+    code, out = vm.run(f"{argv} 2>&1", timeout=600)
     assert code == REFUSED, f"{argv}: exit {code}\n{out}"
     assert words in out and "nothing was written" in out and "Traceback" not in out, out
-    assert digests(stacks) == before, f"{argv} changed a disk"
+    assert vm.digests() == before, f"{argv} changed a disk"
 
 
-def test_dm_linear_over_the_source_disk(guest: Stacks) -> None:
-    guest.vm.check('dmsetup create cbsrc --table "0 $(blockdev --getsz $SRC) linear $SRC 0"')
-    guest.vm.check("udevadm settle")
+def test_dm_linear_over_the_source_disk(guest: Guest) -> None:
+    guest.check('dmsetup create cbsrc --table "0 $(blockdev --getsz $SRC) linear $SRC 0"')
+    guest.check("udevadm settle")
     try:
         overlap = "overlap in the device graph"
         refused(guest, "$SRC", "/dev/mapper/cbsrc", overlap)
         refused(guest, "${SRC}1", "/dev/mapper/cbsrc", overlap)
         refused(guest, "/dev/mapper/cbsrc", "${SRC}2", overlap)
     finally:
-        guest.vm.check("dmsetup remove cbsrc")
+        guest.check("dmsetup remove cbsrc")
 
 
-def test_dm_over_the_target_mounted(guest: Stacks) -> None:
-    guest.vm.check('dmsetup create cbdst --table "0 $(blockdev --getsz $DST) linear $DST 0"')
-    guest.vm.check(
+def test_dm_over_the_target_mounted(guest: Guest) -> None:
+    guest.check('dmsetup create cbdst --table "0 $(blockdev --getsz $DST) linear $DST 0"')
+    guest.check(
         f"udevadm settle; {MKFS} /dev/mapper/cbdst && mount /dev/mapper/cbdst /mnt/t && sync"
     )
     try:
         refused(guest, "$SRC", "$DST", "is mounted (/mnt/t) through /dev/dm-")
     finally:
-        guest.vm.check("umount /mnt/t; dmsetup remove cbdst")
+        guest.check("umount /mnt/t; dmsetup remove cbdst")
 
 
-def test_md_raid1_whose_member_is_the_target(guest: Stacks) -> None:
-    guest.vm.check(
+def test_md_raid1_whose_member_is_the_target(guest: Guest) -> None:
+    guest.check(
         "yes | mdadm --create /dev/md0 --metadata=1.0 --level=1 --raid-devices=2 --run"
         " --assume-clean $DST $MIR && udevadm settle",
         timeout=300,
@@ -114,11 +103,11 @@ def test_md_raid1_whose_member_is_the_target(guest: Stacks) -> None:
         refused(guest, "$SRC", "$DST", "in use by /dev/md0")
         refused(guest, "/dev/md0", "$DST", "overlap in the device graph")
     finally:
-        guest.vm.check("mdadm --stop /dev/md0")
+        guest.check("mdadm --stop /dev/md0")
 
 
-def test_lv_on_a_source_partition(guest: Stacks) -> None:
-    guest.vm.check(
+def test_lv_on_a_source_partition(guest: Guest) -> None:
+    guest.check(
         "pvcreate -y ${SRC}2 && vgcreate -y cbvg ${SRC}2 && lvcreate -y -n cblv -L 32M cbvg"
         " && udevadm settle",
         timeout=300,
@@ -128,10 +117,10 @@ def test_lv_on_a_source_partition(guest: Stacks) -> None:
         refused(guest, "${SRC}2", lv, "overlap in the device graph")
         refused(guest, "${SRC}1", lv, "overlap in the device graph")
         refused(guest, lv, "${SRC}1", "overlap in the device graph")
-        guest.vm.check(f"{MKFS} {lv} && mount {lv} /mnt/t && sync", timeout=300)
+        guest.check(f"{MKFS} {lv} && mount {lv} /mnt/t && sync", timeout=300)
         try:
             refused(guest, "$SRC", "$DST", "--allow-mounted-source")
         finally:
-            guest.vm.check("umount /mnt/t")
+            guest.check("umount /mnt/t")
     finally:
-        guest.vm.check("vgchange -an cbvg", timeout=300)
+        guest.check("vgchange -an cbvg", timeout=300)
